@@ -1,0 +1,130 @@
+"""The cross-lingual bridge: a bilingual term table used to expand queries in either language.
+
+Two sources: the curated table ``data/glossary.tsv`` (every drug, regimen, trial, endpoint of the
+review, Chinese <-> English INN and abbreviations) and the pairs the review defines itself as
+``中文(English term, ABBR)``, harvested at ingest.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.errors import MalformedRecordError
+from retriever.lexical import normalize_text
+
+TERM_TYPES = frozenset(
+    {"drug", "regimen", "trial", "endpoint", "disease", "site", "biomarker", "class", "other"}
+)
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff"
+# 中文(english words, ABBR) with either half- or full-width brackets.
+_DEFINITION = re.compile(
+    rf"([{_CJK}A-Za-z0-9\-]*[{_CJK}])\s*[(（]\s*([A-Za-z][A-Za-z0-9 \-,'/]+?)"
+    r"(?:\s*[,，]\s*([A-Za-z0-9\-/]{2,12}))?\s*[)）]"
+)
+# Words after which a new noun phrase starts in the text preceding a definition.
+_PHRASE_BREAK = re.compile(r".*(?:的|为|是|和|及|与|或|、|，|,|在|对|将|即|如|包括|通过)")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One concept in both languages: its Chinese forms, English forms and abbreviations."""
+
+    zh: tuple[str, ...]
+    en: tuple[str, ...]
+    abbr: tuple[str, ...]
+    type: str
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        return (*self.zh, *self.en, *self.abbr)
+
+
+def load_glossary_table(path: Path) -> list[Term]:
+    """Read ``glossary.tsv`` (columns zh, en, abbr, type; ``|`` separates variants)."""
+    terms: list[Term] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t")
+        header = next(rows, None)
+        if header != ["zh", "en", "abbr", "type"]:
+            raise MalformedRecordError(
+                path, 1, "header must be: zh, en, abbr, type (tab-separated)"
+            )
+        for line, row in enumerate(rows, start=2):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != 4:
+                raise MalformedRecordError(path, line, f"expected 4 columns, found {len(row)}")
+            zh, en, abbr, kind = (cell.strip() for cell in row)
+            if kind not in TERM_TYPES:
+                raise MalformedRecordError(path, line, f"unknown type {kind!r}")
+            terms.append(Term(_split(zh), _split(en), _split(abbr), kind))
+    return terms
+
+
+def harvest_definitions(text: str) -> list[Term]:
+    """Pairs the review defines inline, e.g. ``治疗失败时间(time to treatment failure, TTF)``."""
+    terms: list[Term] = []
+    for match in _DEFINITION.finditer(text):
+        before, english, abbr = match.group(1), match.group(2).strip(), match.group(3)
+        head = _PHRASE_BREAK.sub("", before)[-12:]
+        if len(head) < 2 or len(english) < 3:
+            continue
+        terms.append(Term((head,), (english,), (abbr,) if abbr else (), "other"))
+    return terms
+
+
+class Glossary:
+    """Expands a query with the other language's forms of every term it mentions."""
+
+    def __init__(self, terms: Iterable[Term]) -> None:
+        self.terms = list(terms)
+        self._patterns: list[tuple[re.Pattern[str], int]] = []
+        for index, term in enumerate(self.terms):
+            for form in term.forms:
+                if pattern := _form_pattern(form, is_abbr=form in term.abbr):
+                    self._patterns.append((pattern, index))
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def matches(self, query: str) -> list[Term]:
+        """Terms any of whose forms occurs in the query, in table order."""
+        folded = normalize_text(query)
+        hit: dict[int, None] = {}
+        for pattern, index in self._patterns:
+            subject = query if pattern.flags & re.IGNORECASE == 0 else folded
+            if pattern.search(subject):
+                hit[index] = None
+        return [self.terms[i] for i in hit]
+
+    def expand(self, query: str) -> list[str]:
+        """Forms of the matched terms that the query does not already contain."""
+        folded = normalize_text(query)
+        extra: dict[str, None] = {}
+        for term in self.matches(query):
+            for form in term.forms:
+                if normalize_text(form) not in folded:
+                    extra[form] = None
+        return list(extra)
+
+
+def _split(cell: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in cell.split("|") if part.strip())
+
+
+def _form_pattern(form: str, *, is_abbr: bool) -> re.Pattern[str] | None:
+    if re.search(f"[{_CJK}]", form):
+        return (
+            re.compile(re.escape(normalize_text(form)), re.IGNORECASE) if len(form) >= 2 else None
+        )
+    if len(form) < 2:
+        return None
+    body = re.escape(form) if is_abbr and len(form) <= 4 else re.escape(normalize_text(form))
+    pattern = rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])"
+    # Short abbreviations match case-sensitively: "EC" is a regimen, "ec" is not.
+    return re.compile(pattern) if is_abbr and len(form) <= 4 else re.compile(pattern, re.IGNORECASE)

@@ -1,0 +1,266 @@
+"""Hybrid search: dense (Chroma) and lexical (BM25) rankings fused, with a bilingual bridge.
+
+The pipeline for one question:
+1. the retrieval query is the question plus the conversation's recent user turns;
+2. the glossary adds the other language's names of every term it mentions;
+3. dense and lexical rankings are fused with weighted reciprocal rank fusion;
+4. a reference or trial hit lifts the passages that cite that reference or name that trial,
+   so "lanreotide" reaches 兰瑞肽 passages through reference titles;
+5. the best ``k`` chunks come back as ``Evidence``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ingest.types import Chunk, ChunkKind, Evidence
+from nenqa.settings import Settings
+from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
+from retriever.glossary import Glossary, harvest_definitions, load_glossary_table
+from retriever.lexical import LexicalIndex, normalize_text, register_terms, tokenize
+from retriever.store import ChunkStore, IndexUnavailableError, decode_list
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier message of the conversation."""
+
+    role: Literal["user", "assistant", "system"]
+    content: str
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrict results by chunk kind or by trial metadata (case-insensitive values)."""
+
+    kind: ChunkKind | None = None
+    phase: str | None = None
+    site: str | None = None
+    drug: str | None = None
+    ref: int | None = None
+
+    def accepts(self, chunk: Chunk) -> bool:
+        if self.kind and chunk.kind != self.kind:
+            return False
+        if self.ref is not None and self.ref not in chunk.refs:
+            return False
+        meta = chunk.metadata
+        if self.phase and normalize_text(str(meta.get("phase", ""))) != normalize_text(self.phase):
+            return False
+        if self.site and normalize_text(self.site) not in _folded_list(meta.get("site")):
+            return False
+        return not (self.drug and normalize_text(self.drug) not in _folded_list(meta.get("drug")))
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.kind, self.phase, self.site, self.drug, self.ref))
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """Weights of the fused ranking, tuned on ``eval/qa.jsonl`` (see docs/benchmarks.md)."""
+
+    dense: float = 1.0
+    lexical: float = 1.0
+    rrf_k: int = 60
+    reference_lift: float = 0.6
+    trial_lift: float = 0.4
+    reference_result_factor: float = 0.5
+    history_turns: int = 2
+
+
+@dataclass
+class SearchTrace:
+    """What a search did, for debugging and the API's timings."""
+
+    query: str = ""
+    expansions: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class HybridSearcher:
+    """Searches one index; build once per process with ``load_searcher``."""
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        embedder: Embedder,
+        glossary: Glossary,
+        *,
+        weights: FusionWeights | None = None,
+        dense_candidates: int = 40,
+        lexical_candidates: int = 40,
+        default_k: int = 5,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.glossary = glossary
+        self.weights = weights or FusionWeights()
+        self.dense_candidates = dense_candidates
+        self.lexical_candidates = lexical_candidates
+        self.default_k = default_k
+        self._lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload the chunk table and lexical index from the store (after an ingest)."""
+        chunks = self.store.all_chunks()
+        lexical = LexicalIndex([lexical_text(c) for c in chunks])
+        citing: dict[int, list[int]] = defaultdict(list)
+        naming: dict[str, list[int]] = defaultdict(list)
+        for position, chunk in enumerate(chunks):
+            if chunk.kind != "passage":
+                continue
+            for ref in chunk.refs:
+                citing[ref].append(position)
+            for trial in chunk.trials:
+                naming[normalize_text(trial)].append(position)
+        with self._lock:
+            self.chunks = chunks
+            self.position = {c.chunk_id: i for i, c in enumerate(chunks)}
+            self.lexical = lexical
+            self._citing = dict(citing)
+            self._naming = dict(naming)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def retrieval_query(self, question: str, history: Sequence[Turn] = ()) -> str:
+        """The question, preceded by the last user turns so follow-ups keep their subject."""
+        earlier = [t.content for t in history if t.role == "user"][-self.weights.history_turns :]
+        return " ".join([*earlier, question]).strip()
+
+    def search(
+        self,
+        question: str,
+        k: int | None = None,
+        *,
+        history: Sequence[Turn] = (),
+        filters: SearchFilters | None = None,
+        trace: SearchTrace | None = None,
+    ) -> list[Evidence]:
+        """The ``k`` best chunks for a question in Chinese or English, best first."""
+        k = k or self.default_k
+        filters = filters or SearchFilters()
+        trace = trace if trace is not None else SearchTrace()
+        started = time.perf_counter()
+        query = self.retrieval_query(question, history)
+        expansions = self.glossary.expand(query)
+        trace.query, trace.expansions = query, expansions
+        if not query:
+            return []
+
+        dense_text = f"{query} ({'; '.join(expansions)})" if expansions else query
+        vector = self.embedder.embed_queries([dense_text])[0]
+        trace.timings_ms["embed"] = _ms(started)
+
+        chunks, position = self.chunks, self.position
+        pool = len(chunks) if filters.active else self.dense_candidates
+        dense = [
+            (position[cid], sim)
+            for cid, sim in self.store.query(vector, pool)
+            if cid in position and filters.accepts(chunks[position[cid]])
+        ][: self.dense_candidates]
+        trace.timings_ms["dense"] = _ms(started) - trace.timings_ms["embed"]
+
+        extra_tokens = [tok for term in expansions for tok in tokenize(term)]
+        lexical = [
+            (i, s)
+            for i, s in self.lexical.rank(query, len(chunks), extra_tokens=extra_tokens)
+            if filters.accepts(chunks[i])
+        ][: self.lexical_candidates]
+
+        fused = self._fuse(dense, lexical, filters)
+        ranked = sorted(fused.items(), key=lambda item: (-item[1], chunks[item[0]].chunk_id))
+        trace.timings_ms["total"] = _ms(started)
+        return [Evidence(chunks[i], score) for i, score in ranked[:k]]
+
+    def _fuse(
+        self,
+        dense: list[tuple[int, float]],
+        lexical: list[tuple[int, float]],
+        filters: SearchFilters,
+    ) -> dict[int, float]:
+        w = self.weights
+        fused: dict[int, float] = defaultdict(float)
+        for rank, (i, _) in enumerate(dense):
+            fused[i] += w.dense / (w.rrf_k + rank + 1)
+        for rank, (i, _) in enumerate(lexical):
+            fused[i] += w.lexical / (w.rrf_k + rank + 1)
+
+        # A reference or trial hit lifts the passages that cite it or name it.
+        lifted: dict[int, float] = defaultdict(float)
+        for i, score in fused.items():
+            chunk = self.chunks[i]
+            if chunk.kind == "reference":
+                targets = [p for ref in chunk.refs for p in self._citing.get(ref, ())]
+                lift = w.reference_lift
+            elif chunk.kind == "trial":
+                targets = [p for ref in chunk.refs for p in self._citing.get(ref, ())]
+                targets += [
+                    p for name in chunk.trials for p in self._naming.get(normalize_text(name), ())
+                ]
+                lift = w.trial_lift
+            else:
+                continue
+            for p in set(targets):
+                if filters.accepts(self.chunks[p]):
+                    lifted[p] = max(lifted[p], lift * score)
+        for p, bonus in lifted.items():
+            fused[p] += bonus
+        for i in list(fused):
+            if self.chunks[i].kind == "reference":
+                fused[i] *= w.reference_result_factor
+        return fused
+
+
+def lexical_text(chunk: Chunk) -> str:
+    """What BM25 sees: the text plus trial names (trial chunks already name themselves)."""
+    return " ".join([chunk.text, *chunk.trials])
+
+
+def _folded_list(value: object) -> list[str]:
+    return [normalize_text(v) for v in decode_list(value)]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def build_glossary(settings: Settings, chunks: Sequence[Chunk] = ()) -> Glossary:
+    """The curated table plus the definitions the indexed passages spell out."""
+    terms = []
+    table = settings.data_dir / "glossary.tsv"
+    if table.exists():
+        terms.extend(load_glossary_table(table))
+    for chunk in chunks:
+        if chunk.kind == "passage":
+            terms.extend(harvest_definitions(chunk.text))
+    register_terms(form for term in terms for form in term.zh)
+    return Glossary(terms)
+
+
+def load_searcher(settings: Settings) -> HybridSearcher:
+    """Open the index and load the model once; raises ``IndexUnavailableError`` if empty."""
+    embedder = load_embedder(settings)
+    store = ChunkStore(settings, ChromaEmbeddingFunction(embedder), embedder.model_id)
+    if store.count() == 0:
+        raise IndexUnavailableError(
+            f"the index at {settings.chroma_url or settings.index_dir} is empty; "
+            "run `nenqa ingest` first"
+        )
+    # The glossary teaches the tokenizer its words, so it comes before the lexical index.
+    glossary = build_glossary(settings, store.all_chunks())
+    return HybridSearcher(
+        store,
+        embedder,
+        glossary,
+        dense_candidates=settings.dense_candidates,
+        lexical_candidates=settings.lexical_candidates,
+        default_k=settings.top_k,
+    )

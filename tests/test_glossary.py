@@ -1,0 +1,40 @@
+"""The bilingual glossary: table loading, harvested definitions, query expansion."""
+
+import pytest
+
+from ingest.errors import MalformedRecordError
+from retriever.glossary import Glossary, Term, harvest_definitions, load_glossary_table
+
+
+def test_harvests_the_reviews_inline_definitions():
+    text = (
+        "兰瑞肽组的治疗失败时间(time to treatment failure, TTF)为13.3个月。"
+        "常用的生物治疗药物为长效生长抑素类似物(somatostatin analogue, SSA)，包括长效奥曲肽。"
+    )
+    pairs = {(t.zh[0], t.en[0], t.abbr[0]) for t in harvest_definitions(text)}
+    assert ("治疗失败时间", "time to treatment failure", "TTF") in pairs
+    assert ("长效生长抑素类似物", "somatostatin analogue", "SSA") in pairs
+
+
+def test_expansion_bridges_both_directions():
+    glossary = Glossary(
+        [
+            Term(("兰瑞肽",), ("lanreotide",), ("LAN",), "drug"),
+            Term(("依托泊苷+卡铂",), ("etoposide plus carboplatin",), ("EC",), "regimen"),
+        ]
+    )
+    assert "兰瑞肽" in glossary.expand("What did SPINET show for Lanreotide?")
+    assert "lanreotide" in glossary.expand("兰瑞肽在肺类癌中的疗效")
+    # Short abbreviations only match as written, so the word "economic" or "ec" stays out.
+    assert glossary.expand("EC regimen in SCLC")
+    assert not glossary.expand("an economic analysis, ec")
+
+
+def test_malformed_table_is_refused_with_file_and_line(tmp_path):
+    table = tmp_path / "glossary.tsv"
+    table.write_text("zh\ten\tabbr\ttype\n兰瑞肽\tlanreotide\tLAN\tdrug\n奥曲肽\toctreotide\n")
+    with pytest.raises(MalformedRecordError, match=r"glossary.tsv:3: expected 4 columns"):
+        load_glossary_table(table)
+    table.write_text("zh\ten\tabbr\ttype\n兰瑞肽\tlanreotide\tLAN\tpotion\n")
+    with pytest.raises(MalformedRecordError, match=r"glossary.tsv:2: unknown type 'potion'"):
+        load_glossary_table(table)
