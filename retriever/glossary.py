@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +94,25 @@ class Glossary:
         return len(self.terms)
 
     def matches(self, query: str) -> list[Term]:
-        """Terms any of whose forms occurs in the query, in table order."""
+        """Terms any of whose forms occurs in the query, in table order.
+
+        Longest match wins: "CLARINET FORTE" is one trial, not also "CLARINET".
+        """
         folded = normalize_text(query)
-        hit: dict[int, None] = {}
+        nfkc = unicodedata.normalize("NFKC", query)
+        found: list[tuple[int, int, int]] = []
         for pattern, index in self._patterns:
-            subject = query if pattern.flags & re.IGNORECASE == 0 else folded
-            if pattern.search(subject):
-                hit[index] = None
-        return [self.terms[i] for i in hit]
+            subject = folded if pattern.flags & re.IGNORECASE else nfkc
+            found.extend((m.start(), m.end(), index) for m in pattern.finditer(subject))
+        taken: list[tuple[int, int]] = []
+        hit: set[int] = set()
+        for start, end, index in sorted(found, key=lambda f: (f[0] - f[1], f[0])):
+            if any(start < t_end and t_start < end for t_start, t_end in taken):
+                if index not in hit and (start, end) not in taken:
+                    continue
+            taken.append((start, end))
+            hit.add(index)
+        return [self.terms[i] for i in sorted(hit)]
 
     def expand(self, query: str) -> list[str]:
         """Forms of the matched terms that the query does not already contain."""

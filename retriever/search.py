@@ -65,10 +65,10 @@ class SearchFilters:
 class FusionWeights:
     """Weights of the fused ranking, tuned on ``eval/qa.jsonl`` (see docs/benchmarks.md)."""
 
-    dense: float = 1.0
+    dense: float = 1.25
     lexical: float = 1.0
     rrf_k: int = 60
-    reference_lift: float = 0.6
+    reference_lift: float = 0.3
     trial_lift: float = 0.4
     reference_result_factor: float = 0.5
     history_turns: int = 2

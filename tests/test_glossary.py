@@ -38,3 +38,20 @@ def test_malformed_table_is_refused_with_file_and_line(tmp_path):
     table.write_text("zh\ten\tabbr\ttype\n兰瑞肽\tlanreotide\tLAN\tpotion\n")
     with pytest.raises(MalformedRecordError, match=r"glossary.tsv:2: unknown type 'potion'"):
         load_glossary_table(table)
+
+
+def test_the_longest_matching_term_wins():
+    glossary = Glossary(
+        [
+            Term((), ("CLARINET",), ("CLARINET OLE",), "trial"),
+            Term((), ("CLARINET FORTE",), (), "trial"),
+            Term(("兰瑞肽",), ("lanreotide",), (), "drug"),
+        ]
+    )
+    matched = glossary.matches("CLARINET FORTE 兰瑞肽增量")
+    assert [t.en[0] for t in matched] == ["CLARINET FORTE", "lanreotide"]
+    assert "CLARINET OLE" not in glossary.expand("CLARINET FORTE 兰瑞肽增量")
+    assert [t.en[0] for t in glossary.matches("CLARINET and CLARINET FORTE")] == [
+        "CLARINET",
+        "CLARINET FORTE",
+    ]
