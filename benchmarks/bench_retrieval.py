@@ -50,7 +50,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from eval.qa_schema import load_qa
-
     from nenqa.settings import Settings
     from retriever.search import Turn, load_searcher
 

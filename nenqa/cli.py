@@ -16,7 +16,9 @@ from rich.table import Table
 
 from nenqa.settings import Settings, get_settings
 
-app = typer.Typer(help="nenqa: evidence-grounded answers about NEN drug trials.", no_args_is_help=True)
+app = typer.Typer(
+    help="nenqa: evidence-grounded answers about NEN drug trials.", no_args_is_help=True
+)
 eval_app = typer.Typer(help="Score retrieval and answers on eval/qa.jsonl.")
 app.add_typer(eval_app, name="eval")
 
@@ -35,7 +37,9 @@ def ingest(
         list[Path] | None,
         typer.Argument(help="Review .md / trials .jsonl files or folders; default: the corpus."),
     ] = None,
-    rebuild: Annotated[bool, typer.Option(help="Drop the index and embed everything again.")] = False,
+    rebuild: Annotated[
+        bool, typer.Option(help="Drop the index and embed everything again.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Parse, chunk, embed and index the corpus; unchanged chunks are not rewritten."""
@@ -45,7 +49,7 @@ def ingest(
 
     from ingest.errors import IngestError
     from ingest.pipeline import default_sources, parse_sources, summarize, sync_index
-    from retriever.embeddings import load_embedder
+    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder
     from retriever.store import ChunkStore, IndexUnavailableError
 
     settings = get_settings()
@@ -57,7 +61,7 @@ def ingest(
     embedder = load_embedder(settings)
     try:
         store = ChunkStore(
-            settings, embedder.chroma_function(), embedder.model_id, rebuild=rebuild
+            settings, ChromaEmbeddingFunction(embedder), embedder.model_id, rebuild=rebuild
         )
     except IndexUnavailableError as error:
         _fail(str(error))
@@ -88,7 +92,9 @@ def ingest(
 
 @app.command()
 def search(
-    question: Annotated[str | None, typer.Argument(help="A question in Chinese or English.")] = None,
+    question: Annotated[
+        str | None, typer.Argument(help="A question in Chinese or English.")
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=50, help="How many results.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     jsonl: Annotated[

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,40 @@ class Settings(BaseSettings):
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma list; when set, every /v1 request needs one"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma list of widget origins allowed by CORS"
+    )
+    rate_limit_per_minute: int = Field(
+        default=120, ge=0, description="requests per API key (or client address); 0 = no limit"
+    )
+    max_question_chars: int = Field(default=2000, ge=1, le=2000)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+    # Answers: "extractive" quotes the evidence (offline); "llm" asks an OpenAI-compatible API.
+    answer_mode: Literal["extractive", "llm"] = "extractive"
+    answer_top_k: int = Field(default=6, ge=1, le=50, description="evidence chunks per answer")
+    answer_max_sentences: int = Field(default=3, ge=1, le=8)
+    # Abstain unless the best evidence sentence reaches both thresholds; calibrated on
+    # eval/qa.jsonl (see docs/benchmarks.md).
+    abstain_min_similarity: float = 0.80
+    abstain_min_overlap: float = 0.20
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"
+    )
+    llm_model: str = "nenqa-local"
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_timeout_s: float = 60.0
+    llm_max_tokens: int = 512
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @lru_cache(maxsize=1)

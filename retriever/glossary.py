@@ -107,9 +107,10 @@ class Glossary:
         taken: list[tuple[int, int]] = []
         hit: set[int] = set()
         for start, end, index in sorted(found, key=lambda f: (f[0] - f[1], f[0])):
-            if any(start < t_end and t_start < end for t_start, t_end in taken):
-                if index not in hit and (start, end) not in taken:
-                    continue
+            overlaps = any(start < t_end and t_start < end for t_start, t_end in taken)
+            # Two terms sharing one form at one place are both kept.
+            if overlaps and (start, end) not in taken:
+                continue
             taken.append((start, end))
             hit.add(index)
         return [self.terms[i] for i in sorted(hit)]
