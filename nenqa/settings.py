@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     embedding_model: str | None = None
     model_cache_dir: Path = Path.home() / ".cache" / "nenqa"
     embedding_batch_size: int = 32
+    # Torch threads for query-time embedding. One thread keeps latency steady when the cores
+    # are shared (OpenMP threads spin-wait for a descheduled sibling); ingest uses all cores.
+    torch_threads: int = Field(default=1, ge=1)
 
     # Retrieval
     top_k: int = 5
@@ -57,7 +60,7 @@ class Settings(BaseSettings):
     answer_max_sentences: int = Field(default=3, ge=1, le=8)
     # Abstain unless the best evidence sentence reaches both thresholds; calibrated on
     # eval/qa.jsonl (see docs/benchmarks.md).
-    abstain_min_similarity: float = 0.80
+    abstain_min_similarity: float = 0.78
     abstain_min_overlap: float = 0.20
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"

@@ -123,12 +123,7 @@ def model_id_for_folder(folder: Path) -> str:
 
 def limit_torch_threads() -> int:
     """Use at most as many torch threads as CPUs this process may run on; returns the count."""
-    import torch
-
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    threads = max(1, min(torch.get_num_threads(), available or os.cpu_count() or 1))
-    torch.set_num_threads(threads)
-    return threads
+    return set_torch_threads(None)
 
 
 _models: dict[str, tuple[Any, str]] = {}
@@ -181,7 +176,21 @@ def load_embedder(settings: Settings) -> Embedder:
     """
     source = settings.embedding_model or str(prepare_default_model(settings.model_cache_dir))
     model, model_id = load_sentence_transformer(source)
+    set_torch_threads(settings.torch_threads)
     return Embedder(model, model_id, source, batch_size=settings.embedding_batch_size)
+
+
+def set_torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (None: every CPU this process may use); returns the count."""
+    import torch
+
+    if hasattr(os, "sched_getaffinity"):
+        available = len(os.sched_getaffinity(0))
+    else:
+        available = os.cpu_count() or 1
+    count = max(1, min(threads or available, available))
+    torch.set_num_threads(count)
+    return count
 
 
 @register_embedding_function
