@@ -36,6 +36,7 @@ search: ingest
 	$(BIN)/nenqa search
 
 test: install
+	bash scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -m "not llm"
