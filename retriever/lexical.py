@@ -89,7 +89,12 @@ class LexicalIndex:
     ) -> list[tuple[int, float]]:
         """The best ``limit`` positions for ``query`` (plus expansion tokens), best first."""
         scores = self.scores([*tokenize(query), *extra_tokens])
-        if not scores.size:
+        if not scores.size or limit <= 0:
             return []
-        order = np.argsort(-scores, kind="stable")[:limit]
+        if limit < scores.size:
+            # Select before sorting: at 100k+ chunks a full argsort dominates the query.
+            top = np.argpartition(-scores, limit - 1)[:limit]
+            order = top[np.lexsort((top, -scores[top]))]
+        else:
+            order = np.lexsort((np.arange(scores.size), -scores))
         return [(int(i), float(scores[i])) for i in order if scores[i] > 0]

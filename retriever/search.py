@@ -160,20 +160,23 @@ class HybridSearcher:
         trace.timings_ms["embed"] = _ms(started)
 
         chunks, position = self.chunks, self.position
-        pool = len(chunks) if filters.active else self.dense_candidates
+        # Filters are applied to a wider candidate pool; kind is pushed down to Chroma.
+        widen = 10 if filters.active else 1
+        where = {"kind": filters.kind} if filters.kind else None
         dense = [
             (position[cid], sim)
-            for cid, sim in self.store.query(vector, pool)
+            for cid, sim in self.store.query(vector, self.dense_candidates * widen, where=where)
             if cid in position and filters.accepts(chunks[position[cid]])
         ][: self.dense_candidates]
         trace.timings_ms["dense"] = _ms(started) - trace.timings_ms["embed"]
 
         extra_tokens = [tok for term in expansions for tok in tokenize(term)]
-        lexical = [
-            (i, s)
-            for i, s in self.lexical.rank(query, len(chunks), extra_tokens=extra_tokens)
-            if filters.accepts(chunks[i])
-        ][: self.lexical_candidates]
+        ranked_lexical = self.lexical.rank(
+            query, self.lexical_candidates * widen, extra_tokens=extra_tokens
+        )
+        lexical = [(i, s) for i, s in ranked_lexical if filters.accepts(chunks[i])][
+            : self.lexical_candidates
+        ]
 
         fused = self._fuse(dense, lexical, filters)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], chunks[item[0]].chunk_id))

@@ -35,3 +35,16 @@ def test_bm25_ranks_the_passage_with_the_rare_terms_first():
 def test_unknown_words_score_nothing():
     index = LexicalIndex(["兰瑞肽", "奥曲肽"])
     assert index.rank("metformin diabetes", limit=2) == []
+
+
+def test_rank_returns_the_same_top_as_a_full_sort():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = ["兰瑞肽", "奥曲肽", "依维莫司", "SPINET", "TTF", "13.3", "9.8", "mPFS", "ORR"]
+    texts = [" ".join(rng.choice(words, size=6)) for _ in range(500)]
+    index = LexicalIndex(texts)
+    query = "兰瑞肽 SPINET TTF 13.3"
+    scores = index.scores(tokenize(query))
+    expected = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:20]
+    assert [i for i, _ in index.rank(query, 20)] == expected
