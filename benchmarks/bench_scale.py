@@ -1,0 +1,305 @@
+"""Scale benchmark: a synthetic corpus in the review's sentence patterns at growing sizes.
+
+For every size it measures index write throughput, index size on disk, the searcher's load time
+and RSS, and hybrid search p50/p95 over the eval questions. Separately it measures ingest
+throughput (parse + embed + write, real model) against the embedder's own encode throughput on
+the same texts. Sizes it cannot fit are projected from the measured points and marked so.
+
+Embedding 100k chunks with the real model on 2 cores would take hours, so the scale points use
+vectors derived from a pool of real embeddings of synthetic texts (each chunk's vector is a
+pool vector plus small noise, renormalised): the index, the ANN search and BM25 see corpora of
+the real size and shape; only the semantic content of most vectors is synthetic.
+
+    .venv/bin/python benchmarks/bench_scale.py --sizes 10000 100000 --project 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def synthetic_texts(count: int, seed: int = 7) -> list[tuple[str, tuple[int, ...]]]:
+    """Texts in the review's patterns: its passages with numbers, drugs and trials varied."""
+    from ingest.chunking import chunk_document
+    from ingest.review import parse_review
+    from nenqa.settings import get_settings
+    from retriever.glossary import load_glossary_table
+
+    settings = get_settings()
+    document = parse_review(settings.data_dir / "nen-drug-trials-review-2022.md")
+    templates = [c for c in chunk_document(document) if c.refs]
+    drugs = [t.zh[0] for t in load_glossary_table(settings.data_dir / "glossary.tsv") if t.zh]
+    rng = random.Random(seed)
+    texts = []
+    for i in range(count):
+        template = templates[i % len(templates)]
+        text = _NUMBER.sub(
+            lambda m: f"{rng.uniform(1, 60):.1f}" if "." in m.group() else str(rng.randint(2, 600)),
+            template.text,
+        )
+        text = text.replace(rng.choice(drugs), rng.choice(drugs))
+        texts.append((f"SYN-{i:07d} {text}", tuple(sorted(rng.sample(range(1, 51), 2)))))
+    return texts
+
+
+def synthetic_chunks(texts):
+    from ingest.types import Chunk
+
+    return [
+        Chunk(
+            chunk_id=f"s-{i:08d}",
+            doc_id="synthetic",
+            kind="passage",
+            text=text,
+            section=f"{i % 6 + 1} synthetic",
+            refs=refs,
+        )
+        for i, (text, refs) in enumerate(texts)
+    ]
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now (model, index client, chunk table, BM25), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_ingest(embedder, count: int, tmp: Path) -> dict:
+    """Encode throughput of the embedder alone vs the whole ingest path on the same texts."""
+    from ingest.pipeline import ParsedCorpus, sync_index
+    from nenqa.settings import Settings
+    from retriever.embeddings import set_torch_threads
+    from retriever.store import ChunkStore
+
+    set_torch_threads(None)
+    chunks = synthetic_chunks(synthetic_texts(count, seed=11))
+    texts = [c.text for c in chunks]
+    embedder.embed_passages(texts[:32])  # warm-up
+    started = time.perf_counter()
+    embedder.embed_passages(texts)
+    encode_rate = count / (time.perf_counter() - started)
+
+    settings = Settings(index_dir=tmp / "ingest", collection="scale_ingest")
+    store = ChunkStore(settings, None, embedder.model_id)
+    corpus = ParsedCorpus(chunks=chunks, doc_ids=["synthetic"])
+    started = time.perf_counter()
+    sync_index(corpus, store, embedder, batch_size=32)
+    ingest_rate = count / (time.perf_counter() - started)
+    return {
+        "chunks": count,
+        "encode_chunks_per_s": round(encode_rate, 2),
+        "ingest_chunks_per_s": round(ingest_rate, 2),
+        "ingest_vs_encode": round(ingest_rate / encode_rate, 3),
+    }
+
+
+def measure_size(size: int, pool: np.ndarray, embedder, questions, tmp: Path) -> dict:
+    """Build an index of ``size`` chunks in a child process and time searches over it."""
+    script = Path(__file__).resolve()
+    pool_path = tmp / "pool.npy"
+    np.save(pool_path, pool)
+    out = tmp / f"size-{size}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--child",
+            str(size),
+            "--tmp",
+            str(tmp),
+            "--child-out",
+            str(out),
+        ],
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    return json.loads(out.read_text())
+
+
+def child(size: int, tmp: Path, out: Path) -> None:
+    """One scale point in a fresh process, so RSS is this size's alone."""
+    from eval.qa_schema import load_qa
+    from nenqa.settings import Settings
+    from retriever.embeddings import load_embedder
+    from retriever.search import HybridSearcher, build_glossary
+    from retriever.store import ChunkStore
+
+    rng = np.random.default_rng(size)
+    pool = np.load(tmp / "pool.npy")
+    settings = Settings(index_dir=tmp / f"index-{size}", collection="scale")
+    store = ChunkStore(settings, None, "scale-bench")
+    chunks = synthetic_chunks(synthetic_texts(size))
+    started = time.perf_counter()
+    step = 5000
+    for start in range(0, size, step):
+        part = chunks[start : start + step]
+        base = pool[np.arange(start, start + len(part)) % len(pool)]
+        vectors = base + rng.normal(scale=0.02, size=base.shape).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.upsert(part, vectors)
+    write_s = time.perf_counter() - started
+    del chunks
+
+    embedder = load_embedder(Settings())
+    started = time.perf_counter()
+    searcher = HybridSearcher(store, embedder, build_glossary(Settings()))
+    load_s = time.perf_counter() - started
+    questions = [item.question for item in load_qa(ROOT / "eval" / "qa.jsonl")]
+    for question in questions[:5]:
+        searcher.search(question, 5)
+    latencies = []
+    for question in questions:
+        t0 = time.perf_counter()
+        searcher.search(question, 5)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    result = {
+        "chunks": size,
+        "measured": True,
+        "write_chunks_per_s": round(size / write_s, 1),
+        "index_mib": round(folder_bytes(settings.index_dir) / 2**20, 1),
+        "load_s": round(load_s, 2),
+        "rss_mib": round(rss_mib(), 1),
+        "search_p50_ms": round(statistics.median(latencies), 2),
+        "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
+    }
+    out.write_text(json.dumps(result))
+
+
+def project(points: list[dict], size: int) -> dict:
+    """Least-squares in log-log space from the measured points (marked ``measured: false``)."""
+    xs = np.log([p["chunks"] for p in points])
+    projected = {"chunks": size, "measured": False}
+    for key in (
+        "write_chunks_per_s",
+        "index_mib",
+        "load_s",
+        "rss_mib",
+        "search_p50_ms",
+        "search_p95_ms",
+    ):
+        ys = np.log([max(p[key], 1e-6) for p in points])
+        slope, intercept = np.polyfit(xs, ys, 1)
+        projected[key] = round(float(np.exp(intercept + slope * np.log(size))), 2)
+    return projected
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for axis, (key, label) in zip(
+        axes,
+        [
+            ("search_p50_ms", "search p50 (ms)"),
+            ("index_mib", "index on disk (MiB)"),
+            ("rss_mib", "searcher RSS (MiB)"),
+        ],
+        strict=True,
+    ):
+        measured = [r for r in rows if r["measured"]]
+        axis.plot(
+            [r["chunks"] for r in measured], [r[key] for r in measured], "o-", label="measured"
+        )
+        projected = [r for r in rows if not r["measured"]]
+        if projected:
+            axis.plot(
+                [measured[-1]["chunks"], *[r["chunks"] for r in projected]],
+                [measured[-1][key], *[r[key] for r in projected]],
+                "o--",
+                label="projected",
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel("chunks")
+        axis.set_title(label)
+        axis.grid(alpha=0.3)
+    axes[0].axhline(100, color="red", lw=0.8, ls=":", label="target at 100k")
+    axes[0].legend()
+    fig.suptitle("nenqa hybrid search at scale (2 cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--project", type=int, nargs="*", default=[1_000_000])
+    parser.add_argument("--ingest-sample", type=int, default=1000)
+    parser.add_argument("--pool", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "scale.png")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.tmp, args.child_out)
+        return
+
+    from nenqa.settings import Settings
+    from retriever.embeddings import load_embedder, set_torch_threads
+
+    embedder = load_embedder(Settings())
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        ingest = measure_ingest(embedder, args.ingest_sample, tmp)
+        print(json.dumps(ingest))
+        set_torch_threads(None)
+        pool = embedder.embed_passages([t for t, _ in synthetic_texts(args.pool, seed=3)])
+        rows = []
+        for size in args.sizes:
+            rows.append(measure_size(size, pool, embedder, None, tmp))
+            print(json.dumps(rows[-1]))
+    rows += [project(rows, size) for size in args.project if size not in args.sizes]
+    result = {"ingest": ingest, "scale": rows, "cpus": os.cpu_count()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(result, indent=2))
+    plot(rows, args.plot)
+    header = ("chunks", "measured", "write/s", "MiB", "load_s", "rss_MiB", "p50_ms", "p95_ms")
+    print(" ".join(f"{h:>10}" for h in header))
+    for r in rows:
+        print(
+            " ".join(
+                f"{v:>10}"
+                for v in (
+                    r["chunks"],
+                    str(r["measured"]),
+                    r["write_chunks_per_s"],
+                    r["index_mib"],
+                    r["load_s"],
+                    r["rss_mib"],
+                    r["search_p50_ms"],
+                    r["search_p95_ms"],
+                )
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
