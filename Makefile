@@ -30,7 +30,7 @@ ingest: install
 	$(BIN)/nenqa ingest
 
 serve: ingest
-	$(BIN)/nenqa search
+	$(BIN)/nenqa serve
 
 search: ingest
 	$(BIN)/nenqa search

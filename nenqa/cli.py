@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 eval_app = typer.Typer(help="Score retrieval and answers on eval/qa.jsonl.")
 app.add_typer(eval_app, name="eval")
+docs_app = typer.Typer(
+    help="Manage the indexed documents: list, add, remove, reindex.", no_args_is_help=True
+)
+app.add_typer(docs_app, name="docs")
 
 console = Console(stderr=True)
 out = Console()
@@ -49,7 +53,7 @@ def ingest(
 
     from ingest.errors import IngestError
     from ingest.pipeline import default_sources, parse_sources, summarize, sync_index
-    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder
+    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder, set_torch_threads
     from retriever.store import ChunkStore, IndexUnavailableError
 
     settings = get_settings()
@@ -59,6 +63,7 @@ def ingest(
     except IngestError as error:
         _fail(f"{error} (the index was not changed)")
     embedder = load_embedder(settings)
+    set_torch_threads(None)  # batch embedding gains from every core; queries use one
     try:
         store = ChunkStore(
             settings, ChromaEmbeddingFunction(embedder), embedder.model_id, rebuild=rebuild
@@ -129,6 +134,135 @@ def prepare_model(force: Annotated[bool, typer.Option(help="Convert again.")] = 
     out.print(str(path))
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: NENQA_HOST).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default: NENQA_PORT, 8000).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Default answer mode: extractive or llm (default: NENQA_ANSWER_MODE)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Start the chat API (FastAPI + uvicorn); the index and model load once at start-up."""
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = get_settings()
+    if mode is not None:
+        if mode not in {"extractive", "llm"}:
+            _fail(f"unknown answer mode {mode!r}; use extractive or llm", 2)
+        settings = settings.model_copy(update={"answer_mode": mode})
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level=log_level,
+    )
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_all(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Evaluate a running deployment (e.g. http://127.0.0.1:8000)."),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="Answer mode to ask for (extractive, llm).")
+    ] = None,
+    judge: Annotated[
+        str, typer.Option(help="Support judge: deterministic (offline) or llm (both then run).")
+    ] = "deterministic",
+    judge_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint of the LLM judge.")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model name of the LLM judge.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for --url (sent as a Bearer token).")
+    ] = None,
+    qa: Annotated[Path, typer.Option(help="The evaluation set.")] = Path("eval/qa.jsonl"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Where report files go.")] = Path(
+        "eval/out"
+    ),
+    ids: Annotated[
+        str | None, typer.Option(help="Only these items, comma-separated (q001,q005).")
+    ] = None,
+    baseline: Annotated[
+        bool, typer.Option(help="Also run the tutorial recipe (in-process runs only).")
+    ] = True,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 when a metric misses eval/thresholds.toml.")
+    ] = False,
+    thresholds: Annotated[Path, typer.Option(help="Thresholds for --check.")] = Path(
+        "eval/thresholds.toml"
+    ),
+) -> None:
+    """All metrics: citations (ALCE), faithfulness, numbers, key facts, abstention, retrieval."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from eval.check_thresholds import ThresholdsError, check_thresholds, load_thresholds
+    from eval.judges import JudgeUnavailableError
+    from eval.qa_schema import QASetError
+    from eval.run import EvalRunError, run_eval
+    from retriever.store import IndexUnavailableError
+
+    settings = get_settings()
+    try:
+        limits = load_thresholds(thresholds) if check else {}
+        report = run_eval(
+            settings,
+            qa,
+            out_dir,
+            url=url,
+            mode=mode,
+            judge=judge,
+            judge_url=judge_url,
+            judge_model=judge_model,
+            with_baseline=baseline,
+            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
+            api_key=api_key,
+            console=console,
+        )
+    except (
+        EvalRunError,
+        JudgeUnavailableError,
+        QASetError,
+        ThresholdsError,
+        IndexUnavailableError,
+    ) as error:
+        _fail(str(error))
+    _print_eval_summary(report, limits)
+    console.print(f"reports in {out_dir}/ (report.json, report.md, comparison.png)")
+    if check:
+        problems = check_thresholds(report, limits)
+        for problem in problems:
+            console.print(f"[bold red]below threshold:[/] {problem}", highlight=False)
+        if problems:
+            raise typer.Exit(1)
+        console.print(f"every threshold in {thresholds} is met")
+
+
+def _print_eval_summary(report: dict, limits: dict[str, dict[str, float]]) -> None:
+    table = Table(title=f"nenqa eval ({report['run']['items']} questions)")
+    for column in ("metric", "value", "threshold"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, value in report.items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            bound = next(
+                (f"{b} {limits[b][key]:g}" for b in ("min", "max") if key in limits.get(b, {})),
+                "",
+            )
+            table.add_row(key, f"{value:.3f}", bound)
+    console.print(table)
+    failing = len(report["failures"])
+    if failing:
+        console.print(f"{failing} items miss something; see report.md")
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     qa: Annotated[Path, typer.Option(help="The evaluation set.")] = Path("eval/qa.jsonl"),
@@ -190,6 +324,244 @@ def _interactive(searcher, k: int) -> None:
         if not question:
             break
         _print_table(question, searcher.search(question, k))
+
+
+# --- nenqa docs: the document registry ---------------------------------------------------
+
+
+@docs_app.command("list")
+def docs_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The documents in the index: provenance, chunk counts and state."""
+    from ingest.pipeline import inventory
+
+    settings = get_settings()
+    store, registry, _ = _docs_index(settings)
+    if store is None:
+        records, report = registry.records(), None
+    else:
+        report = inventory(store, registry, settings.data_dir)
+        records = report.records
+    if as_json:
+        listing = {
+            "documents": [
+                {**r.as_json(), "indexed_chunks": report.indexed.get(r.doc_id, 0) if report else 0}
+                for r in records
+            ],
+            "unregistered": [
+                {"doc_id": d, "path": str(p), "indexed_chunks": n}
+                for d, p, n in (report.unregistered if report else [])
+            ],
+            "orphan_chunks": report.orphans if report else 0,
+        }
+        out.print_json(json.dumps(listing, ensure_ascii=False))
+        return
+    table = Table(title=f"documents in {settings.chroma_url or settings.index_dir}")
+    for column in ("doc_id", "kind", "label", "chunks", "refs", "status", "added", "sha256"):
+        table.add_column(column, overflow="fold")
+    table.add_column("path", overflow="fold")
+    for r in records:
+        indexed = report.indexed.get(r.doc_id, 0) if report else 0
+        status = r.status if indexed == r.chunks or r.status != "complete" else "incomplete"
+        chunks = str(r.chunks) if indexed == r.chunks else f"{indexed}/{r.chunks}"
+        row = (r.doc_id, r.kind, r.label, chunks, str(r.references), status, r.added_at)
+        table.add_row(*row, r.sha256[:12], r.path)
+    for doc_id, path, count in report.unregistered if report else []:
+        table.add_row(doc_id, "", "", str(count), "", "unregistered", "", "", str(path))
+    out.print(table)
+    if report and report.unregistered:
+        console.print(
+            "unregistered: indexed by `nenqa ingest`; `nenqa docs add PATH` records them "
+            "(without embedding anything again)"
+        )
+    if report and report.orphans:
+        console.print(
+            f"{report.orphans} chunks belong to no registered document (indexed with "
+            "`nenqa ingest PATH`); `nenqa docs add PATH` records their files"
+        )
+    if any(r.status != "complete" for r in records):
+        console.print(
+            "a document marked writing or removing was interrupted: run the same "
+            "`nenqa docs add`, `remove` or `reindex` again to finish it"
+        )
+
+
+@docs_app.command("add")
+def docs_add(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Markdown, .txt, .pdf, trials .jsonl or ClinicalTrials.gov .json."),
+    ],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Index documents and record their provenance; an unchanged file is a no-op."""
+    settings = get_settings()
+    corpus = _docs_parse(settings, paths)
+    _docs_write(settings, corpus, reembed=False, rebuild=False, quiet=quiet)
+
+
+@docs_app.command("remove")
+def docs_remove(
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids (see `nenqa docs list`).")],
+) -> None:
+    """Remove documents: all of their chunks and their records, nothing else."""
+    from ingest.pipeline import remove_document
+    from ingest.registry import UnknownDocumentError
+
+    settings = get_settings()
+    store, registry, _ = _docs_index(settings)
+    if store is None:
+        _fail(f"the index at {settings.chroma_url or settings.index_dir} is empty")
+    for doc_id in doc_ids:
+        citing = [r.doc_id for r in registry.records() if r.cites == doc_id and r.doc_id != doc_id]
+        try:
+            removed = remove_document(doc_id, store, registry)
+        except UnknownDocumentError as error:
+            _fail(str(error))
+        console.print(f"removed {doc_id}: {removed} chunks")
+        if citing:
+            console.print(
+                f"note: {', '.join(citing)} cite reference numbers of {doc_id}; "
+                "their citations now name a document that is gone"
+            )
+
+
+@docs_app.command("reindex")
+def docs_reindex(
+    doc_ids: Annotated[
+        list[str] | None, typer.Argument(help="Document ids; none means every document.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Parse documents again from their recorded paths and embed them again.
+
+    With no ids every document is reindexed; after a change of embedding model that is the
+    only choice, and the index is rebuilt for the new model.
+    """
+    from ingest.pipeline import inventory
+    from retriever.embeddings import load_embedder
+
+    settings = get_settings()
+    store, registry, built_with = _docs_index(settings)
+    records = {r.doc_id: r for r in registry.records()}
+    paths = [Path(r.path) for r in records.values()]
+    if store is not None and not doc_ids:
+        report = inventory(store, registry, settings.data_dir)
+        if report.orphans:
+            _fail(
+                f"{report.orphans} chunks in the index belong to no registered document and "
+                "would be lost; record their files first with `nenqa docs add PATH`"
+            )
+        paths += [path for _, path, _ in report.unregistered]
+    elif doc_ids:
+        unknown = [d for d in doc_ids if d not in records]
+        if unknown:
+            _fail(f"no registered document {unknown[0]!r}; `nenqa docs list` shows them")
+        paths = [Path(records[d].path) for d in doc_ids]
+    if not paths:
+        _fail("no documents to reindex; add some with `nenqa docs add PATH`")
+    corpus = _docs_parse(settings, paths)
+    model_id = load_embedder(settings).model_id
+    model_changed = built_with is not None and built_with != model_id
+    if model_changed and doc_ids:
+        _fail(
+            f"the index was built with {built_with!r} and {model_id!r} is configured; "
+            "`nenqa docs reindex` with no ids re-embeds every document with the new model"
+        )
+    if model_changed:
+        for record in records.values():  # before the chunks go, so a crash shows them unfinished
+            registry.mark(record, "writing")
+    _docs_write(settings, corpus, reembed=True, rebuild=model_changed, quiet=quiet)
+
+
+def _docs_index(settings: Settings):
+    """(chunk store or None when there is no index yet, registry, the index's model id)."""
+    from ingest.registry import DocumentRegistry
+    from retriever.store import ChunkStore, IndexUnavailableError, make_client
+
+    try:
+        client = make_client(settings)
+        registry = DocumentRegistry(client, settings.collection)
+        built_with = next(
+            (
+                (c.metadata or {}).get("embedding_model")
+                for c in client.list_collections()
+                if c.name == settings.collection
+            ),
+            None,
+        )
+    except (IndexUnavailableError, ValueError, ConnectionError) as error:
+        _fail(f"cannot open the index: {error}")
+    if built_with is None:
+        return None, registry, None
+    # Listing and removing need no model: open the collection with the model it was built with.
+    return ChunkStore(settings, None, built_with), registry, built_with
+
+
+def _docs_parse(settings: Settings, paths: list[Path]):
+    from ingest.errors import IngestError
+    from ingest.pipeline import parse_sources
+    from ingest.trials import load_trials
+
+    trials_file = settings.data_dir / "trials.jsonl"
+    try:
+        review_trials = load_trials(trials_file) if trials_file.exists() else []
+        return parse_sources(paths, review_trials=review_trials)
+    except IngestError as error:
+        _fail(f"{error} (the index was not changed)")
+
+
+def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ingest.pipeline import add_documents
+    from ingest.registry import DocumentConflictError, DocumentRegistry
+    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder
+    from retriever.store import ChunkStore, IndexUnavailableError, make_client
+
+    embedder = load_embedder(settings)
+    try:
+        store = ChunkStore(
+            settings, ChromaEmbeddingFunction(embedder), embedder.model_id, rebuild=rebuild
+        )
+    except IndexUnavailableError as error:
+        _fail(f"{error}; or re-embed every document with `nenqa docs reindex`")
+    registry = DocumentRegistry(make_client(settings), settings.collection)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task("embedding chunks", total=None)
+        try:
+            changes = add_documents(
+                corpus,
+                store,
+                registry,
+                embedder,
+                model_id=embedder.model_id,
+                reembed=reembed,
+                batch_size=settings.embedding_batch_size,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except DocumentConflictError as error:
+            _fail(f"{error} (the index was not changed)")
+    table = Table(title="documents")
+    for column in ("doc_id", "action", "added", "removed", "unchanged", "label", "kind"):
+        table.add_column(column, justify="left" if column in {"doc_id", "label"} else "right")
+    for change in changes:
+        table.add_row(
+            change.doc_id,
+            change.action,
+            str(change.added),
+            str(change.removed),
+            str(change.unchanged),
+            change.record.label,
+            change.record.kind,
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

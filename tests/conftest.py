@@ -43,3 +43,35 @@ def searcher(indexed_settings):
     from retriever.search import load_searcher
 
     return load_searcher(indexed_settings)
+
+
+@pytest.fixture(scope="session")
+def service(indexed_settings, searcher):
+    """The chat service over the session index (extractive mode; sentences embedded once)."""
+    from server.state import load_service
+
+    settings = indexed_settings.model_copy(update={"rate_limit_per_minute": 0})
+    return load_service(settings, searcher=searcher)
+
+
+@pytest.fixture(scope="session")
+def scripted_llm(tmp_path_factory):
+    """A scripted OpenAI-compatible server process on loopback (tests/scripted_llm.py)."""
+    from tests.scripted_llm import ScriptedLLM
+
+    rules = [{"when": "", "reply": "INSUFFICIENT_EVIDENCE"}]
+    llm = ScriptedLLM(rules, tmp_path_factory.mktemp("llm"))
+    yield llm
+    llm.stop()
+
+
+@pytest.fixture(scope="session")
+def llm_service(service, scripted_llm):
+    """``service`` with its llm mode talking to ``scripted_llm`` through langchain-openai."""
+    from server.answer.llm import make_chat_model
+    from server.state import with_llm
+
+    settings = service.settings.model_copy(update={"llm_base_url": scripted_llm.base_url})
+    llm_ready = with_llm(service, make_chat_model(settings))
+    llm_ready.settings = settings
+    return llm_ready

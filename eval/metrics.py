@@ -1,0 +1,606 @@
+"""Answer metrics: ALCE citations, claim faithfulness, numbers, key facts, abstention.
+
+Everything here reads an answer the way a clinician would: the text split into sentences, each
+sentence with the citation markers it carries (``[7]``, ``[4-5]``, ``[§3 化疗]``), checked
+against the evidence those markers point to in the same response. Definitions and sources are in
+``docs/evaluation.md``; the short form:
+
+- The evidence of ``[n]`` is every retrieved sentence that carries the review's marker ``^[n]``
+  (plus a trial record's structured lines and a reference entry, which carry their refs); the
+  evidence of ``[§section]`` is every retrieved sentence of that section without a marker.
+- A citation is invalid when its number is outside 1-50, or it points to nothing retrieved.
+  Invalid citations are counted apart and never count as evidence.
+- Citation recall and precision follow ALCE (Gao et al. 2023) per answer, then are averaged over
+  answers; faithfulness is the share of claims (RAGChecker, Ragas) supported by the evidence
+  their sentence cites.
+- A judge verdict of ``None`` (judge output that did not parse) is counted, never guessed: it
+  leaves the denominator and is reported as ``judge_invalid``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Protocol
+
+from eval.qa_schema import REFERENCE_COUNT, QAItem
+from ingest.review import parse_citation_markers
+
+# --- markers -----------------------------------------------------------------------------------
+
+# An answer's markers: [7], [4-5], [4, 5], 【7】 and passage markers [§3 化疗].
+ANSWER_MARKER = re.compile(
+    r"[\[【]\s*(?:(?P<refs>\d+(?:\s*[-–—~,，、]\s*\d+)*)|§(?P<section>[^\]】]*))\s*[\]】]"
+)
+# The review's own markers inside evidence text: ^[7], ^[9-10].
+REVIEW_MARKER = re.compile(r"\^\[\d+(?:\s*[-–—~～,，、]\s*\d+)*\]")
+# Bracketed numbers in evidence that are bookkeeping, not claims: "参考文献 Refs: [9], [10]" and
+# the "[1]" that opens a reference entry.
+_EVIDENCE_BRACKETS = re.compile(r"\[\d+(?:\s*[-–,，]\s*\d+)*\]")
+_TRIAL_REFS_LINE = re.compile(r"^参考文献 Refs:.*$", re.MULTILINE)
+TRIAL_REVIEW_TEXT = "综述原文 Review text:"
+_LATEX = (("$", ""), ("\\geq", "≥"), ("\\leq", "≤"), ("\\times", "×"), ("\\%", "%"))
+
+
+@dataclass(frozen=True)
+class CitationMarker:
+    """One citation an answer sentence makes: a reference number or a passage (section)."""
+
+    ref: int | None = None
+    section: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.ref) if self.ref is not None else f"§{self.section}"
+
+
+def parse_answer_citations(text: str) -> list[CitationMarker]:
+    """The citations written in answer text, in order, ranges expanded, each once."""
+    found: dict[str, CitationMarker] = {}
+    for match in ANSWER_MARKER.finditer(text):
+        if match.group("refs") is not None:
+            for part in re.split(r"\s*[,，、]\s*", match.group("refs")):
+                for ref in _expand_range(part):
+                    found.setdefault(str(ref), CitationMarker(ref=ref))
+        else:
+            section = match.group("section").strip()
+            found.setdefault(f"§{section}", CitationMarker(section=section))
+    return list(found.values())
+
+
+def _expand_range(part: str) -> list[int]:
+    """``4-6`` → 4, 5, 6; a span wider than the reference list (``2022-08-25``, a date) is
+    not a range: its numbers are cited one by one, so they show up as invalid."""
+    bounds = [int(n) for n in re.split(r"\s*[-–—~]\s*", part) if n]
+    if len(bounds) == 2 and 0 <= max(bounds) - min(bounds) <= REFERENCE_COUNT:
+        return list(range(min(bounds), max(bounds) + 1))
+    return bounds
+
+
+def strip_markers(text: str) -> str:
+    """Text without answer markers, review markers or LaTeX residue (what a claim says)."""
+    text = ANSWER_MARKER.sub("", REVIEW_MARKER.sub("", text))
+    for raw, shown in _LATEX:
+        text = text.replace(raw, shown)
+    text = re.sub(r"[ \t]+(?=[.,;:。，；：])", "", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+# --- sentences ---------------------------------------------------------------------------------
+
+_ZH_END = re.compile(r"[。！？!?]|\n+")
+_EN_END = re.compile(
+    r"\.(?=(?:\s*\^?\[[^\]\n]{1,40}\]|\s*【[^】\n]{1,40}】|[\"'”’)])*"
+    r"\s+[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])"
+)
+_TRAILING = re.compile(r"\s*(?:\^?\[[^\]\n]{1,40}\]|【[^】\n]{1,40}】|[”’」』）)》])")
+_EN_ABBREVIATIONS = frozenset("al vs e.g i.e etc fig no dr approx ref vol et".split())
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_CJK_GAP = re.compile(r"(?<=[\u3400-\u4dbf\u4e00-\u9fff])\s+(?=[\u3400-\u4dbf\u4e00-\u9fff])")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def language_of(text: str) -> str:
+    """``"zh"`` when Chinese characters carry the text, else ``"en"``."""
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    return "zh" if cjk and cjk * 4 >= latin else "en"
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of Chinese or English text; markers after a full stop stay with its sentence.
+
+    Chinese ends at ``。！？`` (not ``；``: a quoted review sentence keeps its clauses), English at
+    ``.`` before a space and a capital, digit, bracket or Chinese character (``et al.``,
+    ``vs.`` and decimals never end one); a line break always does.
+    """
+    ends: list[int] = []
+    for pattern in (_ZH_END, _EN_END):
+        for match in pattern.finditer(text):
+            if match.group() == "." and _is_abbreviation(text, match.start()):
+                continue
+            end = match.end()
+            while trailing := _TRAILING.match(text, end):
+                end = trailing.end()
+            ends.append(end)
+    sentences, start = [], 0
+    for end in [*sorted(set(ends)), len(text)]:
+        if end <= start:
+            continue
+        piece = text[start:end].strip()
+        if piece:
+            sentences.append(piece)
+        start = end
+    return sentences
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
+    if not word:
+        return False
+    token = word.group(1)
+    return token.lower() in _EN_ABBREVIATIONS or (len(token) == 1 and token.isupper())
+
+
+@dataclass(frozen=True)
+class AnswerSentence:
+    """An answer sentence: as written, the claim it makes (markers removed), its citations."""
+
+    text: str
+    claim: str
+    citations: tuple[CitationMarker, ...]
+
+
+# A lead-in before the first colon: short, one clause, no number, no citation.
+_LEAD_IN = re.compile(r"^(?P<lead>[^:：\d\[【,，;；]{1,60})[:：]\s*(?=\S)")
+# ... that only says where the answer comes from.
+_FRAMING = re.compile(
+    r"以下|如下|摘录|原文|综述|quoted|according to|the review|here is|here are|following",
+    re.IGNORECASE,
+)
+
+
+def answer_sentences(answer: str) -> list[AnswerSentence]:
+    """The sentences of an answer; a lead-in that only frames the answer is not a claim.
+
+    ``以下为综述原文摘录：`` or ``Quoted from the review (original Chinese text):`` at the start
+    states no fact, so it is dropped from the first sentence's claim: a lead-in before the
+    first colon of one clause, without a number or citation, that names the source.
+    """
+    sentences = []
+    for position, text in enumerate(split_sentences(answer)):
+        claim = strip_markers(text)
+        lead = _LEAD_IN.match(claim) if position == 0 else None
+        if lead and _FRAMING.search(lead.group("lead")):
+            claim = claim[lead.end() :]
+        if claim or parse_answer_citations(text):
+            sentences.append(AnswerSentence(text, claim, tuple(parse_answer_citations(text))))
+    return sentences
+
+
+# Commas inside numbers (1,000) do not cut a clause.
+_CLAUSE_BREAK = re.compile(r"[，；;]|,(?!\d{3}\b)|(?<!\d),")
+
+
+def clauses(claim: str, *, min_units: int = 4) -> list[str]:
+    """A claim cut at commas and semicolons; a clause with fewer than ``min_units`` words joins
+    the next (so ``In SPINET,`` stays with what it introduces)."""
+    pieces = [p.strip() for p in _CLAUSE_BREAK.split(claim) if p.strip()]
+    merged: list[str] = []
+    carry = ""
+    for piece in pieces:
+        piece = f"{carry}，{piece}" if carry else piece
+        if len(text_units(piece)) + len(numbers_in(piece)) < min_units:
+            carry = piece
+            continue
+        merged.append(piece)
+        carry = ""
+    if carry:
+        if merged:
+            merged[-1] = f"{merged[-1]}，{carry}"
+        else:
+            merged.append(carry)
+    return merged
+
+
+# --- normalised content: numbers, character bigrams, words -------------------------------------
+
+_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d.])")
+# A quantity: not glued to letters, not part of a name such as PD-1, Ki-67, 5-FU or G3.
+NUMBER = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:\.\d+)?(?![A-Za-z\d])(?!-[A-Za-z])")
+_WORD = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*|[\u3400-\u4dbf\u4e00-\u9fff]+")
+ENGLISH_STOPWORDS = frozenset(
+    """a an the of in on at by for to from with without and or but nor as is are was were be been
+    being it its this that these those there their they them he she his her we our you your i
+    which who whom whose what when where why how than then so such also both either neither
+    each all any some no not only very more most less least into over under between among
+    after before during while about against per via vs versus can could may might will would
+    shall should do does did has have had""".split()
+)
+
+
+def normalise(text: str) -> str:
+    """NFKC, lower case, markers and LaTeX residue removed (the form every comparison uses)."""
+    return unicodedata.normalize("NFKC", strip_markers(text)).lower()
+
+
+def numbers_in(text: str) -> set[Decimal]:
+    """The quantities in ``text``: ``28.0`` equals ``28``, ``40.4%`` is 40.4, ``1,000`` is 1000.
+
+    Names with digits (PD-1, Ki-67, 5-FU, G3, NCT02215447) and citation markers are not numbers.
+    """
+    folded = unicodedata.normalize("NFKC", strip_markers(text))
+    folded = _THOUSANDS.sub(lambda m: m.group().replace(",", ""), folded)
+    values: set[Decimal] = set()
+    for match in NUMBER.finditer(folded):
+        try:
+            values.add(Decimal(match.group()).normalize())
+        except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
+            continue
+    return values
+
+
+def text_units(text: str) -> set[str]:
+    """What overlap is measured in: Chinese character bigrams and English content words."""
+    units: set[str] = set()
+    # Spacing between Chinese characters is layout, not a word break.
+    folded = _CJK_GAP.sub("", normalise(text))
+    for word in _WORD.findall(folded):
+        if _CJK.match(word):
+            units.update([word[i : i + 2] for i in range(len(word) - 1)] or [word])
+        elif word not in ENGLISH_STOPWORDS and len(word) > 1:
+            units.add(word)
+    return units
+
+
+def format_number(value: Decimal) -> str:
+    return format(value, "f")
+
+
+# --- evidence ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvidenceUnit:
+    """One sentence of retrieved evidence and the reference numbers it carries."""
+
+    text: str
+    refs: frozenset[int]
+    section: str
+    chunk_id: str
+
+
+def evidence_units(evidence: Sequence[Mapping]) -> list[EvidenceUnit]:
+    """Split the response's evidence (``/v1/chat`` ``evidence`` items) into citable sentences.
+
+    A passage sentence carries the refs of its own ``^[n]`` markers; a trial record's structured
+    lines carry the record's refs and its quoted review text is split like a passage; a
+    reference-list entry is one unit carrying its number.
+    """
+    units: list[EvidenceUnit] = []
+    for item in evidence:
+        text, kind = str(item.get("text", "")), item.get("kind", "passage")
+        section, chunk_id = str(item.get("section", "")), str(item.get("chunk_id", ""))
+        refs = frozenset(int(r) for r in item.get("refs", ()))
+        if kind == "reference":
+            units.append(EvidenceUnit(_clean_evidence(text), refs, section, chunk_id))
+            continue
+        if kind == "trial":
+            record, _, text = text.partition(TRIAL_REVIEW_TEXT)
+            record = _clean_evidence(_TRIAL_REFS_LINE.sub("", record))
+            if record:
+                units.append(EvidenceUnit(record, refs, section, chunk_id))
+        for sentence in split_sentences(text):
+            own = frozenset(parse_citation_markers(sentence))
+            cleaned = _clean_evidence(sentence)
+            if cleaned:
+                units.append(EvidenceUnit(cleaned, own, section, chunk_id))
+    return units
+
+
+def _clean_evidence(text: str) -> str:
+    return _EVIDENCE_BRACKETS.sub("", strip_markers(text)).strip()
+
+
+@dataclass(frozen=True)
+class CitedEvidence:
+    """What each citation of one response points to, and which citations are invalid."""
+
+    by_key: Mapping[str, tuple[str, ...]]
+    retrieved_refs: frozenset[int]
+    retrieved_sections: frozenset[str]
+
+    @classmethod
+    def from_units(
+        cls, units: Sequence[EvidenceUnit], retrieved_refs: Iterable[int]
+    ) -> CitedEvidence:
+        by_key: dict[str, list[str]] = {}
+        for unit in units:
+            for ref in unit.refs:
+                _append_once(by_key.setdefault(str(ref), []), unit.text)
+            if not unit.refs:
+                _append_once(by_key.setdefault(f"§{unit.section}", []), unit.text)
+        return cls(
+            by_key={k: tuple(v) for k, v in by_key.items()},
+            retrieved_refs=frozenset(retrieved_refs),
+            retrieved_sections=frozenset(u.section for u in units),
+        )
+
+    def invalid_reason(self, citation: CitationMarker) -> str | None:
+        """Why a citation is invalid (outside 1-50, not retrieved), or ``None`` when valid."""
+        if citation.ref is not None:
+            if not 1 <= citation.ref <= REFERENCE_COUNT:
+                return f"[{citation.ref}] is outside 1-{REFERENCE_COUNT}"
+            if citation.ref not in self.retrieved_refs:
+                return f"[{citation.ref}] is not among the retrieved evidence's references"
+            return None
+        if citation.section not in self.retrieved_sections:
+            return f"[§{citation.section}] names no retrieved passage"
+        return None
+
+    def texts(self, citations: Iterable[CitationMarker]) -> tuple[str, ...]:
+        """The evidence sentences of ``citations`` together, each once, in citation order."""
+        texts: list[str] = []
+        for citation in citations:
+            for text in self.by_key.get(citation.key, ()):
+                _append_once(texts, text)
+        return tuple(texts)
+
+
+def cited_evidence(evidence: Sequence[Mapping]) -> CitedEvidence:
+    """The ``CitedEvidence`` of one ``/v1/chat`` response's ``evidence`` list."""
+    refs = {int(r) for item in evidence for r in item.get("refs", ())}
+    return CitedEvidence.from_units(evidence_units(evidence), refs)
+
+
+def _append_once(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
+
+
+# --- the judge interface -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A support decision; ``supported is None`` means the judge's output did not parse."""
+
+    supported: bool | None
+    reason: str = ""
+
+
+class SupportJudge(Protocol):
+    """Decides whether evidence supports a claim, and cuts a sentence into claims."""
+
+    name: str
+
+    def judge(self, claim: str, evidence: Sequence[str]) -> Verdict: ...
+
+    def claims(self, sentence: str) -> list[str] | None:
+        """The sentence's atomic claims, or ``None`` when the judge's output did not parse."""
+        ...
+
+
+# --- scoring one answer ------------------------------------------------------------------------
+
+
+@dataclass
+class ClaimScore:
+    claim: str
+    supported: bool | None
+    reason: str = ""
+
+
+@dataclass
+class SentenceScore:
+    """One answer sentence: its citation checks, numbers and claims."""
+
+    text: str
+    citations: list[str]
+    invalid: dict[str, str]
+    supported: bool | None
+    reason: str = ""
+    judged: bool = False
+    needed: dict[str, bool | None] = field(default_factory=dict)
+    numbers: list[str] = field(default_factory=list)
+    missing_numbers: list[str] = field(default_factory=list)
+    claims: list[ClaimScore] = field(default_factory=list)
+    claims_invalid: bool = False
+
+
+@dataclass
+class AnswerScore:
+    """The citation, faithfulness and number scores of one answer (``None``: not applicable)."""
+
+    sentences: list[SentenceScore]
+    citation_recall: float | None
+    citation_precision: float | None
+    faithfulness: float | None
+    numeric_fidelity: float | None
+    citations: int
+    invalid_citations: int
+    judge_invalid: int
+
+
+def score_answer(answer: str, evidence: Sequence[Mapping], judge: SupportJudge) -> AnswerScore:
+    """Score one non-abstained answer against the evidence of its own response.
+
+    Citation recall: supported sentences / sentences; precision: needed citations / valid
+    citations (ALCE: a citation of an unsupported sentence is not needed; with several, one is
+    not needed when it does not support the sentence alone and the others still do).
+    """
+    cited = cited_evidence(evidence)
+    sentences = [_score_sentence(s, cited, judge) for s in answer_sentences(answer)]
+    judged = [s for s in sentences if s.supported is not None]
+    needed = [v for s in sentences for v in s.needed.values() if v is not None]
+    claims = [c for s in sentences for c in s.claims if c.supported is not None]
+    numbers = sum(len(s.numbers) for s in sentences)
+    missing = sum(len(s.missing_numbers) for s in sentences)
+    valid_citations = sum(len(s.citations) - len(s.invalid) for s in sentences)
+    # Each judge call that gave no verdict counts once (a sentence's citations inherit its
+    # verdict when there is only one, so they are not counted again).
+    judge_invalid = sum(
+        (s.supported is None)
+        + (s.supported is not None) * sum(v is None for v in s.needed.values())
+        + s.claims_invalid
+        + sum(c.supported is None for c in s.claims)
+        for s in sentences
+    )
+    if needed:
+        precision: float | None = sum(needed) / len(needed)
+    else:
+        # ALCE: an answer without a (valid) citation has precision 0.
+        precision = None if valid_citations or not sentences else 0.0
+    return AnswerScore(
+        sentences=sentences,
+        citation_recall=_share(sum(bool(s.supported) for s in judged), len(judged)),
+        citation_precision=precision,
+        faithfulness=_share(sum(bool(c.supported) for c in claims), len(claims)),
+        numeric_fidelity=_share(numbers - missing, numbers),
+        citations=sum(len(s.citations) for s in sentences),
+        invalid_citations=sum(len(s.invalid) for s in sentences),
+        judge_invalid=judge_invalid,
+    )
+
+
+def _score_sentence(
+    sentence: AnswerSentence, cited: CitedEvidence, judge: SupportJudge
+) -> SentenceScore:
+    invalid = {c.key: r for c in sentence.citations if (r := cited.invalid_reason(c))}
+    valid = [c for c in sentence.citations if c.key not in invalid]
+    score = SentenceScore(
+        text=sentence.text,
+        citations=[c.key for c in sentence.citations],
+        invalid=invalid,
+        supported=False,
+    )
+    evidence = cited.texts(valid)
+    if not valid:
+        score.reason = "cites no valid evidence"
+    else:
+        verdict = judge.judge(sentence.claim, evidence)
+        score.supported, score.reason, score.judged = verdict.supported, verdict.reason, True
+        score.needed = _needed_citations(sentence.claim, valid, cited, judge, verdict)
+    found = numbers_in("\n".join(evidence))
+    numbers = numbers_in(sentence.claim)
+    score.numbers = sorted(format_number(n) for n in numbers)
+    score.missing_numbers = sorted(format_number(n) for n in numbers - found)
+    claims = judge.claims(sentence.claim)
+    if claims is None:
+        score.claims_invalid = True
+    else:
+        for claim in claims:
+            if not evidence:
+                score.claims.append(ClaimScore(claim, False, "cites no valid evidence"))
+                continue
+            verdict = judge.judge(claim, evidence)
+            score.claims.append(ClaimScore(claim, verdict.supported, verdict.reason))
+    return score
+
+
+def _needed_citations(
+    claim: str,
+    valid: Sequence[CitationMarker],
+    cited: CitedEvidence,
+    judge: SupportJudge,
+    joint: Verdict,
+) -> dict[str, bool | None]:
+    if joint.supported is None:
+        return {c.key: None for c in valid}
+    if not joint.supported or len(valid) == 1:
+        return {c.key: bool(joint.supported) for c in valid}
+    needed: dict[str, bool | None] = {}
+    for citation in valid:
+        alone = judge.judge(claim, cited.texts([citation]))
+        if alone.supported is None:
+            needed[citation.key] = None
+        elif alone.supported:
+            needed[citation.key] = True
+        else:
+            rest = judge.judge(claim, cited.texts([c for c in valid if c != citation]))
+            needed[citation.key] = None if rest.supported is None else not rest.supported
+    return needed
+
+
+def _share(part: int | float, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+# --- correctness and abstention ----------------------------------------------------------------
+
+_FACT_FOLD = re.compile(r"[\s$]+")
+
+
+def fold_for_facts(text: str) -> str:
+    """Text as key facts are compared: NFKC, lower case, no spaces, ``$`` or citation markers."""
+    return _FACT_FOLD.sub("", unicodedata.normalize("NFKC", strip_markers(text))).lower()
+
+
+def missing_key_facts(answer: str, facts: Sequence[str]) -> list[str]:
+    """The key facts (strings as the review prints them) that the answer text lacks."""
+    text = fold_for_facts(answer)
+    return [fact for fact in facts if fold_for_facts(fact) not in text]
+
+
+def must_abstain(item: QAItem) -> bool:
+    """Out of scope: not answerable and nothing in the review to say about it."""
+    return not item.answerable and not item.key_facts
+
+
+def may_abstain(item: QAItem) -> bool:
+    """Abstaining is correct for any unanswerable item (an injection may also be refused)."""
+    return not item.answerable
+
+
+@dataclass(frozen=True)
+class AbstentionScores:
+    """Abstention precision and recall; ``None`` where undefined (no abstention, nothing to
+    abstain on)."""
+
+    precision: float | None
+    recall: float | None
+    abstained: int
+    must_abstain: int
+
+
+def abstention_scores(decisions: Sequence[tuple[QAItem, bool]]) -> AbstentionScores:
+    """Precision: abstentions on unanswerable items / abstentions;
+    recall: out-of-scope items abstained on / out-of-scope items."""
+    abstained = [item for item, did in decisions if did]
+    required = [item for item, _ in decisions if must_abstain(item)]
+    right = sum(may_abstain(item) for item in abstained)
+    caught = sum(must_abstain(item) for item in abstained)
+    return AbstentionScores(
+        precision=_share(right, len(abstained)),
+        recall=_share(caught, len(required)),
+        abstained=len(abstained),
+        must_abstain=len(required),
+    )
+
+
+# --- agreement ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often two judges agree on the same support questions, raw and chance-corrected."""
+
+    pairs: int
+    raw: float
+    kappa: float
+
+
+def cohen_kappa(first: Sequence[bool], second: Sequence[bool]) -> Agreement:
+    """Cohen's kappa of two binary raters over the same items (1.0 when they never differ)."""
+    if len(first) != len(second):
+        raise ValueError("both judges must rate the same items")
+    n = len(first)
+    if n == 0:
+        return Agreement(0, 0.0, 0.0)
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    p_first, p_second = sum(first) / n, sum(second) / n
+    expected = p_first * p_second + (1 - p_first) * (1 - p_second)
+    kappa = 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+    return Agreement(n, observed, kappa)

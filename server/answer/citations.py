@@ -1,0 +1,231 @@
+"""Citation rules shared by the answer modes: markers, citation lists and the checks of a draft.
+
+- A quoted sentence keeps its own reference numbers where the review prints them
+  (``^[4-5]`` becomes ``[4][5]``); a sentence without a marker gets its passage's ``[§section]``.
+- A model sees evidence sentences under opaque keys (``[S1]`` ...). ``check_draft_sentence``
+  maps the keys back to the review's numbers, drops keys it never gave and any number-like
+  marker the model typed itself, and accepts a sentence only when it cites at least one key and
+  every number in it occurs in the sentences it cites. A rejected sentence is removed from the
+  answer and reported in ``Answer.unsupported``; it is never kept.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from ingest.review import CITATION_MARKER, parse_citation_markers
+from ingest.types import Reference
+from server.answer.base import (
+    Citation,
+    PassageCitation,
+    Quote,
+    passage_marker,
+    reference_markers,
+)
+from server.answer.sentences import EvidenceSentence, strip_citation_markers
+
+# Keys the model may write: [S1], [S1, S3], 【S2】.
+KEY_MARKER = re.compile(r"[\[【]\s*(S\d+(?:\s*[,，;；、]\s*S\d+)*)\s*[\]】]")
+# Markers a model must not write itself: review numbers, ranges, passage markers.
+FOREIGN_MARKER = re.compile(
+    r"\^?[\[【]\s*(?:(?:refs?\.?\s*)?\d+(?:\s*[-–—~,，、]\s*\d+)*|§[^\]】]*)\s*[\]】]",
+    re.IGNORECASE,
+)
+# Quantities: numbers not glued to letters (G3, PD-L1, IMpower133 are names, not quantities).
+NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?(?![A-Za-z\d])")
+_LATEX = (("$", ""), ("\\geq", "≥"), ("\\leq", "≤"))
+_DRAFT_END = re.compile(r"[。！？；!?\n]|\.(?=\s)")
+_EN_ABBREVIATIONS = frozenset("al vs e.g i.e etc fig no dr approx ref vol".split())
+
+
+def render_quote(sentence: EvidenceSentence, known_refs: Iterable[int] | None = None) -> str:
+    """A review sentence as an answer prints it: ``[n]`` markers in place, or ``[§section]``.
+
+    LaTeX-ish extraction residue (``$P>0.05$``, ``\\geq``) is shown as plain text; numbers
+    outside ``known_refs`` (when given) are never printed as citations.
+    """
+    known = None if known_refs is None else set(known_refs)
+
+    def replace(match: re.Match[str]) -> str:
+        refs = [n for n in parse_citation_markers(match.group()) if known is None or n in known]
+        return reference_markers(refs)
+
+    text = CITATION_MARKER.sub(replace, sentence.text)
+    for raw, shown in _LATEX:
+        text = text.replace(raw, shown)
+    text = re.sub(r"\s{2,}", " ", text).strip()
+    if not sentence.refs:
+        text += passage_marker(sentence.section)
+    return text
+
+
+@dataclass(frozen=True)
+class QuotedSentence:
+    """A sentence an answer rests on and the retrieved chunk it came from."""
+
+    sentence: EvidenceSentence
+    chunk_id: str
+
+    @property
+    def quote(self) -> Quote:
+        return Quote(self.chunk_id, self.sentence.text, self.sentence.section)
+
+
+def collect_citations(
+    quoted: Sequence[QuotedSentence], references: Mapping[int, Reference]
+) -> tuple[tuple[Citation, ...], tuple[PassageCitation, ...]]:
+    """Citations in order of first appearance; sentences without refs become passage citations.
+
+    A number missing from ``references`` is never cited.
+    """
+    by_ref: dict[int, list[Quote]] = {}
+    by_section: dict[str, list[Quote]] = {}
+    for item in quoted:
+        refs = [n for n in item.sentence.refs if n in references]
+        if not item.sentence.refs:
+            _append_once(by_section.setdefault(item.sentence.section, []), item.quote)
+        for ref in refs:
+            _append_once(by_ref.setdefault(ref, []), item.quote)
+    citations = tuple(
+        Citation(ref, references[ref].text, tuple(quotes)) for ref, quotes in by_ref.items()
+    )
+    passages = tuple(PassageCitation(section, tuple(q)) for section, q in by_section.items())
+    return citations, passages
+
+
+def _append_once(quotes: list[Quote], quote: Quote) -> None:
+    if quote not in quotes:
+        quotes.append(quote)
+
+
+def numbers_in(text: str) -> set[Decimal]:
+    """The quantities written in ``text`` (``13.3``, ``40.4%`` → 40.4; ``28.0`` equals ``28``)."""
+    folded = unicodedata.normalize("NFKC", text)
+    values: set[Decimal] = set()
+    for match in NUMBER.finditer(folded):
+        try:
+            values.add(Decimal(match.group()).normalize())
+        except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
+            continue
+    return values
+
+
+@dataclass(frozen=True)
+class CheckedSentence:
+    """A draft sentence after the checks: rendered with review markers, or why it failed."""
+
+    draft: str
+    text: str
+    cited: tuple[QuotedSentence, ...]
+    supported: bool
+    reason: str = ""
+
+
+def check_draft_sentence(draft: str, keyed: Mapping[str, QuotedSentence]) -> CheckedSentence:
+    """Map a model sentence's keys to review markers and check its numbers against them."""
+    cited: list[QuotedSentence] = []
+    for match in KEY_MARKER.finditer(draft):
+        for key in re.split(r"\s*[,，;；、]\s*", match.group(1)):
+            if key in keyed and keyed[key] not in cited:
+                cited.append(keyed[key])
+
+    def replace(match: re.Match[str]) -> str:
+        keys = re.split(r"\s*[,，;；、]\s*", match.group(1))
+        items = [keyed[k] for k in keys if k in keyed]
+        refs = sorted({n for item in items for n in item.sentence.refs})
+        markers = reference_markers(refs)
+        for item in items:
+            if not item.sentence.refs:
+                marker = passage_marker(item.sentence.section)
+                if marker not in markers:
+                    markers += marker
+        return markers
+
+    # Keys become placeholders first so removing foreign markers never touches our own.
+    keyed_markers: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        keyed_markers.append(replace(match))
+        return f"\x00{len(keyed_markers) - 1}\x00"
+
+    held = FOREIGN_MARKER.sub("", KEY_MARKER.sub(hold, draft))
+    rendered = re.sub("\x00(\\d+)\x00", lambda m: keyed_markers[int(m.group(1))], held)
+    rendered = re.sub(r"[ \t]{2,}", " ", rendered)
+    rendered = re.sub(r"[ \t]+(?=[。，；！？.,;!?])", "", rendered).strip()
+    claim = re.sub("\x00\\d+\x00", "", held)
+    if not cited:
+        return CheckedSentence(draft, rendered, (), False, "cites no evidence it was given")
+    evidence_numbers: set[Decimal] = set()
+    for item in cited:
+        evidence_numbers |= numbers_in(strip_citation_markers(item.sentence.text))
+    missing = numbers_in(claim) - evidence_numbers
+    if missing:
+        shown = ", ".join(sorted(format(n, "f") for n in missing))
+        return CheckedSentence(
+            draft, rendered, tuple(cited), False, f"numbers not in the cited evidence: {shown}"
+        )
+    return CheckedSentence(draft, rendered, tuple(cited), True)
+
+
+class DraftSentenceSplitter:
+    """Cuts a model's streamed text into whole sentences, keys after a terminator included.
+
+    ``feed`` returns the sentences completed so far; a sentence is complete once text of the
+    next one has arrived, so a key written after the full stop (``… months. [S2]``) is never
+    separated from its sentence. ``flush`` returns the rest at the end of the stream.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[str]:
+        self._buffer += text
+        sentences: list[str] = []
+        while (cut := self._complete_sentence_end()) is not None:
+            sentence, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
+            if sentence:
+                sentences.append(sentence)
+        return sentences
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _complete_sentence_end(self) -> int | None:
+        text = self._buffer
+        for match in _DRAFT_END.finditer(text):
+            if match.group() == "." and _is_abbreviation(text, match.start()):
+                continue
+            end = match.end()
+            while True:
+                while end < len(text) and text[end] in " \t":
+                    end += 1
+                key = KEY_MARKER.match(text, end) or FOREIGN_MARKER.match(text, end)
+                if key:
+                    end = key.end()
+                    continue
+                if end < len(text) and text[end] in "[【^":
+                    return None  # a marker that is still arriving
+                break
+            if end >= len(text):
+                return None  # the next sentence has not started yet
+            return end
+        return None
+
+
+def split_draft(text: str) -> list[str]:
+    """All sentences of a complete model answer."""
+    splitter = DraftSentenceSplitter()
+    return [*splitter.feed(text), *splitter.flush()]
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
+    if not word:
+        return False
+    token = word.group(1)
+    return token.lower() in _EN_ABBREVIATIONS or (len(token) == 1 and token.isupper())

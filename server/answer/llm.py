@@ -1,0 +1,281 @@
+"""The llm answer mode: an OpenAI-compatible chat model writes, the code checks every sentence.
+
+The model sees the sentences of the retrieved evidence under opaque keys (``[S1]`` ...), with
+the review's own citation markers removed, so the only citations it can write are keys. Each
+sentence it writes goes through ``check_draft_sentence``: keys become the review's reference
+numbers (or ``[§section]``), keys it was never given and numbers it typed itself are dropped, and
+a sentence citing nothing, or stating a number its cited evidence does not contain, is removed
+from the answer and listed in ``Answer.unsupported``. The same abstention gate as the extractive
+mode runs before the model is called, so an out-of-scope question never reaches it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable
+
+from ingest.types import Evidence, Reference
+from nenqa.settings import Settings
+from server.answer.base import (
+    ABSTENTION_TEXT,
+    Answer,
+    AnswerPiece,
+    LLMEndpointError,
+    LLMUnavailableError,
+    Question,
+)
+from server.answer.citations import (
+    CheckedSentence,
+    DraftSentenceSplitter,
+    QuotedSentence,
+    check_draft_sentence,
+    collect_citations,
+    split_draft,
+)
+from server.answer.extractive import SentenceScorer, abstention
+from server.answer.prompts import load_prompt
+from server.answer.sentences import detect_language, strip_citation_markers
+
+ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
+LANGUAGE_NAMES = {"zh": "Chinese (简体中文)", "en": "English"}
+MAX_KEYED_SENTENCES = 24
+MAX_HISTORY_TURNS = 6
+MAX_TURN_CHARS = 600
+
+
+@dataclass(frozen=True)
+class KeyedEvidence:
+    """The evidence as the model sees it (``text``) and what each key stands for."""
+
+    text: str
+    keys: Mapping[str, QuotedSentence]
+
+
+def key_evidence(
+    evidence: Sequence[Evidence], scorer: SentenceScorer, limit: int = MAX_KEYED_SENTENCES
+) -> KeyedEvidence:
+    """Number the quotable sentences of the evidence ``S1..Sn``, grouped by passage.
+
+    Markers such as ``^[7]`` are removed from what the model sees, so it cannot copy a review
+    number; the code puts the numbers back from the keys.
+    """
+    bank = scorer.bank
+    keys: dict[str, QuotedSentence] = {}
+    seen: set[int] = set()
+    blocks: list[str] = []
+    for item in evidence:
+        lines = []
+        for index in bank.sentences_of(item.chunk.chunk_id):
+            if index in seen or len(keys) >= limit:
+                continue
+            seen.add(index)
+            key = f"S{len(keys) + 1}"
+            keys[key] = QuotedSentence(bank.sentences[index], bank.quote_chunk(index, item.chunk))
+            lines.append(f"[{key}] {strip_citation_markers(bank.sentences[index].text).strip()}")
+        if lines:
+            blocks.append(f"Passage ({item.chunk.section}):\n" + "\n".join(lines))
+    return KeyedEvidence("\n\n".join(blocks), keys)
+
+
+def format_history(question: Question) -> str:
+    """The earlier turns as plain lines (data for the model, never instructions)."""
+    turns = [t for t in question.history if t.role in {"user", "assistant"}]
+    lines = [
+        f"{t.role}: {' '.join(t.content.split())[:MAX_TURN_CHARS]}"
+        for t in turns[-MAX_HISTORY_TURNS:]
+    ]
+    return "\n".join(lines) or "(none)"
+
+
+def build_answer_prompt() -> ChatPromptTemplate:
+    """System and user messages from ``prompts/answer_system.md`` and ``answer_user.md``."""
+    system, user = load_prompt("answer_system.md"), load_prompt("answer_user.md")
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", system.template), ("human", user.template)]
+    )
+    return prompt.partial(abstain_token=ABSTAIN_TOKEN)
+
+
+def make_chat_model(settings: Settings) -> BaseChatModel:
+    """A ``ChatOpenAI`` for the configured endpoint; raises ``LLMUnavailableError`` if unset."""
+    if not settings.llm_base_url:
+        raise LLMUnavailableError(
+            "the llm mode needs an OpenAI-compatible endpoint: set NENQA_LLM_BASE_URL "
+            "(and NENQA_LLM_MODEL, NENQA_LLM_API_KEY)"
+        )
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        temperature=0,
+        max_tokens=settings.llm_max_tokens,
+        timeout=settings.llm_timeout_s,
+        max_retries=1,
+    )
+
+
+class LLMAnswerer:
+    """Answers with a chat model over keyed evidence; see the module docstring for the checks."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        scorer: SentenceScorer,
+        references: Mapping[int, Reference],
+        chat_model: BaseChatModel,
+        *,
+        top_k: int = 6,
+        prompt: ChatPromptTemplate | None = None,
+    ) -> None:
+        self.scorer = scorer
+        self.searcher = scorer.searcher
+        self.references = references
+        self.top_k = top_k
+        self.prompt = prompt or build_answer_prompt()
+        self.generate: Runnable = self.prompt | chat_model | StrOutputParser()
+
+    def retrieve(self, question: Question) -> list[Evidence]:
+        return self.searcher.search(
+            question.text, question.top_k or self.top_k, history=question.history
+        )
+
+    def prompt_inputs(self, question: Question, keyed: KeyedEvidence) -> dict[str, str]:
+        language = detect_language(question.text)
+        return {
+            "evidence": keyed.text,
+            "history": format_history(question),
+            "question": question.text,
+            "language": LANGUAGE_NAMES[language],
+        }
+
+    def draft(self, inputs: Mapping[str, str]) -> str:
+        """The model's raw answer for prompt inputs; raises ``LLMEndpointError`` on failure."""
+        try:
+            return self.generate.invoke(dict(inputs))
+        except openai.APIError as error:
+            raise LLMEndpointError(
+                f"the LLM endpoint did not answer ({type(error).__name__}: {error})"
+            ) from error
+
+    def answer(self, question: Question) -> Answer:
+        final = None
+        for piece in self.stream(question, incremental=False):
+            final = piece.answer or final
+        assert final is not None
+        return final
+
+    def stream(self, question: Question, *, incremental: bool = True) -> Iterator[AnswerPiece]:
+        """Checked sentences as the model writes them, then the complete ``Answer``."""
+        started = time.perf_counter()
+        language = detect_language(question.text)
+        evidence = self.retrieve(question)
+        timings = {"retrieve": _ms(started)}
+        relevance = self.scorer.relevance(question, evidence)
+        if not relevance.answerable(self.scorer.config) or not evidence:
+            timings["total"] = _ms(started)
+            answer = abstention(language, "llm", evidence, timings)
+            yield AnswerPiece(text=answer.text)
+            yield AnswerPiece(answer=answer)
+            return
+        keyed = key_evidence(evidence, self.scorer)
+        inputs = self.prompt_inputs(question, keyed)
+        splitter = DraftSentenceSplitter()
+        checked: list[CheckedSentence] = []
+        generated = time.perf_counter()
+        try:
+            chunks = self.generate.stream(inputs) if incremental else [self.draft(inputs)]
+            for chunk in chunks:
+                for sentence in splitter.feed(chunk):
+                    yield from self._accept(sentence, keyed, checked, language)
+            for sentence in splitter.flush():
+                yield from self._accept(sentence, keyed, checked, language)
+        except openai.APIError as error:
+            raise LLMEndpointError(
+                f"the LLM endpoint did not answer ({type(error).__name__}: {error})"
+            ) from error
+        timings["generate"] = _ms(generated)
+        timings["total"] = _ms(started)
+        answer = self.finish(language, evidence, checked, timings)
+        if answer.abstained:
+            yield AnswerPiece(text=answer.text)
+        yield AnswerPiece(answer=answer)
+
+    def check_draft(self, draft: str, keyed: KeyedEvidence) -> list[CheckedSentence]:
+        """Every sentence of a complete model answer, checked (the abstain token left out)."""
+        return [
+            check_draft_sentence(sentence, keyed.keys)
+            for sentence in split_draft(draft)
+            if ABSTAIN_TOKEN not in sentence
+        ]
+
+    def _accept(
+        self,
+        sentence: str,
+        keyed: KeyedEvidence,
+        checked: list[CheckedSentence],
+        language: str,
+    ) -> Iterator[AnswerPiece]:
+        if ABSTAIN_TOKEN in sentence:
+            return
+        result = check_draft_sentence(sentence, keyed.keys)
+        checked.append(result)
+        if result.supported:
+            first = sum(c.supported for c in checked) == 1
+            yield AnswerPiece(text=_spaced(result.text, first, language))
+
+    def finish(
+        self,
+        language: str,
+        evidence: Sequence[Evidence],
+        checked: Sequence[CheckedSentence],
+        timings: dict[str, float],
+    ) -> Answer:
+        """The answer from checked sentences: kept ones cited, failed ones in ``unsupported``."""
+        kept = [c for c in checked if c.supported]
+        unsupported = tuple(c.draft for c in checked if not c.supported)
+        if not kept:
+            text = ABSTENTION_TEXT[language]
+            return Answer(
+                text=text,
+                abstained=True,
+                mode="llm",
+                language=language,
+                segments=(text,),
+                evidence=tuple(evidence),
+                unsupported=unsupported,
+                timings_ms=timings,
+            )
+        segments = [_spaced(c.text, i == 0, language) for i, c in enumerate(kept)]
+        quoted = list(dict.fromkeys(q for c in kept for q in c.cited))
+        citations, passages = collect_citations(quoted, self.references)
+        return Answer(
+            text="".join(segments),
+            abstained=False,
+            mode="llm",
+            language=language,
+            segments=tuple(segments),
+            citations=citations,
+            passages=passages,
+            evidence=tuple(evidence),
+            unsupported=unsupported,
+            timings_ms=timings,
+        )
+
+
+def _spaced(text: str, first: bool, language: str) -> str:
+    """Chinese sentences join directly; English ones with a space."""
+    return text if first or language == "zh" else f" {text}"
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

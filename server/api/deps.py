@@ -1,0 +1,63 @@
+"""Dependencies of the routes: the loaded service, the API key check and the rate limit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.params import Depends as DependsParam
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from nenqa.settings import Settings
+from server.errors import ServiceNotReadyError
+from server.state import ServiceState
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+
+
+def get_service(request: Request) -> ServiceState:
+    """The loaded service; 503 while the index and model load, or if loading failed."""
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        return service
+    problem = getattr(request.app.state, "load_error", None)
+    if problem:
+        raise ServiceNotReadyError(f"the service failed to start: {problem}", loading=False)
+    raise ServiceNotReadyError("the index and model are still loading; retry shortly", loading=True)
+
+
+ServiceDep = Annotated[ServiceState, Depends(get_service)]
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (HTTP limits, default mode)."""
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def require_api_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    header_key: Annotated[str | None, Security(api_key_header)],
+) -> str:
+    """The request's valid API key; 401 without one (only installed when keys are set)."""
+    key = request.app.state.api_keys.verify(bearer.credentials if bearer else None, header_key)
+    request.state.client_key = f"key:{key}"
+    return key
+
+
+def enforce_rate_limit(request: Request) -> None:
+    """Count the request against its key's (or address's) bucket; 429 when it is empty."""
+    client = getattr(request.state, "client_key", None)
+    if client is None:
+        client = f"addr:{request.client.host if request.client else 'unknown'}"
+    request.app.state.rate_limiter.check(client)
+
+
+def api_dependencies(keys_required: bool) -> list[DependsParam]:
+    """What every ``/v1`` route runs first: the key check (when keys are set), the limit."""
+    dependencies = [Depends(require_api_key)] if keys_required else []
+    return [*dependencies, Depends(enforce_rate_limit)]

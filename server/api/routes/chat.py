@@ -1,0 +1,43 @@
+"""``POST /v1/chat``: a cited answer to a question, in the extractive or the llm mode."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from nenqa.settings import Settings
+from retriever.search import Turn
+from server.answer.base import Question
+from server.api.deps import ServiceDep, SettingsDep
+from server.api.docs import COMMON, POST_BODY, error_responses
+from server.errors import QuestionTooLongError
+from server.schemas import ChatRequest, ChatResponse, ChatTurn, chat_response
+
+router = APIRouter(tags=["chat"])
+
+
+def question_from(
+    settings: Settings, text: str, history: list[ChatTurn], top_k: int | None
+) -> Question:
+    """The domain question; enforces a ``max_question_chars`` set below the schema's limit."""
+    limit = settings.max_question_chars
+    if len(text) > limit:
+        raise QuestionTooLongError(f"question: at most {limit} characters, got {len(text)}")
+    return Question(text, tuple(Turn(t.role, t.content) for t in history), top_k)
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    summary="Answer a question with citations",
+    responses=error_responses(*POST_BODY, *COMMON, 502),
+)
+def chat(body: ChatRequest, service: ServiceDep, settings: SettingsDep) -> ChatResponse:
+    """Answer from the review: `[n]` cites reference n, `[§section]` a passage without one.
+
+    `abstained` is true (and nothing is cited) when the review does not answer the question.
+    """
+    mode = body.mode or settings.answer_mode
+    service.answerer(mode)  # 503 with the reason when the mode is not available
+    question = question_from(settings, body.question, body.history, body.top_k)
+    answer = service.chains[mode].invoke(question)
+    return chat_response(answer)

@@ -1,0 +1,363 @@
+"""The HTTP request and response models (pydantic), documented in the OpenAPI schema.
+
+Every constraint a request must meet is in the schema itself (lengths, the non-blank question,
+roles, modes), so any request the schema allows is answered. Limits: a question or message is
+at most ``MAX_QUESTION_CHARS`` characters and contains a non-whitespace character; at most
+``MAX_TURNS`` earlier turns.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from ingest.types import TrialRecord
+
+MAX_QUESTION_CHARS = 2000
+MAX_TURNS = 16
+MAX_TOP_K = 20
+# Unicode White_Space, as JSON Schema regexes (and browsers) define ``\s``; Python's ``str.isspace``
+# also counts U+001C..U+001F, which the schema's pattern would accept.
+UNICODE_WHITESPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+NOT_BLANK_PATTERN = f"[^{UNICODE_WHITESPACE}]"
+
+ModeName = Literal["extractive", "llm"]
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema counts 3.0 as an integer; strict pydantic would not (and must refuse true).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+AnswerTopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_whole_number)]
+TokenCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip(UNICODE_WHITESPACE):
+        raise ValueError("must contain text; it is empty or only whitespace")
+    # Lone surrogates can arrive through JSON escapes; no model can encode them.
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+QuestionText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_QUESTION_CHARS,
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+        description=f"a question in Chinese or English, 1-{MAX_QUESTION_CHARS} characters",
+    ),
+    AfterValidator(_not_blank),
+]
+
+
+class ChatTurn(BaseModel):
+    """One earlier turn of the conversation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["user", "assistant"] = Field(description="who said it: 'user' or 'assistant'")
+    content: QuestionText
+
+
+class ChatRequest(BaseModel):
+    """A question, the conversation before it, and optionally how to answer it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"question": "SPINET研究中兰瑞肽组的治疗失败时间是多少？"},
+                {
+                    "question": "And in atypical carcinoids?",
+                    "history": [
+                        {
+                            "role": "user",
+                            "content": "What PFS did typical carcinoids reach in SPINET?",
+                        },
+                        {"role": "assistant", "content": "21.9 months [7]."},
+                    ],
+                    "mode": "extractive",
+                },
+            ]
+        },
+    )
+
+    question: QuestionText
+    history: list[ChatTurn] = Field(
+        default_factory=list, max_length=MAX_TURNS, description="earlier turns, oldest first"
+    )
+    top_k: AnswerTopK | None = Field(default=None, description="evidence chunks to retrieve")
+    mode: ModeName | None = Field(
+        default=None, description="'extractive' (quotes, offline) or 'llm'; default: server's"
+    )
+
+
+class QuoteOut(BaseModel):
+    chunk_id: str
+    text: str = Field(description="the review's sentence as printed, markers included")
+    section: str
+
+
+class CitationOut(BaseModel):
+    ref: int = Field(description="the review's own reference number, 1-50")
+    reference: str = Field(description="the reference entry as printed in the review")
+    quotes: list[QuoteOut]
+
+
+class PassageCitationOut(BaseModel):
+    section: str = Field(description="section of evidence that carries no reference marker")
+    quotes: list[QuoteOut]
+
+
+class EvidenceOut(BaseModel):
+    chunk_id: str
+    text: str
+    refs: list[int]
+    score: float
+    section: str
+    kind: Literal["passage", "trial", "reference"]
+
+
+class ChatResponse(BaseModel):
+    """A cited answer; ``[n]`` in the text are the review's reference numbers."""
+
+    answer: str = Field(description="the answer; [n] cites reference n, [§section] a passage")
+    abstained: bool = Field(description="true when the review does not answer the question")
+    citations: list[CitationOut]
+    passages: list[PassageCitationOut] = Field(
+        description="evidence without a reference number, cited by its section"
+    )
+    evidence: list[EvidenceOut]
+    mode: ModeName
+    language: Literal["zh", "en"]
+    unsupported: list[str] = Field(
+        description="llm mode: sentences the model wrote that failed the citation checks and "
+        "were removed from the answer"
+    )
+    timings_ms: dict[str, float]
+
+
+class SearchFiltersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["passage", "trial", "reference"] | None = None
+    phase: str | None = Field(default=None, max_length=20, description="trial phase, e.g. 'III'")
+    site: str | None = Field(default=None, max_length=100, description="tumour site, e.g. 'lung'")
+    drug: str | None = Field(default=None, max_length=100, description="drug name, zh or en")
+    ref: WholeNumber | None = Field(default=None, description="reference number the chunk cites")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: QuestionText
+    history: list[ChatTurn] = Field(default_factory=list, max_length=MAX_TURNS)
+    top_k: WholeNumber = Field(default=5, ge=1, le=50)
+    filters: SearchFiltersIn | None = None
+
+
+class SearchResponse(BaseModel):
+    question: str
+    results: list[EvidenceOut]
+
+
+class ReferenceOut(BaseModel):
+    number: int
+    text: str
+    authors: list[str]
+    title: str
+    journal: str
+    year: int | None
+    volume_pages: str
+    alternate: str | None = Field(description="a second form of the entry (e.g. English)")
+    cited_in: list[QuoteOut] = Field(description="the review's sentences that cite it")
+
+
+class ReferenceList(BaseModel):
+    count: int
+    references: list[ReferenceOut]
+
+
+class TrialList(BaseModel):
+    count: int
+    trials: list[TrialRecord]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "loading", "failed"]
+    detail: str | None = None
+    chunks: int | None = None
+    sentences: int | None = None
+    references: int | None = None
+    trials: int | None = None
+    modes: list[str] = Field(default_factory=list)
+    load_seconds: float | None = None
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """What went wrong, in words a user can act on (``error``: the same, OpenAI-shaped)."""
+
+    detail: str
+    error: OpenAIError
+    errors: list[ErrorItem] | None = None
+
+
+# OpenAI-compatible chat completions ---------------------------------------------------------
+
+
+class CompletionMessage(BaseModel):
+    """A chat message; system messages are accepted and ignored (they cannot change the rules)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: QuestionText
+    name: str | None = Field(default=None, max_length=64)
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI ``/v1/chat/completions`` request; the last user message is the question.
+
+    ``model`` ``nenqa-extractive`` or ``nenqa-llm`` picks the answer mode (or the extra field
+    ``mode``); any other model name uses the server's default mode. Sampling parameters are
+    accepted and ignored. Unknown fields are ignored, as OpenAI clients send many.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = Field(default="nenqa", max_length=100)
+    messages: list[CompletionMessage] = Field(
+        min_length=1,
+        max_length=MAX_TURNS + 1,
+        json_schema_extra={"contains": {"properties": {"role": {"const": "user"}}}},
+        description="the conversation; must contain at least one user message",
+    )
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: TokenCount | None = None
+    n: Literal[1] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    mode: ModeName | None = Field(default=None, description="nenqa extension: answer mode")
+    top_k: AnswerTopK | None = Field(default=None, description="nenqa extension")
+
+    @model_validator(mode="after")
+    def _has_user_message(self) -> CompletionRequest:
+        if not any(m.role == "user" for m in self.messages):
+            raise ValueError("messages must contain at least one message with role 'user'")
+        return self
+
+
+class CompletionMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    message: CompletionMessageOut
+    finish_reason: Literal["stop"] = "stop"
+
+
+class CompletionResponse(BaseModel):
+    """OpenAI ``chat.completion``, plus nenqa's fields ``citations``, ``passages``, ``abstained``.
+
+    With ``stream: true`` the response is ``text/event-stream``: ``data:`` lines carrying
+    ``chat.completion.chunk`` objects (each content delta holds whole sentences, so a citation
+    marker is never split), the last chunk with ``finish_reason`` and the same extra fields,
+    then ``data: [DONE]``.
+    """
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: dict[str, Any] | None = Field(
+        default=None, description="not reported (tokens are not counted)"
+    )
+    citations: list[CitationOut]
+    passages: list[PassageCitationOut]
+    abstained: bool
+    unsupported: list[str]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "nenqa"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# From the domain types --------------------------------------------------------------------
+
+
+def quote_out(quote: Any) -> QuoteOut:
+    return QuoteOut(chunk_id=quote.chunk_id, text=quote.text, section=quote.section)
+
+
+def citations_out(answer: Any) -> tuple[list[CitationOut], list[PassageCitationOut]]:
+    """An ``Answer``'s citations and passage citations as response models."""
+    citations = [
+        CitationOut(ref=c.ref, reference=c.reference, quotes=[quote_out(q) for q in c.quotes])
+        for c in answer.citations
+    ]
+    passages = [
+        PassageCitationOut(section=p.section, quotes=[quote_out(q) for q in p.quotes])
+        for p in answer.passages
+    ]
+    return citations, passages
+
+
+def chat_response(answer: Any) -> ChatResponse:
+    """The ``/v1/chat`` response for an ``Answer``."""
+    citations, passages = citations_out(answer)
+    return ChatResponse(
+        answer=answer.text,
+        abstained=answer.abstained,
+        citations=citations,
+        passages=passages,
+        evidence=[EvidenceOut(**e.as_json()) for e in answer.evidence],
+        mode=answer.mode,
+        language=answer.language,
+        unsupported=list(answer.unsupported),
+        timings_ms=answer.timings_ms,
+    )

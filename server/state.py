@@ -1,0 +1,179 @@
+"""Everything the server loads once at start-up: index, model, sentences, references, trials.
+
+``load_service`` is called from the app's lifespan (in a background thread, so ``/healthz``
+answers and ``/readyz`` says 503 while the model loads); requests only read the result.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
+
+from ingest.pipeline import DEFAULT_SOURCES
+from ingest.review import parse_review
+from ingest.trials import load_trials
+from ingest.types import Reference, TrialRecord
+from nenqa.settings import Settings
+from retriever.search import HybridSearcher, load_searcher
+from server.answer.base import AnswerError, AnswerMode
+from server.answer.extractive import ExtractiveAnswerer, ExtractiveConfig, SentenceScorer
+from server.answer.llm import LLMAnswerer, make_chat_model
+from server.answer.scope import ScopeCheck
+from server.answer.sentences import SentenceBank
+
+
+class QueryVectorCache:
+    """Wraps an embedder so a query embedded twice (search, then sentence scoring) costs once.
+
+    The cache is small on purpose: it spans the requests in flight and a question asked again
+    soon after, not a whole evaluation set (which would make benchmarks measure the cache).
+
+    At most one model call per CPU runs at a time (torch runs ``Settings.torch_threads``
+    threads per call, 1 by default), so request threads do not oversubscribe the cores.
+    Everything except ``embed_queries`` passes through to the wrapped embedder.
+    """
+
+    def __init__(self, embedder: Any, size: int = 64) -> None:
+        self.wrapped = embedder
+        self._size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._model_slots = threading.BoundedSemaphore(_cpu_count())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            hits = [self._cache.get(t) for t in texts]
+        missing = [t for t, hit in zip(texts, hits, strict=True) if hit is None]
+        if missing:
+            with self._model_slots:
+                vectors = self.wrapped.embed_queries(list(missing))
+            fresh = dict(zip(missing, vectors, strict=True))
+            with self._lock:
+                for text, vector in fresh.items():
+                    self._cache[text] = vector
+                    if len(self._cache) > self._size:
+                        self._cache.popitem(last=False)
+            hits = [
+                hit if hit is not None else fresh[t] for t, hit in zip(texts, hits, strict=True)
+            ]
+        return np.stack(hits)
+
+
+@dataclass
+class ServiceState:
+    """The loaded service: the searcher, the answer modes and the lookup tables."""
+
+    settings: Settings
+    searcher: HybridSearcher
+    bank: SentenceBank
+    scorer: SentenceScorer
+    references: dict[int, Reference]
+    trials: list[TrialRecord]
+    answerers: dict[str, AnswerMode]
+    chains: dict[str, Runnable] = field(default_factory=dict)
+    llm_problem: str | None = None
+    load_seconds: float = 0.0
+
+    def answerer(self, mode: str) -> AnswerMode:
+        """The answer mode by name; raises ``AnswerError`` saying why a mode is unavailable."""
+        if mode in self.answerers:
+            return self.answerers[mode]
+        raise AnswerError(self.llm_problem or f"answer mode {mode!r} is not available")
+
+
+def load_service(
+    settings: Settings,
+    *,
+    searcher: HybridSearcher | None = None,
+    chat_model: BaseChatModel | None = None,
+    previous: ServiceState | None = None,
+) -> ServiceState:
+    """Open the index, load the model, embed the quotable sentences, build both answer modes.
+
+    Raises ``IndexUnavailableError`` when the index is empty or built for another model. The
+    llm mode is left out (with the reason in ``llm_problem``) when no endpoint is configured.
+    After ``searcher.refresh()`` pass the ``previous`` service: sentences it already embedded
+    are not embedded again.
+    """
+    from server.chains import build_chain
+
+    started = time.perf_counter()
+    searcher = searcher or load_searcher(settings)
+    if not isinstance(searcher.embedder, QueryVectorCache):
+        searcher.embedder = QueryVectorCache(searcher.embedder)
+    references, trials = load_reference_tables(settings)
+    bank = SentenceBank(
+        searcher.embedder, searcher.chunks, reuse=previous.bank if previous else None
+    )
+    glossary_forms = [form for term in searcher.glossary.terms for form in term.forms]
+    scope = ScopeCheck([c.text for c in searcher.chunks], glossary_forms)
+    config = ExtractiveConfig(
+        max_sentences=settings.answer_max_sentences,
+        min_similarity=settings.abstain_min_similarity,
+        min_overlap=settings.abstain_min_overlap,
+    )
+    scorer = SentenceScorer(searcher, bank, scope, config)
+    answerers: dict[str, AnswerMode] = {
+        "extractive": ExtractiveAnswerer(searcher, scorer, references, top_k=settings.answer_top_k)
+    }
+    llm_problem = None
+    try:
+        model = chat_model or make_chat_model(settings)
+        answerers["llm"] = LLMAnswerer(scorer, references, model, top_k=settings.answer_top_k)
+    except AnswerError as error:
+        llm_problem = str(error)
+    state = ServiceState(
+        settings=settings,
+        searcher=searcher,
+        bank=bank,
+        scorer=scorer,
+        references=references,
+        trials=trials,
+        answerers=answerers,
+        llm_problem=llm_problem,
+    )
+    state.chains = {name: build_chain(answerer) for name, answerer in answerers.items()}
+    state.load_seconds = round(time.perf_counter() - started, 2)
+    return state
+
+
+def with_llm(state: ServiceState, chat_model: BaseChatModel) -> ServiceState:
+    """A copy of ``state`` whose llm mode uses ``chat_model`` (nothing is loaded again)."""
+    from server.chains import build_chain
+
+    answerer = LLMAnswerer(
+        state.scorer, state.references, chat_model, top_k=state.settings.answer_top_k
+    )
+    return replace(
+        state,
+        answerers={**state.answerers, "llm": answerer},
+        chains={**state.chains, "llm": build_chain(answerer)},
+        llm_problem=None,
+    )
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def load_reference_tables(settings: Settings) -> tuple[dict[int, Reference], list[TrialRecord]]:
+    """The review's reference list and the trial records, read from ``settings.data_dir``."""
+    review_name, trials_name = DEFAULT_SOURCES
+    document = parse_review(settings.data_dir / review_name)
+    trials_path = settings.data_dir / trials_name
+    trials = load_trials(trials_path) if trials_path.exists() else []
+    return {r.number: r for r in document.references}, trials
