@@ -145,8 +145,14 @@ def serve(
         typer.Option(help="Default answer mode: extractive or llm (default: NENQA_ANSWER_MODE)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Worker processes; more than 1 needs NENQA_CHROMA_URL."),
+    ] = 1,
 ) -> None:
     """Start the chat API (FastAPI + uvicorn); the index and model load once at start-up."""
+    import os
+
     import uvicorn
 
     from server.app import create_app
@@ -156,10 +162,26 @@ def serve(
         if mode not in {"extractive", "llm"}:
             _fail(f"unknown answer mode {mode!r}; use extractive or llm", 2)
         settings = settings.model_copy(update={"answer_mode": mode})
+    host = host or settings.host
+    port = settings.port if port is None else port
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    if not settings.chroma_url:
+        _fail(
+            f"--workers {workers} needs a Chroma server: the embedded index can be opened by one "
+            "process only. Start `chroma run --path DIR --host 127.0.0.1 --port 8001`, set "
+            "NENQA_CHROMA_URL=http://127.0.0.1:8001 and ingest into it, or use --workers 1.",
+            2,
+        )
+    # Each worker builds its app from the environment, so the overrides travel through it.
+    os.environ["NENQA_ANSWER_MODE"] = settings.answer_mode
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=settings.port if port is None else port,
+        "server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
         log_level=log_level,
     )
 
