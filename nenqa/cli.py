@@ -79,13 +79,17 @@ def ingest(
         disable=quiet,
     ) as progress:
         task = progress.add_task("embedding new chunks", total=None)
-        counts = sync_index(
-            corpus,
-            store,
-            embedder,
-            batch_size=settings.embedding_batch_size,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+        try:
+            counts = sync_index(
+                corpus,
+                store,
+                embedder,
+                batch_size=settings.embedding_batch_size,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except IndexUnavailableError as error:
+            progress.stop()
+            _fail(str(error))  # says what to do; an interrupted sync is finished by rerunning
     summary = summarize(corpus, counts, started)
     table = Table(title="ingest summary")
     for key in ("documents", "chunks", "references", "trials", "added", "removed", "unchanged"):
@@ -357,12 +361,13 @@ def docs_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON."
     from ingest.pipeline import inventory
 
     settings = get_settings()
-    store, registry, _ = _docs_index(settings)
-    if store is None:
-        records, report = registry.records(), None
-    else:
-        report = inventory(store, registry, settings.data_dir)
-        records = report.records
+    with _index_guard(settings):
+        store, registry, _ = _docs_index(settings)
+        if store is None:
+            records, report = registry.records(), None
+        else:
+            report = inventory(store, registry, settings.data_dir)
+            records = report.records
     if as_json:
         listing = {
             "documents": [
@@ -430,21 +435,22 @@ def docs_remove(
     from ingest.registry import UnknownDocumentError
 
     settings = get_settings()
-    store, registry, _ = _docs_index(settings)
-    if store is None:
-        _fail(f"the index at {settings.chroma_url or settings.index_dir} is empty")
-    for doc_id in doc_ids:
-        citing = [r.doc_id for r in registry.records() if r.cites == doc_id and r.doc_id != doc_id]
-        try:
-            removed = remove_document(doc_id, store, registry)
-        except UnknownDocumentError as error:
-            _fail(str(error))
-        console.print(f"removed {doc_id}: {removed} chunks")
-        if citing:
-            console.print(
-                f"note: {', '.join(citing)} cite reference numbers of {doc_id}; "
-                "their citations now name a document that is gone"
-            )
+    with _index_guard(settings, writing=True):
+        store, registry, _ = _docs_index(settings)
+        if store is None:
+            _fail(f"the index at {settings.chroma_url or settings.index_dir} is empty")
+        for doc_id in doc_ids:
+            citing = [r.doc_id for r in registry.records() if r.cites == doc_id != r.doc_id]
+            try:
+                removed = remove_document(doc_id, store, registry)
+            except UnknownDocumentError as error:
+                _fail(str(error))
+            console.print(f"removed {doc_id}: {removed} chunks")
+            if citing:
+                console.print(
+                    f"note: {', '.join(citing)} cite reference numbers of {doc_id}; "
+                    "their citations now name a document that is gone"
+                )
 
 
 @docs_app.command("reindex")
@@ -463,60 +469,78 @@ def docs_reindex(
     from retriever.embeddings import load_embedder
 
     settings = get_settings()
-    store, registry, built_with = _docs_index(settings)
-    records = {r.doc_id: r for r in registry.records()}
-    paths = [Path(r.path) for r in records.values()]
-    if store is not None and not doc_ids:
-        report = inventory(store, registry, settings.data_dir)
-        if report.orphans:
+    with _index_guard(settings, writing=True):
+        store, registry, built_with = _docs_index(settings)
+        records = {r.doc_id: r for r in registry.records()}
+        paths = [Path(r.path) for r in records.values()]
+        if store is not None and not doc_ids:
+            report = inventory(store, registry, settings.data_dir)
+            if report.orphans:
+                _fail(
+                    f"{report.orphans} chunks in the index belong to no registered document "
+                    "and would be lost; record their files first with `nenqa docs add PATH`"
+                )
+            paths += [path for _, path, _ in report.unregistered]
+        elif doc_ids:
+            unknown = [d for d in doc_ids if d not in records]
+            if unknown:
+                _fail(f"no registered document {unknown[0]!r}; `nenqa docs list` shows them")
+            paths = [Path(records[d].path) for d in doc_ids]
+        if not paths:
+            _fail("no documents to reindex; add some with `nenqa docs add PATH`")
+        corpus = _docs_parse(settings, paths)
+        model_id = load_embedder(settings).model_id
+        model_changed = built_with is not None and built_with != model_id
+        if model_changed and doc_ids:
             _fail(
-                f"{report.orphans} chunks in the index belong to no registered document and "
-                "would be lost; record their files first with `nenqa docs add PATH`"
+                f"the index was built with {built_with!r} and {model_id!r} is configured; "
+                "`nenqa docs reindex` with no ids re-embeds every document with the new model"
             )
-        paths += [path for _, path, _ in report.unregistered]
-    elif doc_ids:
-        unknown = [d for d in doc_ids if d not in records]
-        if unknown:
-            _fail(f"no registered document {unknown[0]!r}; `nenqa docs list` shows them")
-        paths = [Path(records[d].path) for d in doc_ids]
-    if not paths:
-        _fail("no documents to reindex; add some with `nenqa docs add PATH`")
-    corpus = _docs_parse(settings, paths)
-    model_id = load_embedder(settings).model_id
-    model_changed = built_with is not None and built_with != model_id
-    if model_changed and doc_ids:
-        _fail(
-            f"the index was built with {built_with!r} and {model_id!r} is configured; "
-            "`nenqa docs reindex` with no ids re-embeds every document with the new model"
-        )
-    if model_changed:
-        for record in records.values():  # before the chunks go, so a crash shows them unfinished
-            registry.mark(record, "writing")
-    _docs_write(settings, corpus, reembed=True, rebuild=model_changed, quiet=quiet)
+        if model_changed:
+            for record in records.values():  # before the chunks go: a crash shows them unfinished
+                registry.mark(record, "writing")
+        _docs_write(settings, corpus, reembed=True, rebuild=model_changed, quiet=quiet)
 
 
 def _docs_index(settings: Settings):
     """(chunk store or None when there is no index yet, registry, the index's model id)."""
     from ingest.registry import DocumentRegistry
-    from retriever.store import ChunkStore, IndexUnavailableError, make_client
+    from retriever.store import ChunkStore, make_client
 
-    try:
-        client = make_client(settings)
-        registry = DocumentRegistry(client, settings.collection)
-        built_with = next(
-            (
-                (c.metadata or {}).get("embedding_model")
-                for c in client.list_collections()
-                if c.name == settings.collection
-            ),
-            None,
-        )
-    except (IndexUnavailableError, ValueError, ConnectionError) as error:
-        _fail(f"cannot open the index: {error}")
+    client = make_client(settings)
+    registry = DocumentRegistry(client, settings.collection)
+    built_with = next(
+        (
+            (c.metadata or {}).get("embedding_model")
+            for c in client.list_collections()
+            if c.name == settings.collection
+        ),
+        None,
+    )
     if built_with is None:
         return None, registry, None
     # Listing and removing need no model: open the collection with the model it was built with.
     return ChunkStore(settings, None, built_with), registry, built_with
+
+
+def _index_guard(settings: Settings, *, writing: bool = False):
+    """A context in which a Chroma failure ends the command with a message, not a traceback.
+
+    An interrupted write is finished by running the same command again (docs/corpus.md).
+    """
+    from contextlib import contextmanager
+
+    from retriever.store import IndexUnavailableError, chroma_errors
+
+    @contextmanager
+    def guard():
+        try:
+            with chroma_errors(settings, writing=writing):
+                yield
+        except IndexUnavailableError as error:  # its message says what to do next
+            _fail(str(error))
+
+    return guard()
 
 
 def _docs_parse(settings: Settings, paths: list[Path]):
@@ -538,38 +562,45 @@ def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, qui
     from ingest.pipeline import add_documents
     from ingest.registry import DocumentConflictError, DocumentRegistry
     from retriever.embeddings import ChromaEmbeddingFunction, load_embedder
-    from retriever.store import ChunkStore, IndexUnavailableError, make_client
+    from retriever.store import ChunkStore, make_client
 
     embedder = load_embedder(settings)
-    try:
+    with _index_guard(settings, writing=True):
+        _, _, built_with = _docs_index(settings)
+        if built_with not in (None, embedder.model_id) and not rebuild:
+            _fail(
+                f"the index was built with embedding model {built_with!r}, but "
+                f"{embedder.model_id!r} is configured; `nenqa docs reindex` re-embeds every "
+                "document with it"
+            )
         store = ChunkStore(
             settings, ChromaEmbeddingFunction(embedder), embedder.model_id, rebuild=rebuild
         )
-    except IndexUnavailableError as error:
-        _fail(f"{error}; or re-embed every document with `nenqa docs reindex`")
-    registry = DocumentRegistry(make_client(settings), settings.collection)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    ) as progress:
-        task = progress.add_task("embedding chunks", total=None)
-        try:
-            changes = add_documents(
-                corpus,
-                store,
-                registry,
-                embedder,
-                model_id=embedder.model_id,
-                reembed=reembed,
-                batch_size=settings.embedding_batch_size,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
-        except DocumentConflictError as error:
-            _fail(f"{error} (the index was not changed)")
+        registry = DocumentRegistry(make_client(settings), settings.collection)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("embedding chunks", total=None)
+            try:
+                changes = add_documents(
+                    corpus,
+                    store,
+                    registry,
+                    embedder,
+                    model_id=embedder.model_id,
+                    reembed=reembed,
+                    batch_size=settings.embedding_batch_size,
+                    on_progress=lambda done, total: progress.update(
+                        task, completed=done, total=total
+                    ),
+                )
+            except DocumentConflictError as error:
+                _fail(f"{error} (the index was not changed)")
     table = Table(title="documents")
     for column in ("doc_id", "action", "added", "removed", "unchanged", "label", "kind"):
         table.add_column(column, justify="left" if column in {"doc_id", "label"} else "right")

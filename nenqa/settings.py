@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(
         default=None, description="http://host:port of a Chroma server; embedded when unset"
     )
+    chroma_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long to wait for the Chroma server to answer"
+    )
 
     # Embedding model: a sentence-transformers name or path; unset = the prepared offline default.
     embedding_model: str | None = None
@@ -72,6 +75,11 @@ class Settings(BaseSettings):
     llm_model: str = "nenqa-local"
     llm_api_key: SecretStr = SecretStr("not-needed")
     llm_timeout_s: float = 60.0
+    llm_fallback_extractive: bool = Field(
+        default=False,
+        description="when the LLM endpoint fails or times out, answer llm-mode questions in the "
+        "extractive mode (the answer's `fallback` says why) instead of 502/504",
+    )
     llm_max_tokens: int = 512
 
     @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")

@@ -1,31 +1,122 @@
 """The vector store: chunks and their embeddings in a Chroma collection.
 
 Embedded ``PersistentClient`` by default; ``Settings.chroma_url`` switches to ``HttpClient``
-against a Chroma server. Embeddings are always computed by our own embedder and passed in, and
-our embedding function is registered with the collection so Chroma never falls back to its
-default model (which would try to download weights).
+against a Chroma server. Every call to Chroma goes through ``chroma_errors``, so a server that
+does not answer is ``IndexUnreachableError`` and a full disk or read-only directory is
+``IndexWriteError``, each with what to do; the HTTP client reconnects on its own, so requests
+succeed again as soon as the server is back.
+
+Embeddings are always computed by our own embedder and passed in, and our embedding function
+is registered with the collection so Chroma never falls back to its default model (which would
+try to download weights).
 """
 
 from __future__ import annotations
 
+import errno
 import json
-from collections.abc import Iterable, Sequence
+import logging
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError
 
 from ingest.types import Chunk, Span
 from nenqa.settings import Settings
 
 _LIST_FIELDS = ("refs", "trials")
 _BATCH = 2000
+_NO_SPACE = ("disk is full", "no space left")
+_READ_ONLY = ("readonly database", "read-only file system", "permission denied")
+_LOW_SPACE = 1 << 20  # bytes; below this a failed write is reported as a full disk
+
+log = logging.getLogger("nenqa.store")
 
 
 class IndexUnavailableError(RuntimeError):
     """The index cannot be reached or was built for another embedding model."""
+
+
+class IndexUnreachableError(IndexUnavailableError):
+    """The Chroma server did not answer (stopped, restarting, hung); retrying later can work."""
+
+
+class IndexWriteError(IndexUnavailableError):
+    """The index could not be written: no space left on its disk, or a read-only directory."""
+
+
+def index_location(settings: Settings) -> str:
+    """Where the index lives, for messages: the server URL or the embedded directory."""
+    return settings.chroma_url or str(settings.index_dir)
+
+
+@contextmanager
+def chroma_errors(settings: Settings, *, writing: bool = False) -> Iterator[None]:
+    """Turn Chroma's failures into ``IndexUnreachableError`` / ``IndexWriteError``.
+
+    With ``writing``, any Chroma error of an embedded index is an ``IndexWriteError`` (a full
+    disk can surface as "Error in compaction"); otherwise only those that name a full or
+    read-only disk are, and other Chroma errors pass through unchanged.
+    """
+    where = index_location(settings)
+    try:
+        yield
+    except httpx.TransportError as error:  # refused, reset mid-request, timed out
+        raise IndexUnreachableError(
+            f"the Chroma server at {where} did not answer ({type(error).__name__}: {error}); "
+            "start it again with the same --path: nenqa reconnects on its own"
+        ) from error
+    except ValueError as error:
+        if "Could not connect to a Chroma server" not in str(error):
+            raise
+        raise IndexUnreachableError(
+            f"the Chroma server at {where} is not running (or not reachable); start it with "
+            "`chroma run --path DIR --host HOST --port PORT`: nenqa reconnects on its own"
+        ) from error
+    except (ChromaError, OSError) as error:
+        problem = index_write_problem(error, where)
+        if problem is None and writing and not settings.chroma_url:
+            free = _free_bytes(settings.index_dir)
+            what = "no space left for" if free < _LOW_SPACE else "could not write"
+            problem = IndexWriteError(
+                f"{what} the index at {where} ({type(error).__name__}: {error}); its disk has "
+                f"{free // 1024} KiB free: make room (or make it writable) and run the same "
+                "command again: what was written is kept and the rest is added"
+            )
+        if problem is None:
+            raise
+        raise problem from error
+
+
+def index_write_problem(error: BaseException, where: str) -> IndexWriteError | None:
+    """An ``IndexWriteError`` saying what to do, if ``error`` is a full or read-only disk."""
+    code = getattr(error, "errno", None)
+    text = str(error).lower()
+    if code == errno.ENOSPC or any(words in text for words in _NO_SPACE):
+        return IndexWriteError(
+            f"no space left for the index at {where} ({error}); free some space and run the "
+            "same command again: what was written is kept and the rest is added"
+        )
+    if code in {errno.EROFS, errno.EACCES} or any(words in text for words in _READ_ONLY):
+        return IndexWriteError(
+            f"the index at {where} is read-only ({error}); Chroma opens its database for "
+            "writing even to read, so give it a writable directory (NENQA_INDEX_DIR)"
+        )
+    return None
+
+
+def _free_bytes(directory: Path) -> int:
+    with suppress(OSError):
+        return shutil.disk_usage(directory).free
+    return 0
 
 
 def encode_list(values: Iterable[object]) -> str:
@@ -73,7 +164,11 @@ def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
 
 
 def make_client(settings: Settings) -> chromadb.ClientAPI:
-    """A Chroma client for the configured backend, telemetry off."""
+    """A Chroma client for the configured backend, telemetry off.
+
+    Raises ``IndexUnreachableError`` when the server does not answer and ``IndexWriteError``
+    when the embedded directory cannot be written.
+    """
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if settings.chroma_url:
         url = urlparse(settings.chroma_url)
@@ -81,14 +176,28 @@ def make_client(settings: Settings) -> chromadb.ClientAPI:
             raise IndexUnavailableError(
                 f"NENQA_CHROMA_URL must look like http://host:port, got {settings.chroma_url!r}"
             )
-        return chromadb.HttpClient(
-            host=url.hostname,
-            port=url.port or (443 if url.scheme == "https" else 8000),
-            ssl=url.scheme == "https",
-            settings=chroma_settings,
-        )
-    settings.index_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.index_dir), settings=chroma_settings)
+        with chroma_errors(settings):
+            client = chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+        _set_http_timeout(client, settings.chroma_timeout_s)
+        return client
+    with chroma_errors(settings):
+        settings.index_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.index_dir), settings=chroma_settings)
+
+
+def _set_http_timeout(client: chromadb.ClientAPI, seconds: float) -> None:
+    # chromadb's HTTP client waits forever (timeout=None), so a hung server would hold every
+    # request thread; its session is private, hence the guarded reach into it.
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(seconds)
+    else:
+        log.warning("cannot set a timeout on this chromadb version's HTTP client")
 
 
 class ChunkStore:
@@ -103,15 +212,18 @@ class ChunkStore:
         rebuild: bool = False,
     ) -> None:
         self.model_id = model_id
+        self.settings = settings
         self._client = make_client(settings)
-        if rebuild and settings.collection in {c.name for c in self._client.list_collections()}:
-            self._client.delete_collection(settings.collection)
-        self._collection = self._client.get_or_create_collection(
-            name=settings.collection,
-            embedding_function=embedding_function,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={"embedding_model": model_id},
-        )
+        with chroma_errors(settings):
+            collections = {c.name for c in self._client.list_collections()}
+            if rebuild and settings.collection in collections:
+                self._client.delete_collection(settings.collection)
+            self._collection = self._client.get_or_create_collection(
+                name=settings.collection,
+                embedding_function=embedding_function,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"embedding_model": model_id},
+            )
         built_with = (self._collection.metadata or {}).get("embedding_model")
         if built_with != model_id:
             raise IndexUnavailableError(
@@ -120,36 +232,41 @@ class ChunkStore:
             )
 
     def count(self) -> int:
-        return self._collection.count()
+        with chroma_errors(self.settings):
+            return self._collection.count()
 
     def ids(self, where: dict[str, Any] | None = None) -> set[str]:
         """IDs of the stored chunks, optionally filtered by metadata."""
-        result = self._collection.get(where=where, include=[])
+        with chroma_errors(self.settings):
+            result = self._collection.get(where=where, include=[])
         return set(result["ids"])
 
     def upsert(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
         for start in range(0, len(chunks), _BATCH):
             part = chunks[start : start + _BATCH]
-            self._collection.upsert(
-                ids=[c.chunk_id for c in part],
-                documents=[c.text for c in part],
-                metadatas=[chunk_metadata(c) for c in part],
-                embeddings=np.asarray(embeddings[start : start + _BATCH], dtype=np.float32),
-            )
+            with chroma_errors(self.settings, writing=True):
+                self._collection.upsert(
+                    ids=[c.chunk_id for c in part],
+                    documents=[c.text for c in part],
+                    metadatas=[chunk_metadata(c) for c in part],
+                    embeddings=np.asarray(embeddings[start : start + _BATCH], dtype=np.float32),
+                )
 
     def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         for start in range(0, len(ids), _BATCH):
-            self._collection.delete(ids=ids[start : start + _BATCH])
+            with chroma_errors(self.settings, writing=True):
+                self._collection.delete(ids=ids[start : start + _BATCH])
 
     def all_chunks(self) -> list[Chunk]:
         """Every stored chunk, in a stable order (by chunk ID)."""
         chunks: list[Chunk] = []
         offset, total = 0, self.count()
         while offset < total:
-            page = self._collection.get(
-                include=["documents", "metadatas"], limit=_BATCH, offset=offset
-            )
+            with chroma_errors(self.settings):
+                page = self._collection.get(
+                    include=["documents", "metadatas"], limit=_BATCH, offset=offset
+                )
             for cid, text, meta in zip(
                 page["ids"], page["documents"], page["metadatas"], strict=True
             ):
@@ -164,12 +281,13 @@ class ChunkStore:
         limit = min(limit, self.count())
         if limit <= 0:
             return []
-        result = self._collection.query(
-            query_embeddings=[np.asarray(embedding, dtype=np.float32)],
-            n_results=limit,
-            where=where,
-            include=["distances"],
-        )
+        with chroma_errors(self.settings):
+            result = self._collection.query(
+                query_embeddings=[np.asarray(embedding, dtype=np.float32)],
+                n_results=limit,
+                where=where,
+                include=["distances"],
+            )
         return [
             (cid, 1.0 - float(dist))
             for cid, dist in zip(result["ids"][0], result["distances"][0], strict=True)

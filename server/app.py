@@ -2,7 +2,9 @@
 
 The index and the model load once, in a background thread started by the lifespan, so
 ``/healthz`` answers at once and ``/readyz`` says 503 until ``load_service`` has finished;
-routes that need the service answer 503 (with ``Retry-After``) until then. Tests and embedders
+routes that need the service answer 503 (with ``Retry-After``) until then. A Chroma server
+that is not answering yet is waited for (tried again every ``LOAD_RETRY_S``), so the API and
+the server can start in either order. Tests and embedders
 can pass a ready ``service`` (or a ``searcher`` and a ``chat_model`` to load one around).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 
 from nenqa.settings import Settings, get_settings
 from retriever.search import HybridSearcher
+from retriever.store import IndexUnreachableError
 from server.api.deps import api_dependencies
 from server.api.routes import admin, chat, completions, health, references, search, trials, web
 from server.errors import install_error_handlers
@@ -25,6 +29,7 @@ from server.security import APIKeyCheck, BodySizeLimit, RateLimiter, install_cor
 from server.state import ServiceState, load_service
 
 log = logging.getLogger("nenqa.server")
+LOAD_RETRY_S = 2.0  # how often to try again while a Chroma server is not answering at start-up
 
 DESCRIPTION = """\
 Evidence-grounded answers about drug trials in neuroendocrine neoplasms, from one review
@@ -70,6 +75,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.load_error = None
+    app.state.load_waiting = None
     app.state.api_keys = APIKeyCheck(settings.api_keys)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app)
@@ -90,12 +96,21 @@ def _load(
     searcher: HybridSearcher | None,
     chat_model: BaseChatModel | None,
 ) -> None:
-    try:
-        app.state.service = load_service(settings, searcher=searcher, chat_model=chat_model)
-        log.info("nenqa ready in %.1f s", app.state.service.load_seconds)
-    except Exception as error:  # reported by /readyz and every route's 503
-        log.exception("nenqa failed to load")
-        app.state.load_error = f"{type(error).__name__}: {error}"
+    while True:
+        try:
+            app.state.service = load_service(settings, searcher=searcher, chat_model=chat_model)
+            app.state.load_waiting = None
+            log.info("nenqa ready in %.1f s", app.state.service.load_seconds)
+            return
+        except IndexUnreachableError as error:  # a Chroma server that is not up yet
+            if app.state.load_waiting is None:
+                log.warning("waiting for the index: %s", error)
+            app.state.load_waiting = f"waiting for the index: {error}"
+            time.sleep(LOAD_RETRY_S)
+        except Exception as error:  # reported by /readyz and every route's 503
+            log.exception("nenqa failed to load")
+            app.state.load_error = f"{type(error).__name__}: {error}"
+            return
 
 
 def app_from_environment() -> FastAPI:

@@ -28,7 +28,7 @@ from retriever.langchain import NenqaRetriever
 from retriever.search import HybridSearcher, Turn
 from server.answer.base import Answer, Question
 from server.answer.extractive import ExtractiveAnswerer, abstention
-from server.answer.llm import LLMAnswerer, key_evidence
+from server.answer.llm import LLMAnswerer
 from server.answer.sentences import detect_language
 
 
@@ -112,10 +112,13 @@ def build_llm_chain(answerer: LLMAnswerer) -> Runnable[Any, Answer]:
         timings["generate"] = _ms(timings.pop("generate_started"))
         language = detect_language(x["question"].text)
         checked = answerer.check_draft(x["draft"], x["keyed"])
-        return _with_timings(answerer.finish(language, x["evidence"], checked, {}), x)
+        answer = answerer.finish(language, x["evidence"], checked, {}, draft=x["draft"])
+        return _with_timings(answer, x)
 
     generate = (
-        RunnablePassthrough.assign(keyed=lambda x: key_evidence(x["evidence"], scorer))
+        RunnablePassthrough.assign(
+            keyed=lambda x: answerer.keyed_evidence(x["question"], x["evidence"])
+        )
         | RunnablePassthrough.assign(
             draft=RunnableLambda(inputs, name="prompt_inputs")
             | RunnableLambda(answerer.draft, name="prompt_model_text")

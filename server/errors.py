@@ -9,7 +9,9 @@
 | a field breaks the request schema      | 422    |
 | too many requests for this key         | 429 (+ Retry-After) |
 | LLM endpoint failed                    | 502    |
+| LLM endpoint timed out (``NENQA_LLM_TIMEOUT_S``) | 504 |
 | still loading, index missing, mode not configured | 503 (+ Retry-After while loading) |
+| Chroma server not answering, index disk full or read-only | 503 (+ Retry-After for the server) |
 
 Every error body is ``{"detail": "<what is wrong>", "error": {"message", "type", "code"},
 "errors": [...]?}``: ``detail`` for people, ``error`` as OpenAI clients expect it.
@@ -24,8 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retriever.store import IndexUnavailableError
-from server.answer.base import AnswerError, LLMEndpointError
+from retriever.store import IndexUnavailableError, IndexUnreachableError
+from server.answer.base import AnswerError, LLMEndpointError, LLMTimeoutError
 
 log = logging.getLogger("nenqa.server")
 
@@ -143,11 +145,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IndexUnavailableError)
     async def index_unavailable(request: Request, exc: IndexUnavailableError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 503), status_code=503)
+        # A stopped Chroma server usually comes back; a missing index needs `nenqa ingest`.
+        headers = {"Retry-After": "5"} if isinstance(exc, IndexUnreachableError) else None
+        return JSONResponse(error_body(str(exc), 503), status_code=503, headers=headers)
 
     @app.exception_handler(LLMEndpointError)
     async def llm_failed(request: Request, exc: LLMEndpointError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 502), status_code=502)
+        status = 504 if isinstance(exc, LLMTimeoutError) else 502
+        return JSONResponse(error_body(str(exc), status), status_code=status)
 
     @app.exception_handler(AnswerError)
     async def answer_unavailable(request: Request, exc: AnswerError) -> JSONResponse:

@@ -42,6 +42,13 @@ def _whole_number(value: object) -> object:
     return value
 
 
+def _not_boolean(value: object) -> object:
+    # Python's True == 1, so Literal[1] would accept JSON true; the schema says integer.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 AnswerTopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_whole_number)]
 TokenCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
@@ -152,6 +159,11 @@ class ChatResponse(BaseModel):
         "were removed from the answer"
     )
     timings_ms: dict[str, float]
+    fallback: str | None = Field(
+        default=None,
+        description="set when the llm mode was asked for, its endpoint failed and the server "
+        "(NENQA_LLM_FALLBACK_EXTRACTIVE) answered in the extractive mode instead: says why",
+    )
 
 
 class SearchFiltersIn(BaseModel):
@@ -205,7 +217,9 @@ class HealthResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    status: Literal["ready", "loading", "failed"]
+    """``unavailable``: loaded, but the index (a Chroma server) does not answer right now."""
+
+    status: Literal["ready", "loading", "failed", "unavailable"]
     detail: str | None = None
     chunks: int | None = None
     sentences: int | None = None
@@ -213,6 +227,9 @@ class ReadyResponse(BaseModel):
     trials: int | None = None
     modes: list[str] = Field(default_factory=list)
     load_seconds: float | None = None
+    worker_pid: int | None = Field(
+        default=None, description="the process that answered (one of several with --workers N)"
+    )
 
 
 class ErrorItem(BaseModel):
@@ -269,7 +286,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
-    n: Literal[1] | None = None
+    n: Annotated[Literal[1], BeforeValidator(_not_boolean)] | None = None
     user: str | None = Field(default=None, max_length=256)
     mode: ModeName | None = Field(default=None, description="nenqa extension: answer mode")
     top_k: AnswerTopK | None = Field(default=None, description="nenqa extension")
@@ -313,6 +330,11 @@ class CompletionResponse(BaseModel):
     passages: list[PassageCitationOut]
     abstained: bool
     unsupported: list[str]
+    fallback: str | None = Field(
+        default=None,
+        description="set when the llm mode was asked for, its endpoint failed and the server "
+        "(NENQA_LLM_FALLBACK_EXTRACTIVE) answered in the extractive mode instead: says why",
+    )
 
 
 class ModelCard(BaseModel):
@@ -360,4 +382,5 @@ def chat_response(answer: Any) -> ChatResponse:
         language=answer.language,
         unsupported=list(answer.unsupported),
         timings_ms=answer.timings_ms,
+        fallback=answer.fallback,
     )

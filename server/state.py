@@ -26,6 +26,7 @@ from nenqa.settings import Settings
 from retriever.search import HybridSearcher, load_searcher
 from server.answer.base import AnswerError, AnswerMode
 from server.answer.extractive import ExtractiveAnswerer, ExtractiveConfig, SentenceScorer
+from server.answer.fallback import ExtractiveFallback, with_fallback_chain
 from server.answer.llm import LLMAnswerer, make_chat_model
 from server.answer.scope import ScopeCheck
 from server.answer.sentences import SentenceBank
@@ -145,6 +146,7 @@ def load_service(
         llm_problem=llm_problem,
     )
     state.chains = {name: build_chain(answerer) for name, answerer in answerers.items()}
+    state = with_extractive_fallback(state)
     state.load_seconds = round(time.perf_counter() - started, 2)
     return state
 
@@ -156,11 +158,33 @@ def with_llm(state: ServiceState, chat_model: BaseChatModel) -> ServiceState:
     answerer = LLMAnswerer(
         state.scorer, state.references, chat_model, top_k=state.settings.answer_top_k
     )
+    return with_extractive_fallback(
+        replace(
+            state,
+            answerers={**state.answerers, "llm": answerer},
+            chains={**state.chains, "llm": build_chain(answerer)},
+            llm_problem=None,
+        )
+    )
+
+
+def with_extractive_fallback(state: ServiceState) -> ServiceState:
+    """``state`` whose llm mode answers extractively when its endpoint fails, if configured.
+
+    Unchanged unless ``settings.llm_fallback_extractive`` is set and the llm mode exists.
+    """
+    llm = state.answerers.get("llm")
+    if not state.settings.llm_fallback_extractive or not isinstance(llm, LLMAnswerer):
+        return state
+    extractive = state.answerers["extractive"]
+    assert isinstance(extractive, ExtractiveAnswerer)
     return replace(
         state,
-        answerers={**state.answerers, "llm": answerer},
-        chains={**state.chains, "llm": build_chain(answerer)},
-        llm_problem=None,
+        answerers={**state.answerers, "llm": ExtractiveFallback(llm, extractive)},
+        chains={
+            **state.chains,
+            "llm": with_fallback_chain(state.chains["llm"], state.chains["extractive"]),
+        },
     )
 
 

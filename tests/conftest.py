@@ -75,3 +75,34 @@ def llm_service(service, scripted_llm):
     llm_ready = with_llm(service, make_chat_model(settings))
     llm_ready.settings = settings
     return llm_ready
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A ``chroma run`` server on loopback (tests/chroma_support.py), stopped by its PID."""
+    from tests.chroma_support import chroma_missing_reason, start_chroma_server
+
+    reason = chroma_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = start_chroma_server(tmp_path_factory.mktemp("chroma"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chroma_settings(chroma_server, embedder, tmp_path_factory):
+    """Settings (``chroma_url``) for the default corpus ingested into ``chroma_server``."""
+    from ingest.pipeline import default_sources, parse_sources, sync_index
+    from nenqa.settings import Settings
+    from retriever.embeddings import ChromaEmbeddingFunction
+    from retriever.store import ChunkStore
+
+    settings = Settings(
+        chroma_url=chroma_server.url,
+        index_dir=tmp_path_factory.mktemp("unused-embedded-index"),
+        embedding_model=None,
+    )
+    store = ChunkStore(settings, ChromaEmbeddingFunction(embedder), embedder.model_id)
+    sync_index(parse_sources(default_sources(settings.data_dir)), store, embedder)
+    return settings

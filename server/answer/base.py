@@ -34,6 +34,10 @@ class LLMEndpointError(AnswerError):
     """The configured LLM endpoint failed while answering (connection, timeout, error status)."""
 
 
+class LLMTimeoutError(LLMEndpointError):
+    """The LLM endpoint did not answer within ``Settings.llm_timeout_s``."""
+
+
 @dataclass(frozen=True)
 class Question:
     """A question in Chinese or English, the conversation before it, and how much to retrieve."""
@@ -75,7 +79,8 @@ class Answer:
 
     ``segments`` are the pieces of ``text`` in order, each whole sentences with their markers,
     so a stream can send them without splitting a citation. ``unsupported`` holds sentences a
-    model wrote that failed the citation checks and were removed from ``text``.
+    model wrote that failed the citation checks and were removed from ``text``; ``draft`` is the
+    model's raw output before the checks (empty when no model wrote the answer).
     """
 
     text: str
@@ -88,6 +93,9 @@ class Answer:
     evidence: tuple[Evidence, ...] = ()
     unsupported: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
+    draft: str = ""
+    # Set when the llm mode was asked for, the endpoint failed and the extractive mode answered.
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,19 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
 
-from ingest.types import Evidence, Reference
+from ingest.types import Chunk, Evidence, Reference
 from nenqa.settings import Settings
 from server.answer.base import (
     ABSTENTION_TEXT,
     Answer,
     AnswerPiece,
     LLMEndpointError,
+    LLMTimeoutError,
     LLMUnavailableError,
     Question,
 )
 from server.answer.citations import (
+    FOREIGN_MARKER,
     CheckedSentence,
     DraftSentenceSplitter,
     QuotedSentence,
@@ -39,13 +41,15 @@ from server.answer.citations import (
     collect_citations,
     split_draft,
 )
-from server.answer.extractive import SentenceScorer, abstention
+from server.answer.extractive import Relevance, ScoredSentence, SentenceScorer, abstention
 from server.answer.prompts import load_prompt
 from server.answer.sentences import detect_language, strip_citation_markers
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
 LANGUAGE_NAMES = {"zh": "Chinese (简体中文)", "en": "English"}
-MAX_KEYED_SENTENCES = 24
+# Evidence sentences shown to the model, best first; tuned on eval/qa.jsonl with the local
+# 1.5B model (a longer list costs prompt time and made it cite the wrong key more often).
+MAX_KEYED_SENTENCES = 8
 MAX_HISTORY_TURNS = 6
 MAX_TURN_CHARS = 600
 
@@ -59,36 +63,61 @@ class KeyedEvidence:
 
 
 def key_evidence(
-    evidence: Sequence[Evidence], scorer: SentenceScorer, limit: int = MAX_KEYED_SENTENCES
+    evidence: Sequence[Evidence],
+    scorer: SentenceScorer,
+    limit: int = MAX_KEYED_SENTENCES,
+    ranked: Sequence[ScoredSentence] | None = None,
 ) -> KeyedEvidence:
-    """Number the quotable sentences of the evidence ``S1..Sn``, grouped by passage.
+    """Number the evidence sentences the model sees ``S1..Sn``, in reading order.
 
-    Markers such as ``^[7]`` are removed from what the model sees, so it cannot copy a review
-    number; the code puts the numbers back from the keys.
+    With ``ranked`` (the scorer's sentences, best first) the ``limit`` best are shown, each one
+    without a reference marker preceded by the sentence before it in its chunk (that sentence
+    usually names the study a "结果显示…" reports on); without it, the first ``limit``
+    sentences in retrieval order. Markers such as ``^[7]`` are removed from what the model sees,
+    so it cannot copy a review number; the code puts the numbers back from the keys.
     """
     bank = scorer.bank
-    keys: dict[str, QuotedSentence] = {}
-    seen: set[int] = set()
-    blocks: list[str] = []
+    chunk_of: dict[int, Chunk] = {}
     for item in evidence:
-        lines = []
         for index in bank.sentences_of(item.chunk.chunk_id):
-            if index in seen or len(keys) >= limit:
-                continue
-            seen.add(index)
-            key = f"S{len(keys) + 1}"
-            keys[key] = QuotedSentence(bank.sentences[index], bank.quote_chunk(index, item.chunk))
-            lines.append(f"[{key}] {strip_citation_markers(bank.sentences[index].text).strip()}")
-        if lines:
-            blocks.append(f"Passage ({item.chunk.section}):\n" + "\n".join(lines))
-    return KeyedEvidence("\n\n".join(blocks), keys)
+            chunk_of.setdefault(index, item.chunk)
+    if ranked is None:
+        chosen = list(chunk_of)[:limit]
+    else:
+        best = list(dict.fromkeys(s.index for s in ranked if s.index in chunk_of))[:limit]
+        chosen = [*best]
+        for index in best:
+            in_chunk = bank.sentences_of(chunk_of[index].chunk_id)
+            position = in_chunk.index(index)
+            if not bank.sentences[index].refs and position > 0:
+                lead = in_chunk[position - 1]
+                if lead not in chosen:
+                    chosen.append(lead)
+        chosen.sort(key=lambda i: (bank.sentences[i].position, i))
+    keys: dict[str, QuotedSentence] = {}
+    lines = []
+    for index in chosen:
+        key = f"S{len(keys) + 1}"
+        keys[key] = QuotedSentence(bank.sentences[index], bank.quote_chunk(index, chunk_of[index]))
+        lines.append(f"{_plain(bank.sentences[index].text)} [{key}]")
+    return KeyedEvidence("\n".join(lines), keys)
+
+
+def _plain(text: str) -> str:
+    """A review sentence without its citation markers and extraction residue (``$``, ``\\geq``)."""
+    text = strip_citation_markers(text).replace("$", "")
+    text = text.replace("\\geq", "≥").replace("\\leq", "≤")
+    return " ".join(text.split())
 
 
 def format_history(question: Question) -> str:
-    """The earlier turns as plain lines (data for the model, never instructions)."""
+    """The earlier turns as plain lines (data for the model, never instructions).
+
+    Citation markers are removed so the model does not copy ``[7]`` from an earlier answer.
+    """
     turns = [t for t in question.history if t.role in {"user", "assistant"}]
     lines = [
-        f"{t.role}: {' '.join(t.content.split())[:MAX_TURN_CHARS]}"
+        f"{t.role}: {' '.join(FOREIGN_MARKER.sub('', t.content).split())[:MAX_TURN_CHARS]}"
         for t in turns[-MAX_HISTORY_TURNS:]
     ]
     return "\n".join(lines) or "(none)"
@@ -123,6 +152,16 @@ def make_chat_model(settings: Settings) -> BaseChatModel:
     )
 
 
+def endpoint_error(error: openai.APIError) -> LLMEndpointError:
+    """The domain error for a failed call: ``LLMTimeoutError`` for a timeout, else the base."""
+    if isinstance(error, openai.APITimeoutError):
+        return LLMTimeoutError(
+            f"the LLM endpoint did not answer in time ({type(error).__name__}: {error}); "
+            "check the endpoint or raise NENQA_LLM_TIMEOUT_S"
+        )
+    return LLMEndpointError(f"the LLM endpoint did not answer ({type(error).__name__}: {error})")
+
+
 class LLMAnswerer:
     """Answers with a chat model over keyed evidence; see the module docstring for the checks."""
 
@@ -136,17 +175,31 @@ class LLMAnswerer:
         *,
         top_k: int = 6,
         prompt: ChatPromptTemplate | None = None,
+        max_evidence_sentences: int = MAX_KEYED_SENTENCES,
     ) -> None:
         self.scorer = scorer
         self.searcher = scorer.searcher
         self.references = references
         self.top_k = top_k
+        self.max_evidence_sentences = max_evidence_sentences
         self.prompt = prompt or build_answer_prompt()
         self.generate: Runnable = self.prompt | chat_model | StrOutputParser()
 
     def retrieve(self, question: Question) -> list[Evidence]:
         return self.searcher.search(
             question.text, question.top_k or self.top_k, history=question.history
+        )
+
+    def keyed_evidence(
+        self,
+        question: Question,
+        evidence: Sequence[Evidence],
+        relevance: Relevance | None = None,
+    ) -> KeyedEvidence:
+        """The most relevant sentences of ``evidence`` under the keys the model may cite."""
+        relevance = relevance or self.scorer.relevance(question, evidence)
+        return key_evidence(
+            evidence, self.scorer, self.max_evidence_sentences, ranked=relevance.ranked
         )
 
     def prompt_inputs(self, question: Question, keyed: KeyedEvidence) -> dict[str, str]:
@@ -163,9 +216,7 @@ class LLMAnswerer:
         try:
             return self.generate.invoke(dict(inputs))
         except openai.APIError as error:
-            raise LLMEndpointError(
-                f"the LLM endpoint did not answer ({type(error).__name__}: {error})"
-            ) from error
+            raise endpoint_error(error) from error
 
     def answer(self, question: Question) -> Answer:
         final = None
@@ -187,25 +238,27 @@ class LLMAnswerer:
             yield AnswerPiece(text=answer.text)
             yield AnswerPiece(answer=answer)
             return
-        keyed = key_evidence(evidence, self.scorer)
+        keyed = self.keyed_evidence(question, evidence, relevance)
         inputs = self.prompt_inputs(question, keyed)
         splitter = DraftSentenceSplitter()
         checked: list[CheckedSentence] = []
+        raw: list[str] = []
         generated = time.perf_counter()
         try:
             chunks = self.generate.stream(inputs) if incremental else [self.draft(inputs)]
             for chunk in chunks:
+                if chunk and "first_token" not in timings:
+                    timings["first_token"] = _ms(started)
+                raw.append(chunk)
                 for sentence in splitter.feed(chunk):
                     yield from self._accept(sentence, keyed, checked, language)
             for sentence in splitter.flush():
                 yield from self._accept(sentence, keyed, checked, language)
         except openai.APIError as error:
-            raise LLMEndpointError(
-                f"the LLM endpoint did not answer ({type(error).__name__}: {error})"
-            ) from error
+            raise endpoint_error(error) from error
         timings["generate"] = _ms(generated)
         timings["total"] = _ms(started)
-        answer = self.finish(language, evidence, checked, timings)
+        answer = self.finish(language, evidence, checked, timings, draft="".join(raw))
         if answer.abstained:
             yield AnswerPiece(text=answer.text)
         yield AnswerPiece(answer=answer)
@@ -239,8 +292,12 @@ class LLMAnswerer:
         evidence: Sequence[Evidence],
         checked: Sequence[CheckedSentence],
         timings: dict[str, float],
+        draft: str = "",
     ) -> Answer:
-        """The answer from checked sentences: kept ones cited, failed ones in ``unsupported``."""
+        """The answer from checked sentences: kept ones cited, failed ones in ``unsupported``.
+
+        ``draft`` is the model's raw output, kept on the answer for inspection.
+        """
         kept = [c for c in checked if c.supported]
         unsupported = tuple(c.draft for c in checked if not c.supported)
         if not kept:
@@ -254,6 +311,7 @@ class LLMAnswerer:
                 evidence=tuple(evidence),
                 unsupported=unsupported,
                 timings_ms=timings,
+                draft=draft,
             )
         segments = [_spaced(c.text, i == 0, language) for i, c in enumerate(kept)]
         quoted = list(dict.fromkeys(q for c in kept for q in c.cited))
@@ -269,6 +327,7 @@ class LLMAnswerer:
             evidence=tuple(evidence),
             unsupported=unsupported,
             timings_ms=timings,
+            draft=draft,
         )
 
 

@@ -24,7 +24,9 @@ def get_service(request: Request) -> ServiceState:
     problem = getattr(request.app.state, "load_error", None)
     if problem:
         raise ServiceNotReadyError(f"the service failed to start: {problem}", loading=False)
-    raise ServiceNotReadyError("the index and model are still loading; retry shortly", loading=True)
+    waiting = getattr(request.app.state, "load_waiting", None)  # e.g. for a Chroma server
+    message = waiting or "the index and model are still loading; retry shortly"
+    raise ServiceNotReadyError(message, loading=True)
 
 
 ServiceDep = Annotated[ServiceState, Depends(get_service)]

@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     429: "Too many requests for this API key; retry after `Retry-After` seconds.",
     502: "The LLM endpoint failed while answering (llm mode).",
     503: "The index and model are still loading, or the index or answer mode is unavailable.",
+    504: "The LLM endpoint did not answer within the server's timeout (llm mode).",
 }
 _RETRY_AFTER = {
     "Retry-After": {
@@ -29,7 +30,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         entry: dict[str, Any] = {"model": ErrorResponse, "description": _DESCRIPTIONS[code]}
-        if code == 429:
+        if code in {429, 503}:
             entry["headers"] = _RETRY_AFTER
         responses[code] = entry
     return responses

@@ -255,9 +255,12 @@ def _write(
 
 
 def _reload(request: Request, service: ServiceState) -> None:
-    """Swap in a service rebuilt over the refreshed searcher (the model is not loaded again)."""
+    """Swap in a service rebuilt over the refreshed searcher; neither the model nor the
+    sentences the old service embedded are loaded or embedded again."""
     service.searcher.refresh()
-    request.app.state.service = load_service(service.settings, searcher=service.searcher)
+    request.app.state.service = load_service(
+        service.settings, searcher=service.searcher, previous=service
+    )
 
 
 def _registry(settings: Settings) -> DocumentRegistry:

@@ -29,7 +29,7 @@ def question_from(
     "/chat",
     response_model=ChatResponse,
     summary="Answer a question with citations",
-    responses=error_responses(*POST_BODY, *COMMON, 502),
+    responses=error_responses(*POST_BODY, *COMMON, 502, 504),
 )
 def chat(body: ChatRequest, service: ServiceDep, settings: SettingsDep) -> ChatResponse:
     """Answer from the review: `[n]` cites reference n, `[§section]` a passage without one.

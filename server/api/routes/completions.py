@@ -42,7 +42,7 @@ _STARTED = int(time.time())
 _STREAM_DOC = {
     "description": "With `stream: true`: server-sent events, `data: <chat.completion.chunk>` "
     "lines and a final `data: [DONE]`. The last chunk has `finish_reason: stop` and the extra "
-    "fields `citations`, `passages`, `abstained`, `unsupported`.",
+    "fields `citations`, `passages`, `abstained`, `unsupported`, `fallback`.",
     "content": {
         "text/event-stream": {
             # One server-sent event (OpenAPI 3.1: the schema of a stream describes each event).
@@ -78,7 +78,7 @@ def split_messages(messages: list[CompletionMessage]) -> tuple[str, list[ChatTur
     "/chat/completions",
     response_model=CompletionResponse,
     summary="OpenAI-compatible chat completions (stream or not), with citations",
-    responses={200: _STREAM_DOC, **error_responses(*POST_BODY, *COMMON, 502)},
+    responses={200: _STREAM_DOC, **error_responses(*POST_BODY, *COMMON, 502, 504)},
 )
 def chat_completions(
     body: CompletionRequest, service: ServiceDep, settings: SettingsDep
@@ -107,6 +107,7 @@ def chat_completions(
             passages=passages,
             abstained=answer.abstained,
             unsupported=list(answer.unsupported),
+            fallback=answer.fallback,
         )
     pieces = answerer.stream(question)
     first = next(pieces)  # a failure before the first piece still gets its status code
@@ -154,6 +155,7 @@ def sse_events(
             passages=[p.model_dump() for p in passages],
             abstained=final.abstained,
             unsupported=list(final.unsupported),
+            fallback=final.fallback,
         )
     yield "data: [DONE]\n\n"
 

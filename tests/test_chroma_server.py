@@ -1,0 +1,236 @@
+"""The suite's retrieval and chat tests again, over a Chroma server (``NENQA_CHROMA_URL``).
+
+``chroma run`` serves the default corpus on loopback (``chroma_settings`` in conftest). The
+retrieval tests of ``test_search`` and chat tests of ``test_api_chat`` run here unchanged, with
+``searcher``/``service``/``client`` overridden to use the server; the OpenAI-protocol tests of
+``test_api_completions`` run against ``nenqa serve --workers 2``, which only a server allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from nenqa.settings import PROJECT_ROOT
+from server.app import create_app
+from tests import test_api_chat as chat_tests
+from tests import test_api_completions as completion_tests
+from tests import test_search as search_tests
+from tests.browser_support import free_port, stop_process
+
+pytestmark = pytest.mark.slow
+
+SPINET = chat_tests.SPINET
+
+
+@pytest.fixture(scope="module")
+def searcher(chroma_settings):
+    """The hybrid searcher over the Chroma server (overrides conftest's embedded one)."""
+    from retriever.search import load_searcher
+
+    return load_searcher(chroma_settings)
+
+
+@pytest.fixture(scope="module")
+def service(chroma_settings, searcher):
+    from server.state import load_service
+
+    settings = chroma_settings.model_copy(update={"rate_limit_per_minute": 0})
+    return load_service(settings, searcher=searcher)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(create_app(service.settings, service=service)) as test_client:
+        yield test_client
+
+
+def test_the_searcher_really_talks_to_the_server(searcher, chroma_server):
+    assert type(searcher.store._client._server).__name__ == "FastAPI"  # chromadb's HTTP client
+    assert searcher.store.settings.chroma_url == chroma_server.url
+    assert searcher.store.count() == len(searcher.chunks) > 100
+
+
+def test_server_and_embedded_indexes_rank_every_eval_question_alike(searcher, indexed_settings):
+    from retriever.search import load_searcher
+
+    embedded = load_searcher(indexed_settings)
+    questions = [
+        json.loads(line)["question"]
+        for line in (PROJECT_ROOT / "eval" / "qa.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    assert len(questions) > 100
+    for question in questions:
+        over_server = [e.chunk.chunk_id for e in searcher.search(question, 5)]
+        over_embedded = [e.chunk.chunk_id for e in embedded.search(question, 5)]
+        assert over_server == over_embedded, question
+
+
+# test_search.py, unchanged, over the server.
+test_an_english_question_reaches_the_chinese_spinet_passage = (
+    search_tests.test_an_english_question_reaches_the_chinese_spinet_passage
+)
+test_english_drug_names_bridge_to_chinese_passages = (
+    search_tests.test_english_drug_names_bridge_to_chinese_passages
+)
+test_a_chinese_question_finds_the_right_trial = (
+    search_tests.test_a_chinese_question_finds_the_right_trial
+)
+test_a_reference_hit_lifts_the_passages_that_cite_it = (
+    search_tests.test_a_reference_hit_lifts_the_passages_that_cite_it
+)
+test_a_follow_up_uses_the_conversation = search_tests.test_a_follow_up_uses_the_conversation
+test_filters_restrict_kind_and_trial_metadata = (
+    search_tests.test_filters_restrict_kind_and_trial_metadata
+)
+test_results_are_deterministic_and_k_is_respected = (
+    search_tests.test_results_are_deterministic_and_k_is_respected
+)
+
+# test_api_chat.py, unchanged, over the server.
+test_a_question_gets_a_cited_answer_with_its_evidence = (
+    chat_tests.test_a_question_gets_a_cited_answer_with_its_evidence
+)
+test_history_carries_a_follow_up = chat_tests.test_history_carries_a_follow_up
+test_an_out_of_scope_question_abstains_without_citations = (
+    chat_tests.test_an_out_of_scope_question_abstains_without_citations
+)
+test_nothing_a_request_sends_changes_the_index = (
+    chat_tests.test_nothing_a_request_sends_changes_the_index
+)
+
+
+# nenqa serve --workers 2 -----------------------------------------------------------------
+
+
+def _child_pids(parent: int) -> set[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    try:
+        return {int(pid) for pid in children.read_text().split()}
+    except OSError:
+        return set()
+
+
+def _ready_worker(url: str) -> int | None:
+    """The PID of the worker that answered ``/readyz`` on a fresh connection, if ready."""
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=5, headers={"Connection": "close"})
+    except httpx.TransportError:
+        return None
+    body = response.json()
+    return body["worker_pid"] if response.status_code == 200 else None
+
+
+@pytest.fixture(scope="module")
+def two_workers(chroma_settings, tmp_path_factory):
+    """``nenqa serve --workers 2`` over the Chroma server; yields (url, supervisor PID)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "NENQA_CHROMA_URL": chroma_settings.chroma_url,
+        "NENQA_RATE_LIMIT_PER_MINUTE": "0",
+    }
+    env.pop("NENQA_LLM_BASE_URL", None)
+    log_path = tmp_path_factory.mktemp("workers") / "serve.log"
+    command = [sys.executable, "-m", "nenqa.cli", "serve", "--workers", "2", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        # Ready means both workers have loaded: keep asking until two PIDs have answered.
+        while len(workers) < 2:
+            assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "two ready workers not seen within 300 s"
+            pid = _ready_worker(url)
+            if pid is None:
+                time.sleep(0.5)
+            else:
+                workers.add(pid)
+        yield url, process.pid, workers
+    finally:
+        children = _child_pids(process.pid)
+        stop_process(process, timeout_s=30)
+        for pid in children:  # uvicorn's supervisor stops its workers; make sure
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_two_workers_answer_on_one_port_and_are_children_of_the_server(two_workers):
+    url, supervisor, ready_pids = two_workers
+    assert ready_pids <= _child_pids(supervisor)  # (multiprocessing may add a helper child)
+
+    def ask(i: int) -> tuple[int, str, list[int]]:
+        question = SPINET if i % 2 else "what did SPINET show for lanreotide in lung carcinoids?"
+        response = httpx.post(
+            f"{url}/v1/chat",
+            json={"question": question},
+            headers={"Connection": "close"},
+            timeout=120,
+        )
+        body = response.json()
+        return response.status_code, body.get("answer", ""), [c["ref"] for c in body["citations"]]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(ask, range(32)))
+        seen = set(pool.map(lambda _: _ready_worker(url), range(40)))
+    assert [status for status, _, _ in results] == [200] * 32
+    # Both workers give the same cited answer to the same question.
+    assert len({answer for _, answer, _ in results[1::2]}) == 1
+    assert all(7 in refs for _, _, refs in results)
+    assert seen == ready_pids
+
+
+class TestTwoWorkersSpeakOpenAI:
+    """test_api_completions.py's extractive tests against the two workers."""
+
+    @pytest.fixture
+    def client(self, two_workers):
+        url = two_workers[0]
+        return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
+
+    test_a_completion_carries_the_answer_and_the_citations = staticmethod(
+        completion_tests.test_a_completion_carries_the_answer_and_the_citations
+    )
+    test_a_stream_sends_whole_markers_and_citations_last = staticmethod(
+        completion_tests.test_a_stream_sends_whole_markers_and_citations_last
+    )
+    test_conversation_history_is_used = staticmethod(
+        completion_tests.test_conversation_history_is_used
+    )
+
+
+def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():
+    env = {k: v for k, v in os.environ.items() if k != "NENQA_CHROMA_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nenqa.cli", "serve", "--workers", "2", "--port", "0"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "--workers 2 needs a Chroma server" in message
+    assert "NENQA_CHROMA_URL" in message and "chroma run" in message
