@@ -168,10 +168,20 @@ def parse_citation_markers(text: str) -> tuple[int, ...]:
     numbers: set[int] = set()
     for marker in CITATION_MARKER.finditer(text):
         for part in re.split(r"\s*[,，、]\s*", marker.group("body")):
-            bounds = [int(n) for n in re.split(r"\s*[-–—~～]\s*", part)]
+            bounds = [_cited_number(n) for n in re.split(r"\s*[-–—~～]\s*", part)]
             lo, hi = min(bounds), max(bounds)
-            numbers.update(range(lo, hi + 1))
+            # An absurd range keeps only its ends, which the reference-list check then refuses.
+            numbers.update(range(lo, hi + 1) if hi - lo <= MAX_CITED_RANGE else (lo, hi))
     return tuple(sorted(numbers))
+
+
+MAX_CITED_NUMBER = 99_999
+MAX_CITED_RANGE = 500
+
+
+def _cited_number(digits: str) -> int:
+    # int() of thousands of digits raises; no reference list is that long anyway.
+    return int(digits) if len(digits) <= 5 else MAX_CITED_NUMBER + 1
 
 
 def read_utf8(path: Path) -> str:
@@ -367,6 +377,12 @@ class _ReviewParser:
         references_at = self._find_block(_REFERENCES_HEADING)
         if references_at is None:
             raise self.malformed(len(self.lines), "no reference list heading '[参 考 文 献]' found")
+        if references_at <= abstract_at:
+            raise self.malformed(
+                self.blocks[references_at][0].number,
+                "the reference list heading comes before the abstract '[摘要]'; the abstract "
+                "comes first and the references last",
+            )
         profile, title_block, authors_block = self._front_blocks(abstract_at)
         body_start = max(
             i

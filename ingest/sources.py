@@ -40,17 +40,10 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.chunking import chunk_document, reference_chunks
-from ingest.errors import MalformedRecordError
 from ingest.readers.ctgov import parse_ctgov, registry_chunks
 from ingest.readers.pdf import parse_pdf
 from ingest.readers.text import TextDocument, parse_text
 from ingest.review import (
-    _ABSTRACT_ZH,
-    _REFERENCES_HEADING,
-    CITATION_MARKER,
-    _block_text,
-    _blocks,
-    _lines,
     decode_utf8,
     parse_review,
     read_source_bytes,
@@ -66,7 +59,6 @@ SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".pdf", ".json", ".jsonl")
 TRIALS_SUFFIX = ".trials.jsonl"
 
 _JOURNAL_LAYOUT = re.compile(r"^[ \t]*\[\s*摘\s*要\s*\]", re.MULTILINE)
-_MAX_CITED_NUMBER = 9999
 _MAX_LABEL_CHARS = 40
 
 
@@ -121,7 +113,6 @@ def read_source(path: Path, *, review_trials: Sequence[TrialRecord] = ()) -> Par
     if suffix == ".pdf":
         return _text_source(path, "pdf", parse_pdf(path, data, sha256=digest, doc_id=doc_id))
     if suffix == ".jsonl":
-        _check_json_lines(path, decode_utf8(data, path))
         trials = load_trials(path)
         return _with_document_metadata(
             ParsedSource(
@@ -154,8 +145,6 @@ def read_source(path: Path, *, review_trials: Sequence[TrialRecord] = ()) -> Par
             )
         )
     if suffix in {".md", ".markdown"} and _JOURNAL_LAYOUT.search(text):
-        _check_citation_markers(path, text)
-        _check_review_layout(path, text)
         document = parse_review(path)
         return _document_source(path, "review", document, None, document.front.title_zh)
     parsed = parse_text(text, path=path, sha256=digest, doc_id=doc_id, markdown=suffix != ".txt")
@@ -235,57 +224,3 @@ def _family_name(author: str) -> str:
             family = tokens[-1]
     family = family.strip()
     return family.capitalize() if family.isupper() else family
-
-
-def _check_citation_markers(path: Path, text: str) -> None:
-    """Refuse ``^[...]`` markers whose numbers no reference list can hold.
-
-    ``ingest.review`` expands a range such as ``^[1-99999999]`` before checking it against the
-    reference list, and a number of thousands of digits makes ``int()`` fail, so such markers
-    are refused here, with their line, before the review parser sees them.
-    """
-    for marker in CITATION_MARKER.finditer(text):
-        numbers = re.findall(r"\d+", marker.group("body"))
-        if any(len(n) > 4 or int(n) > _MAX_CITED_NUMBER for n in numbers):
-            line = text.count("\n", 0, marker.start()) + 1
-            raise MalformedRecordError(
-                path,
-                line,
-                f"citation marker '{marker.group()[:40]}' cites a number above "
-                f"{_MAX_CITED_NUMBER}; no reference list is that long",
-            )
-
-
-def _check_review_layout(path: Path, text: str) -> None:
-    """Refuse a journal-layout file whose reference list heading comes before its abstract.
-
-    ``ingest.review`` assumes the abstract comes first and fails with a ``ValueError`` when it
-    does not (found by tests/test_fuzz_parsers.py); its own block rules are used here.
-    """
-    blocks = _blocks(_lines(text))
-    abstract = next((i for i, b in enumerate(blocks) if _ABSTRACT_ZH.match(_block_text(b))), None)
-    references = next(
-        (i for i, b in enumerate(blocks) if _REFERENCES_HEADING.match(_block_text(b))), None
-    )
-    if abstract is not None and references is not None and references <= abstract:
-        raise MalformedRecordError(
-            path,
-            blocks[references][0].number,
-            "the reference list heading comes before the abstract '[摘要]'; in the journal "
-            "layout the abstract comes first and the references last",
-        )
-
-
-def _check_json_lines(path: Path, text: str) -> None:
-    """Refuse a JSON-lines file whose line cannot be decoded at all (a number of thousands of
-    digits, nesting deeper than Python's recursion limit) before ``ingest.trials`` reads it;
-    its own errors (invalid JSON, bad fields) are left to it."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            return  # ingest.trials reports it with the column
-        except (ValueError, RecursionError) as error:
-            raise MalformedRecordError(path, number, f"JSON cannot be read: {error}") from None

@@ -109,6 +109,8 @@ def _parse_trial_line(path: Path, number: int, line: str) -> TrialRecord:
         raise MalformedRecordError(
             path, number, f"invalid JSON: {exc.msg} (column {exc.colno})"
         ) from exc
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+        raise MalformedRecordError(path, number, f"JSON cannot be read: {exc}") from None
     if not isinstance(obj, dict):
         raise MalformedRecordError(
             path, number, f"expected a JSON object, got {type(obj).__name__}"

@@ -441,3 +441,12 @@ def test_a_fragment_that_looks_like_a_heading_continues_a_cut_paragraph(tmp_path
         "中位生存期超过12 个月, 差异显著^[1-2]。"
     ]
     assert [s.number for s in doc.sections if s.number] == ["1", "2"]
+
+
+def test_absurd_citation_ranges_are_not_expanded_number_by_number():
+    from ingest.review import parse_citation_markers
+
+    for marker in ("x^[7-99999999]", "x^[7-" + "9" * 5000 + "]"):
+        numbers = parse_citation_markers(marker)
+        # Both ends survive, so the reference-list check refuses the marker with its line.
+        assert len(numbers) == 2 and numbers[0] == 7 and numbers[1] > 50

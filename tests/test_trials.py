@@ -303,3 +303,10 @@ def test_metadata_filters_find_trials_by_site_class_drug_and_ref(
         )
     lung = {c.metadata["trial_id"] for c in chunks if ",lung," in str(c.metadata["site"])}
     assert lung == {t.id for t in trials if "lung" in t.site}
+
+
+def test_json_that_cannot_be_decoded_at_all_is_a_malformed_line(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    path.write_text('{"patients": ' + "9" * 5000 + "}\n" + "[" * 100_000 + "\n")
+    with pytest.raises(MalformedRecordError, match=r"trials\.jsonl:1: JSON cannot be read"):
+        load_trials(path)
