@@ -46,50 +46,21 @@ def ingest(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Parse, chunk, embed and index the corpus; unchanged chunks are not rewritten."""
+    """Parse, chunk, embed and index the corpus; unchanged chunks are not rewritten.
+
+    Each source is recorded in the document registry, as `nenqa docs add` does.
+    """
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from ingest.errors import IngestError
-    from ingest.pipeline import default_sources, parse_sources, summarize, sync_index
-    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder, set_torch_threads
-    from retriever.store import ChunkStore, IndexUnavailableError
+    from ingest.pipeline import default_sources, summarize
 
     settings = get_settings()
     started = time.perf_counter()
-    try:
-        corpus = parse_sources(paths or default_sources(settings.data_dir))
-    except IngestError as error:
-        _fail(f"{error} (the index was not changed)")
-    embedder = load_embedder(settings)
-    set_torch_threads(None)  # batch embedding gains from every core; queries use one
-    try:
-        store = ChunkStore(
-            settings, ChromaEmbeddingFunction(embedder), embedder.model_id, rebuild=rebuild
-        )
-    except IndexUnavailableError as error:
-        _fail(str(error))
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    ) as progress:
-        task = progress.add_task("embedding new chunks", total=None)
-        try:
-            counts = sync_index(
-                corpus,
-                store,
-                embedder,
-                batch_size=settings.embedding_batch_size,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
-        except IndexUnavailableError as error:
-            progress.stop()
-            _fail(str(error))  # says what to do; an interrupted sync is finished by rerunning
+    corpus = _docs_parse(settings, paths or default_sources(settings.data_dir))
+    changes = _docs_write(settings, corpus, reembed=False, rebuild=rebuild, quiet=quiet)
+    counts = tuple(
+        sum(getattr(c, key) for c in changes) for key in ("added", "removed", "unchanged")
+    )
     summary = summarize(corpus, counts, started)
     table = Table(title="ingest summary")
     for key in ("documents", "chunks", "references", "trials", "added", "removed", "unchanged"):
@@ -153,9 +124,18 @@ def serve(
         int,
         typer.Option(min=1, max=64, help="Worker processes; more than 1 needs NENQA_CHROMA_URL."),
     ] = 1,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm",
+            help="'local': start the prepared local model (make llm) on a free loopback port, "
+            "use it for the llm mode, and stop it on exit.",
+        ),
+    ] = None,
 ) -> None:
     """Start the chat API (FastAPI + uvicorn); the index and model load once at start-up."""
     import os
+    from contextlib import ExitStack
 
     import uvicorn
 
@@ -166,10 +146,16 @@ def serve(
         if mode not in {"extractive", "llm"}:
             _fail(f"unknown answer mode {mode!r}; use extractive or llm", 2)
         settings = settings.model_copy(update={"answer_mode": mode})
+    if llm not in {None, "local"}:
+        _fail(f"unknown --llm {llm!r}; use local (or set NENQA_LLM_BASE_URL instead)", 2)
     host = host or settings.host
     port = settings.port if port is None else port
+    stack = ExitStack()  # stops the local LLM when uvicorn returns (Ctrl-C, SIGTERM)
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        with stack:
+            if llm == "local":
+                settings = _start_local_llm(stack, settings)
+            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
         return
     if not settings.chroma_url:
         _fail(
@@ -556,15 +542,17 @@ def _docs_parse(settings: Settings, paths: list[Path]):
         _fail(f"{error} (the index was not changed)")
 
 
-def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, quiet: bool) -> None:
+def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, quiet: bool):
+    """Write the parsed sources and their registry records; returns the per-document changes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from ingest.pipeline import add_documents
     from ingest.registry import DocumentConflictError, DocumentRegistry
-    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder
+    from retriever.embeddings import ChromaEmbeddingFunction, load_embedder, set_torch_threads
     from retriever.store import ChunkStore, make_client
 
     embedder = load_embedder(settings)
+    set_torch_threads(None)  # batch embedding gains from every core; queries use one
     with _index_guard(settings, writing=True):
         _, _, built_with = _docs_index(settings)
         if built_with not in (None, embedder.model_id) and not rebuild:
@@ -615,6 +603,7 @@ def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, qui
             change.record.kind,
         )
     console.print(table)
+    return changes
 
 
 if __name__ == "__main__":

