@@ -162,3 +162,20 @@ def test_eval_set_quality_meets_the_targets(answerer):
     assert report.out_of_scope_abstention_rate == 1.0, report.misses
     assert report.fact_rate >= 0.85, report.misses
     assert report.gold_ref_rate >= 0.90, report.misses
+
+
+def test_a_question_about_one_trial_does_not_quote_its_neighbours(answerer, service):
+    # PROMID, CLARINET and REMINET sit in the same passage as SPINET and score close to it.
+    answer = ask(answerer, "SPINET里兰瑞肽和安慰剂相比，治疗失败时间分别是多少？")
+    assert_faithful(answer, service)
+    assert {c.ref for c in answer.citations} == {7}
+    assert "13.3" in answer.text and "9.8" in answer.text
+    assert "REMINET" not in answer.text and "PROMID" not in answer.text
+
+
+def test_a_short_question_naming_a_trial_is_answered_not_abstained(answerer, service):
+    answer = ask(answerer, "What did the SEQTOR trial find?")
+    assert not answer.abstained
+    assert "SEQTOR" in answer.text and "69%" in answer.text
+    assert not answer.citations, "SEQTOR has no reference marker: cite its section, not a number"
+    assert [p.section for p in answer.passages] == ["3 化疗"]

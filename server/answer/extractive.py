@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ingest.types import Evidence, Reference
-from retriever.lexical import tokenize
+from retriever.glossary import Glossary
+from retriever.lexical import normalize_text, tokenize
 from retriever.search import HybridSearcher
 from server.answer.base import ABSTENTION_TEXT, Answer, AnswerPiece, Question
 from server.answer.citations import QuotedSentence, collect_citations, render_quote
@@ -54,6 +55,13 @@ class ExtractiveConfig:
     rank_weight: float = 0.05
     margin: float = 0.15
     history_weight: float = 0.5
+    # A further sentence must cover this share of what the best one covers of the question,
+    # so a SPINET question does not also quote the PROMID sentence next to it.
+    min_overlap_ratio: float = 0.4
+    # A question whose every specific word (a trial name) the best sentence covers is
+    # answerable at a lower similarity ("What did the SEQTOR trial find?").
+    strong_overlap: float = 0.9
+    strong_min_similarity: float = 0.70
 
 
 @dataclass(frozen=True)
@@ -76,13 +84,18 @@ class Relevance:
     best_overlap: float = 0.0
     unknown_entities: list[str] = field(default_factory=list)
     ranked: list[ScoredSentence] = field(default_factory=list)
+    # The trials the question names, each as its folded forms (SPINET, 兰瑞肽 is not one).
+    named_trials: list[tuple[str, ...]] = field(default_factory=list)
 
     def answerable(self, config: ExtractiveConfig) -> bool:
+        if self.unknown_entities or not self.ranked:
+            return False
+        top = self.ranked[0]
+        covered = top.overlap >= config.strong_overlap
         return (
-            not self.unknown_entities
-            and self.best_similarity >= config.min_similarity
+            self.best_similarity >= config.min_similarity
             and self.best_overlap >= config.min_overlap
-        )
+        ) or (covered and top.similarity >= config.strong_min_similarity)
 
 
 class SentenceScorer:
@@ -110,7 +123,14 @@ class SentenceScorer:
         for rank, item in enumerate(evidence):
             for index in self.bank.sentences_of(item.chunk.chunk_id):
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
-        relevance = Relevance(unknown_entities=self.scope.unknown_entities(question.text))
+        relevance = Relevance(
+            unknown_entities=self.scope.unknown_entities(question.text),
+            named_trials=[
+                tuple(normalize_text(form) for form in term.forms)
+                for term in self.searcher.glossary.matches(question.text)
+                if term.type == "trial"
+            ],
+        )
         if not candidates:
             return relevance
         indices = list(candidates)
@@ -256,10 +276,16 @@ class ExtractiveAnswerer:
             return []
         chosen: dict[int, str] = {}
         best = ranked[0].score
+        min_overlap = ranked[0].overlap * config.min_overlap_ratio
         for candidate in ranked:
             if len(chosen) >= config.max_sentences or candidate.score < best - config.margin:
                 break
-            text = strip_citation_markers(bank.sentences[candidate.index].text)
+            if chosen and candidate.overlap < min_overlap:
+                continue
+            printed = bank.sentences[candidate.index].text
+            if chosen and _names_another_trial(printed, relevance, self.searcher.glossary):
+                continue
+            text = strip_citation_markers(printed)
             if any(_near_duplicate(text, bank.sentences[i].text) for i in chosen):
                 continue
             chosen[candidate.index] = candidate.chunk_id
@@ -297,6 +323,15 @@ def abstention(
         evidence=tuple(evidence),
         timings_ms=dict(timings),
     )
+
+
+def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:
+    """Whether a sentence is about a trial the question does not name (PROMID for SPINET)."""
+    if not relevance.named_trials:
+        return False
+    named = {form for forms in relevance.named_trials for form in forms}
+    trials = [t for t in glossary.matches(text) if t.type == "trial"]
+    return bool(trials) and not any(normalize_text(f) in named for t in trials for f in t.forms)
 
 
 def _near_duplicate(text: str, other: str) -> bool:
