@@ -199,12 +199,6 @@ def stop(process: subprocess.Popen, timeout_s: float = 30) -> None:
             process.wait()
 
 
-def child_pids(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return []
-
-
 def rss_mib(pid: int) -> float:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -237,6 +231,7 @@ class Deployment(contextlib.ExitStack):
         super().__init__()
         self.url = ""
         self.server: subprocess.Popen | None = None
+        self.chroma: subprocess.Popen | None = None
         self.description: dict = {}
 
     def start_chroma(self, path: Path, log: Path) -> str:
@@ -246,6 +241,7 @@ class Deployment(contextlib.ExitStack):
             [*command, "--port", str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT
         )
         self.callback(stop, process)
+        self.chroma = process
         url = f"http://127.0.0.1:{port}"
         wait_until(
             lambda: httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200,
@@ -313,13 +309,17 @@ def deploy(args: argparse.Namespace, stack: Deployment) -> None:
 
 
 def server_rss(stack: Deployment) -> dict:
+    """Resident memory of the server process and, with several workers, of each worker."""
     if stack.server is None:
         return {}
-    workers = child_pids(stack.server.pid)
-    return {
-        "supervisor_rss_mib": rss_mib(stack.server.pid),
-        "worker_rss_mib": [rss_mib(pid) for pid in workers] if len(workers) > 1 else [],
+    workers = [p for p in stack.description.get("worker_pids", []) if p != stack.server.pid]
+    rss = {
+        "server_rss_mib": rss_mib(stack.server.pid),
+        "worker_rss_mib": [rss_mib(pid) for pid in workers],
     }
+    if stack.chroma is not None:
+        rss["chroma_rss_mib"] = rss_mib(stack.chroma.pid)
+    return rss
 
 
 def print_table(report: dict) -> None:
@@ -353,9 +353,10 @@ def print_table(report: dict) -> None:
             str(row.get("throughput_rps", "")),
             first,
         )
-    Console().print(table)
+    console = Console(width=160)
+    console.print(table)
     if report["error_kinds"]:
-        Console().print(f"errors: {report['error_kinds']}")
+        console.print(f"errors: {report['error_kinds']}")
 
 
 def main() -> None:
@@ -381,9 +382,11 @@ def main() -> None:
             stack.url = args.url.rstrip("/")
         else:
             deploy(args, stack)
+        load_before = os.getloadavg()
         outcomes, elapsed = asyncio.run(
             run_load(stack.url, args.clients, args.seconds, args.timeout)
         )
+        load_after = os.getloadavg()
         rss = server_rss(stack)
 
     report = {
@@ -400,6 +403,9 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # The machine's 1-minute load average, to tell a quiet run from a shared one.
+            "load_average_before": round(load_before[0], 2),
+            "load_average_after": round(load_after[0], 2),
         },
         "server": {**stack.description, **rss},
         "elapsed_s": round(elapsed, 1),

@@ -239,11 +239,11 @@ def test_with_the_fallback_a_failing_llm_gives_the_extractive_answer_and_says_wh
 
 def test_with_the_fallback_a_working_llm_still_answers_itself(service, scripted_llm):
     scripted_llm.set_rules([{"when": "SPINET", "reply": "兰瑞肽组TTF为13.3个月{key:13.3个月}。"}])
-    base_url = scripted_llm.base_url
-    with llm_client(service, base_url, fallback=True) as client:
+    asked_before = len(scripted_llm.requests())
+    with llm_client(service, scripted_llm.base_url, fallback=True) as client:
         body = client.post("/v1/chat", json={"question": SPINET}).json()
     assert body["mode"] == "llm" and body["fallback"] is None
-    assert body["answer"] == "兰瑞肽组TTF为13.3个月[7]。"
+    assert len(scripted_llm.requests()) == asked_before + 1  # the model wrote this answer
 
 
 # --- A full disk or a read-only index directory during ingest ----------------------------------
