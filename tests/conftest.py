@@ -84,7 +84,7 @@ def chroma_server(tmp_path_factory):
 
     reason = chroma_missing_reason()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(f"{reason}; `make install` provides the chroma command")
     server = start_chroma_server(tmp_path_factory.mktemp("chroma"))
     yield server
     server.stop()

@@ -41,9 +41,23 @@ ANSWER_TIMEOUT_S = 90
 # Set to a path (e.g. docs/widget-screenshot.png) to keep the conversation screenshot there.
 SCREENSHOT_ENV = "NENQA_WIDGET_SCREENSHOT"
 
-needs_chromium = pytest.mark.skipif(
-    chromium_missing_reason() is not None, reason=chromium_missing_reason() or ""
-)
+
+def needs_chromium(test):
+    """Fails (never skips) when Chromium is missing: `make test` installs it."""
+
+    def check():
+        reason = chromium_missing_reason()
+        if reason:
+            pytest.fail(f"{reason}; run scripts/ensure_chromium.sh (make test does)")
+
+    import functools
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        check()
+        return test(*args, **kwargs)
+
+    return wrapper
 
 
 def in_browser(test):
