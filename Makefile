@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install model ingest serve search test llm lint format bench eval clean
+.PHONY: install model ingest serve search test llm lint format bench load scale eval clean
 
 install: $(STAMP) model
 
@@ -54,9 +54,17 @@ format:
 
 bench: ingest
 	$(BIN)/python benchmarks/bench_retrieval.py
+	$(BIN)/python benchmarks/bench_chat.py
+
+load: install
+	$(BIN)/python benchmarks/load_test.py
+	$(BIN)/python benchmarks/load_test.py --workers 2 --chroma-server
+
+scale: install
+	$(BIN)/python benchmarks/bench_scale.py --sizes 10000 100000 --project 1000000
 
 eval: ingest
-	$(BIN)/nenqa eval retrieval
+	$(BIN)/nenqa eval --check
 
 clean:
 	rm -rf .nenqa eval/out benchmarks/out
