@@ -208,13 +208,15 @@ def add_documents(
     *,
     model_id: str,
     reembed: bool = False,
+    relocate: bool = False,
     batch_size: int = 32,
     on_progress: ProgressCallback | None = None,
 ) -> list[DocumentChange]:
     """Bring each source's chunks and registry record up to date; a no-op for unchanged files.
 
     Raises ``DocumentConflictError`` before any write when a document id is registered from
-    another path. Per document: the record is marked ``writing``, new chunks are embedded and
+    another path, unless ``relocate`` (``nenqa ingest``: the corpus folder may move). Per
+    document: the record is marked ``writing``, new chunks are embedded and
     written, stale ones deleted, and the record marked ``complete``. An unchanged file with a
     complete record writes nothing and embeds nothing.
     """
@@ -222,7 +224,8 @@ def add_documents(
     for source in corpus.sources:
         before = previous[source.doc_id]
         path = str(source.path.resolve())
-        if before is not None and before.status != "removing" and before.path != path:
+        moved = before is not None and before.status != "removing" and before.path != path
+        if moved and not relocate:
             raise DocumentConflictError(
                 source.path,
                 0,

@@ -57,7 +57,10 @@ def ingest(
     settings = get_settings()
     started = time.perf_counter()
     corpus = _docs_parse(settings, paths or default_sources(settings.data_dir))
-    changes = _docs_write(settings, corpus, reembed=False, rebuild=rebuild, quiet=quiet)
+    # The corpus folder may move (a new checkout, a read-only copy): its records follow it.
+    changes = _docs_write(
+        settings, corpus, reembed=False, rebuild=rebuild, quiet=quiet, relocate=True
+    )
     counts = tuple(
         sum(getattr(c, key) for c in changes) for key in ("added", "removed", "unchanged")
     )
@@ -164,16 +167,41 @@ def serve(
             "NENQA_CHROMA_URL=http://127.0.0.1:8001 and ingest into it, or use --workers 1.",
             2,
         )
-    # Each worker builds its app from the environment, so the overrides travel through it.
-    os.environ["NENQA_ANSWER_MODE"] = settings.answer_mode
-    uvicorn.run(
-        "server.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
+    with stack:
+        if llm == "local":
+            settings = _start_local_llm(stack, settings)
+            os.environ["NENQA_LLM_BASE_URL"] = str(settings.llm_base_url)
+            os.environ["NENQA_LLM_MODEL"] = settings.llm_model
+            os.environ["NENQA_LLM_MAX_TOKENS"] = str(settings.llm_max_tokens)
+            os.environ["NENQA_LLM_TIMEOUT_S"] = str(settings.llm_timeout_s)
+        # Each worker builds its app from the environment, so the overrides travel through it.
+        os.environ["NENQA_ANSWER_MODE"] = settings.answer_mode
+        uvicorn.run(
+            "server.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
+
+
+def _start_local_llm(stack, settings: Settings) -> Settings:
+    """Start the prepared local model until ``stack`` closes; the settings that point at it."""
+    from server.local_llm import LocalLLMError, local_llm
+
+    console.print("starting the local LLM (llama.cpp on 127.0.0.1; up to a minute) ...")
+    try:
+        server, local = stack.enter_context(local_llm(settings))
+    except LocalLLMError as error:
+        _fail(str(error))
+    console.print(
+        f"local LLM {local.llm_model} at {server.base_url} (pid {server.pid}; "
+        f"log {server.log_path})",
+        highlight=False,
+        soft_wrap=True,
     )
+    return local
 
 
 @eval_app.callback(invoke_without_command=True)
@@ -190,7 +218,11 @@ def eval_all(
         str, typer.Option(help="Support judge: deterministic (offline) or llm (both then run).")
     ] = "deterministic",
     judge_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint of the LLM judge.")
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible endpoint of the LLM judge (default: NENQA_LLM_BASE_URL, "
+            "else the local model, started for the run; see make llm)."
+        ),
     ] = None,
     judge_model: Annotated[str | None, typer.Option(help="Model name of the LLM judge.")] = None,
     api_key: Annotated[
@@ -216,6 +248,8 @@ def eval_all(
     """All metrics: citations (ALCE), faithfulness, numbers, key facts, abstention, retrieval."""
     if ctx.invoked_subcommand is not None:
         return
+    from contextlib import ExitStack
+
     from eval.check_thresholds import ThresholdsError, check_thresholds, load_thresholds
     from eval.judges import JudgeUnavailableError
     from eval.qa_schema import QASetError
@@ -223,6 +257,12 @@ def eval_all(
     from retriever.store import IndexUnavailableError
 
     settings = get_settings()
+    stack = ExitStack()
+    # No endpoint given or configured: the llm mode and the LLM judge use the local model.
+    if not settings.llm_base_url and (
+        (judge == "llm" and not judge_url) or (mode == "llm" and not url)
+    ):
+        settings = _start_local_llm(stack, settings)
     try:
         limits = load_thresholds(thresholds) if check else {}
         report = run_eval(
@@ -247,6 +287,8 @@ def eval_all(
         IndexUnavailableError,
     ) as error:
         _fail(str(error))
+    finally:
+        stack.close()
     _print_eval_summary(report, limits)
     console.print(f"reports in {out_dir}/ (report.json, report.md, comparison.png)")
     if check:
@@ -542,7 +584,15 @@ def _docs_parse(settings: Settings, paths: list[Path]):
         _fail(f"{error} (the index was not changed)")
 
 
-def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, quiet: bool):
+def _docs_write(
+    settings: Settings,
+    corpus,
+    *,
+    reembed: bool,
+    rebuild: bool,
+    quiet: bool,
+    relocate: bool = False,
+):
     """Write the parsed sources and their registry records; returns the per-document changes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -582,6 +632,7 @@ def _docs_write(settings: Settings, corpus, *, reembed: bool, rebuild: bool, qui
                     embedder,
                     model_id=embedder.model_id,
                     reembed=reembed,
+                    relocate=relocate,
                     batch_size=settings.embedding_batch_size,
                     on_progress=lambda done, total: progress.update(
                         task, completed=done, total=total

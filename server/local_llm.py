@@ -601,12 +601,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``prepare``: model + llama-cpp into this venv; ``serve``: run the server until Ctrl-C."""
+    """``prepare``: model + llama-cpp into this venv; ``check``: are both there; ``serve``: run the
+    server until Ctrl-C."""
     from nenqa.settings import get_settings
 
     parser = argparse.ArgumentParser(prog="python -m server.local_llm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("prepare", help="download + verify the GGUF, build/install llama-cpp")
+    commands.add_parser("check", help="exit 0 when both are prepared, else 1 saying what is not")
     serve = commands.add_parser("serve", help="serve the model on 127.0.0.1 (OpenAI API)")
     serve.add_argument("--port", type=int, default=None, help="default: a free port")
     serve.add_argument("--n-threads", type=int, default=2)
@@ -625,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
             ensure_llama_cpp(python, wheel_dir=wheel_dir)
             elapsed = time.monotonic() - started
             print(f"llama-cpp-python {LLAMA_CPP_VERSION} ready ({elapsed:.0f} s)")
+            return 0
+        if args.command == "check":
+            print(f"ready: {check_local_llm_ready(cache_dir, python=python)}")
             return 0
         model_path = llm_dir / MODEL_FILENAME
         server = LocalLLMServer(

@@ -23,7 +23,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-_EVIDENCE_LINE = re.compile(r"^\[(S\d+)\] (.*)$", re.MULTILINE)
+# An evidence line of the answer prompt: "text [S3]" (or "[S3] text", the earlier format).
+_EVIDENCE_LINE = re.compile(r"^(?:\[(S\d+)\] (.*)|(.*) \[(S\d+)\])$", re.MULTILINE)
 _QUESTION = re.compile(r"<question>\n?(.*?)\n?</question>", re.DOTALL)
 _KEY = re.compile(r"\{key:([^}]*)\}")
 
@@ -37,7 +38,10 @@ def question_of(messages: list[dict]) -> tuple[str, str]:
 
 def render_reply(template: str, prompt: str) -> str:
     """The reply with ``{key:NEEDLE}`` replaced by the key of the evidence line holding NEEDLE."""
-    lines = _EVIDENCE_LINE.findall(prompt)
+    lines = [
+        (key or key_last, text or text_first)
+        for key, text, text_first, key_last in _EVIDENCE_LINE.findall(prompt)
+    ]
 
     def key_for(match: re.Match[str]) -> str:
         needle = match.group(1)

@@ -84,7 +84,7 @@ def test_instructions_in_the_question_do_not_change_the_citation_rules(llm, scri
     assert "never write reference numbers" in system.lower()
     assert f"<question>\n{question}\n</question>" in user
     evidence = user.split("<evidence>")[1].split("</evidence>")[0]
-    assert "^[" not in evidence and re.search(r"^\[S1\] ", evidence, re.MULTILINE)
+    assert "^[" not in evidence and re.search(r" \[S1\]$", evidence, re.MULTILINE)
 
 
 def test_the_abstain_token_gives_an_abstention_without_citations(llm):

@@ -202,7 +202,7 @@ class DraftSentenceSplitter:
                 continue
             end = match.end()
             while True:
-                while end < len(text) and text[end] in " \t":
+                while end < len(text) and text[end] in " \t\n":  # a key may follow on the next line
                     end += 1
                 key = KEY_MARKER.match(text, end) or FOREIGN_MARKER.match(text, end)
                 if key:

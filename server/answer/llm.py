@@ -11,9 +11,10 @@ mode runs before the model is called, so an out-of-scope question never reaches 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -23,6 +24,7 @@ from langchain_core.runnables import Runnable
 
 from ingest.types import Chunk, Evidence, Reference
 from nenqa.settings import Settings
+from retriever.glossary import Glossary, Term
 from server.answer.base import (
     ABSTENTION_TEXT,
     Answer,
@@ -34,6 +36,7 @@ from server.answer.base import (
 )
 from server.answer.citations import (
     FOREIGN_MARKER,
+    KEY_MARKER,
     CheckedSentence,
     DraftSentenceSplitter,
     QuotedSentence,
@@ -46,7 +49,10 @@ from server.answer.prompts import load_prompt
 from server.answer.sentences import detect_language, strip_citation_markers
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
-LANGUAGE_NAMES = {"zh": "Chinese (简体中文)", "en": "English"}
+LANGUAGE_NAMES = {
+    "zh": "Chinese (简体中文)",
+    "en": "English (translate the Chinese evidence; write no Chinese characters)",
+}
 # Evidence sentences shown to the model, best first; tuned on eval/qa.jsonl with the local
 # 1.5B model (a longer list costs prompt time and made it cite the wrong key more often).
 MAX_KEYED_SENTENCES = 8
@@ -108,6 +114,52 @@ def _plain(text: str) -> str:
     text = strip_citation_markers(text).replace("$", "")
     text = text.replace("\\geq", "≥").replace("\\leq", "≤")
     return " ".join(text.split())
+
+
+class NamedTermCheck:
+    """A sentence may name a drug, regimen, trial or endpoint only if its cited evidence does.
+
+    Terms are the glossary's (``data/glossary.tsv``: Chinese, English and abbreviated forms of
+    one concept), so an English sentence is checked against Chinese evidence. Two terms count as
+    the same when a form of one contains a form of the other (``PFS`` in ``mPFS``, ``兰瑞肽`` in
+    ``长效兰瑞肽``). This catches what the number check cannot: a right number given to the
+    wrong drug or trial, or a claim about an endpoint the evidence never reports.
+    """
+
+    types = frozenset({"drug", "regimen", "trial", "endpoint"})
+
+    def __init__(self, glossary: Glossary) -> None:
+        self.glossary = glossary
+
+    def missing(self, claim: str, cited_texts: Sequence[str]) -> list[str]:
+        """The checked terms ``claim`` names that no cited text names, as the claim writes them."""
+        named = [t for t in self.glossary.matches(claim) if t.type in self.types]
+        if not named:
+            return []
+        present = self.glossary.matches(" ".join(cited_texts))
+        return [
+            _shown_form(term, claim)
+            for term in named
+            if not any(_same_concept(term, other) for other in present)
+        ]
+
+
+def _same_concept(term: Term, other: Term) -> bool:
+    if term == other:
+        return True
+    return any(_contains(a, b) or _contains(b, a) for a in term.forms for b in other.forms)
+
+
+def _contains(outer: str, inner: str) -> bool:
+    # Short forms are abbreviations: case matters ("OS" is in "mOS", not in "etoposide").
+    if len(inner) <= 4:
+        return inner in outer
+    return inner.casefold() in outer.casefold()
+
+
+def _shown_form(term: Term, claim: str) -> str:
+    folded = claim.casefold()
+    return next((f for f in term.forms if f.casefold() in folded), term.forms[0])
 
 
 def format_history(question: Question) -> str:
@@ -182,6 +234,8 @@ class LLMAnswerer:
         self.references = references
         self.top_k = top_k
         self.max_evidence_sentences = max_evidence_sentences
+        glossary = getattr(self.searcher, "glossary", None)
+        self.term_check = NamedTermCheck(glossary) if glossary is not None else None
         self.prompt = prompt or build_answer_prompt()
         self.generate: Runnable = self.prompt | chat_model | StrOutputParser()
 
@@ -266,10 +320,23 @@ class LLMAnswerer:
     def check_draft(self, draft: str, keyed: KeyedEvidence) -> list[CheckedSentence]:
         """Every sentence of a complete model answer, checked (the abstain token left out)."""
         return [
-            check_draft_sentence(sentence, keyed.keys)
+            self.check_sentence(sentence, keyed)
             for sentence in split_draft(draft)
-            if ABSTAIN_TOKEN not in sentence
+            if is_statement(sentence)
         ]
+
+    def check_sentence(self, sentence: str, keyed: KeyedEvidence) -> CheckedSentence:
+        """``check_draft_sentence`` (keys, numbers), then the named-term check."""
+        result = check_draft_sentence(" ".join(sentence.split()), keyed.keys)
+        if not result.supported or self.term_check is None:
+            return result
+        cited = [strip_citation_markers(q.sentence.text) for q in result.cited]
+        claim = FOREIGN_MARKER.sub("", KEY_MARKER.sub("", result.draft))
+        missing = self.term_check.missing(claim, cited)
+        if not missing:
+            return result
+        reason = f"names what its cited evidence does not: {', '.join(missing)}"
+        return replace(result, supported=False, reason=reason)
 
     def _accept(
         self,
@@ -278,9 +345,9 @@ class LLMAnswerer:
         checked: list[CheckedSentence],
         language: str,
     ) -> Iterator[AnswerPiece]:
-        if ABSTAIN_TOKEN in sentence:
+        if not is_statement(sentence):
             return
-        result = check_draft_sentence(sentence, keyed.keys)
+        result = self.check_sentence(sentence, keyed)
         checked.append(result)
         if result.supported:
             first = sum(c.supported for c in checked) == 1
@@ -329,6 +396,13 @@ class LLMAnswerer:
             timings_ms=timings,
             draft=draft,
         )
+
+
+def is_statement(sentence: str) -> bool:
+    """False for what is not a sentence of the answer: the abstain token, or keys alone."""
+    if ABSTAIN_TOKEN in sentence:
+        return False
+    return bool(re.search(r"\w", FOREIGN_MARKER.sub("", KEY_MARKER.sub("", sentence))))
 
 
 def _spaced(text: str, first: bool, language: str) -> str:
