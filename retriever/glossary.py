@@ -84,11 +84,15 @@ class Glossary:
 
     def __init__(self, terms: Iterable[Term]) -> None:
         self.terms = list(terms)
-        self._patterns: list[tuple[re.Pattern[str], int]] = []
+        # (literal, pattern, ignores case, term index): ``literal`` occurs in every text the
+        # pattern matches (lowercased when it ignores case), so a substring test skips most.
+        self._patterns: list[tuple[str, re.Pattern[str], bool, int]] = []
         for index, term in enumerate(self.terms):
             for form in term.forms:
                 if pattern := _form_pattern(form, is_abbr=form in term.abbr):
-                    self._patterns.append((pattern, index))
+                    folds = bool(pattern.flags & re.IGNORECASE)
+                    literal = normalize_text(form) if folds else form
+                    self._patterns.append((literal, pattern, folds, index))
 
     def __len__(self) -> int:
         return len(self.terms)
@@ -101,9 +105,10 @@ class Glossary:
         folded = normalize_text(query)
         nfkc = unicodedata.normalize("NFKC", query)
         found: list[tuple[int, int, int]] = []
-        for pattern, index in self._patterns:
-            subject = folded if pattern.flags & re.IGNORECASE else nfkc
-            found.extend((m.start(), m.end(), index) for m in pattern.finditer(subject))
+        for literal, pattern, folds, index in self._patterns:
+            subject = folded if folds else nfkc
+            if literal in subject:
+                found.extend((m.start(), m.end(), index) for m in pattern.finditer(subject))
         taken: list[tuple[int, int]] = []
         hit: set[int] = set()
         for start, end, index in sorted(found, key=lambda f: (f[0] - f[1], f[0])):

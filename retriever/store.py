@@ -277,8 +277,12 @@ class ChunkStore:
     def query(
         self, embedding: np.ndarray, limit: int, where: dict[str, Any] | None = None
     ) -> list[tuple[str, float]]:
-        """Nearest chunk IDs with cosine similarity, best first."""
-        limit = min(limit, self.count())
+        """Nearest chunk IDs with cosine similarity, best first.
+
+        Chroma returns fewer than ``limit`` rows when fewer chunks match (and none from an empty
+        collection), so no ``count()`` first: that call holds the GIL for about a millisecond,
+        which serialised concurrent requests.
+        """
         if limit <= 0:
             return []
         with chroma_errors(self.settings):

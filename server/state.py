@@ -30,6 +30,14 @@ from server.answer.fallback import ExtractiveFallback, with_fallback_chain
 from server.answer.llm import LLMAnswerer, make_chat_model
 from server.answer.scope import ScopeCheck
 from server.answer.sentences import SentenceBank
+from server.batching import QueryBatcher
+
+# Queries embedded in one model call at most. A query with its glossary expansions is about
+# 46 tokens, so the model is compute-bound and larger batches save little per query while a
+# request queued behind one waits longer: with 8 concurrent clients on 2 cores, batches of 2
+# gave 49 req/s and p95 215 ms, of 16 48 req/s and p95 326 ms, unbatched 41 req/s and p95
+# 235 ms (in-process, docs/benchmarks.md).
+QUERY_BATCH_TEXTS = 2
 
 
 class QueryVectorCache:
@@ -38,9 +46,11 @@ class QueryVectorCache:
     The cache is small on purpose: it spans the requests in flight and a question asked again
     soon after, not a whole evaluation set (which would make benchmarks measure the cache).
 
-    At most one model call per CPU runs at a time (torch runs ``Settings.torch_threads``
-    threads per call, 1 by default), so request threads do not oversubscribe the cores.
-    Everything except ``embed_queries`` passes through to the wrapped embedder.
+    Queries not in the cache go through a ``QueryBatcher``: at most one model call per CPU
+    runs at a time (torch runs ``Settings.torch_threads`` threads per call, 1 by default), so
+    request threads do not oversubscribe the cores, and queries that arrive while every slot
+    is busy are embedded together. Everything except ``embed_queries`` passes through to the
+    wrapped embedder.
     """
 
     def __init__(self, embedder: Any, size: int = 64) -> None:
@@ -48,7 +58,9 @@ class QueryVectorCache:
         self._size = size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        self._model_slots = threading.BoundedSemaphore(_cpu_count())
+        self.batcher = QueryBatcher(
+            embedder.embed_queries, slots=_cpu_count(), max_texts=QUERY_BATCH_TEXTS
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrapped, name)
@@ -58,8 +70,7 @@ class QueryVectorCache:
             hits = [self._cache.get(t) for t in texts]
         missing = [t for t, hit in zip(texts, hits, strict=True) if hit is None]
         if missing:
-            with self._model_slots:
-                vectors = self.wrapped.embed_queries(list(missing))
+            vectors = self.batcher.embed(missing)
             fresh = dict(zip(missing, vectors, strict=True))
             with self._lock:
                 for text, vector in fresh.items():
