@@ -11,6 +11,7 @@ pool vector plus small noise, renormalised): the index, the ANN search and BM25 
 the real size and shape; only the semantic content of most vectors is synthetic.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000 100000 --project 1000000
+    .venv/bin/python benchmarks/bench_scale.py --ingest-only --ingest-sample 500
 """
 
 from __future__ import annotations
@@ -251,6 +252,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--project", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--ingest-sample", type=int, default=1000)
+    parser.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="measure only ingest vs encode throughput (writes ingest.json)",
+    )
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "scale.png")
@@ -270,6 +276,10 @@ def main() -> None:
         tmp = Path(name)
         ingest = measure_ingest(embedder, args.ingest_sample, tmp)
         print(json.dumps(ingest))
+        if args.ingest_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "ingest.json").write_text(json.dumps(ingest, indent=2))
+            return
         set_torch_threads(None)
         pool = embedder.embed_passages([t for t, _ in synthetic_texts(args.pool, seed=3)])
         rows = []

@@ -329,6 +329,9 @@ def _write(
     batch_size: int,
     progress: _Progress,
 ) -> None:
+    # Texts of similar length share a batch, so little of each forward pass is padding (the
+    # order of the writes does not matter: chunk IDs are stable and upserts idempotent).
+    chunks = sorted(chunks, key=lambda c: len(c.text))
     for start in range(0, len(chunks), batch_size):
         part = chunks[start : start + batch_size]
         index.upsert(part, embedder.embed_passages([c.text for c in part]))

@@ -117,3 +117,20 @@ def test_unsupported_or_missing_sources_are_named(tmp_path):
     pdf.write_bytes(b"%PDF-1.7")
     with pytest.raises(IngestError, match=r"review\.pdf:0: unsupported file type"):
         parse_sources([pdf])
+
+
+def test_chunks_are_embedded_in_batches_of_similar_length(corpus_dir, store):
+    batches: list[list[str]] = []
+
+    class RecordingEmbedder(HashingEmbedder):
+        def embed_passages(self, texts):
+            batches.append(list(texts))
+            return super().embed_passages(texts)
+
+    corpus = parse_sources(default_sources(corpus_dir))
+    sync_index(corpus, store, RecordingEmbedder(), batch_size=16)
+
+    lengths = [len(text) for batch in batches for text in batch]
+    assert len(batches) > 2 and all(len(b) <= 16 for b in batches)
+    assert lengths == sorted(lengths), "each batch is padded to its longest text"
+    assert store.ids() == {c.chunk_id for c in corpus.chunks}
