@@ -186,10 +186,19 @@ def serve(
         )
 
 
-def _start_local_llm(stack, settings: Settings) -> Settings:
+def _start_local_llm(stack, settings: Settings, *, sigterm_exit_code: int = 0) -> Settings:
     """Start the prepared local model until ``stack`` closes; the settings that point at it."""
+    import signal
+
     from server.local_llm import LocalLLMError, local_llm
 
+    # uvicorn re-raises a SIGTERM after its graceful shutdown; exiting through SystemExit
+    # (instead of the default handler's immediate death) lets ``stack`` stop the model.
+    # ``nenqa serve`` stopped this way exits 0; a terminated eval exits 143.
+    def exit_through_stack(signum: int, frame: object) -> None:
+        raise SystemExit(sigterm_exit_code)
+
+    signal.signal(signal.SIGTERM, exit_through_stack)
     console.print("starting the local LLM (llama.cpp on 127.0.0.1; up to a minute) ...")
     try:
         server, local = stack.enter_context(local_llm(settings))
@@ -262,7 +271,7 @@ def eval_all(
     if not settings.llm_base_url and (
         (judge == "llm" and not judge_url) or (mode == "llm" and not url)
     ):
-        settings = _start_local_llm(stack, settings)
+        settings = _start_local_llm(stack, settings, sigterm_exit_code=128 + 15)
     try:
         limits = load_thresholds(thresholds) if check else {}
         report = run_eval(

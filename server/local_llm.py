@@ -482,6 +482,15 @@ class LocalLLMServer:
                 env=env,
                 preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
             )
+        try:
+            self._wait_until_ready()
+        except BaseException:  # Ctrl-C or SIGTERM while waiting: no server left behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -492,11 +501,10 @@ class LocalLLMServer:
                 )
             try:
                 if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
-                    return self
+                    return
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        self.stop()
         raise LocalLLMServerError(
             f"llama_cpp.server did not answer {self.base_url}/models within "
             f"{self.startup_timeout_s:.0f} s:\n{self._log_tail()}"
