@@ -53,7 +53,7 @@ from server.answer.citations import (  # noqa: E402
     CheckedSentence,
     numbers_in,
 )
-from server.answer.llm import LLMAnswerer  # noqa: E402
+from server.answer.llm import LLMAnswerer, build_answer_prompt, make_chat_model  # noqa: E402
 from server.answer.sentences import detect_language, strip_citation_markers  # noqa: E402
 
 SUBSET_RULE = (
@@ -206,7 +206,7 @@ def checker_summary(records: Sequence[dict]) -> dict:
             any(s["verdict"] != "kept" for s in r["analysis"]["sentences"]) for r in drafted
         ),
         "answers_with_a_wrong_number": len(with_wrong),
-        "removed_unnamed_term": verdicts["named_term"],
+        "removed_named_term": verdicts["named_term"],
         "answers_in_the_question_language": sum(
             not r["abstained"] and detect_language(r["answer"]) == r["lang"] for r in drafted
         ),
@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N items of the selection")
     parser.add_argument("--base-url", help="a running OpenAI-compatible server (/v1)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "bench_llm.json")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="a folder with a variant of answer_system.md and answer_user.md (default prompts/)",
+    )
     args = parser.parse_args(argv)
 
     items = load_qa(args.qa)
@@ -289,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         service = load_service(local)
         llm, extractive = service.answerers["llm"], service.answerers["extractive"]
         assert isinstance(llm, LLMAnswerer)
+        if args.prompts:
+            llm = LLMAnswerer(
+                service.scorer,
+                service.references,
+                make_chat_model(local),
+                top_k=local.answer_top_k,
+                prompt=build_answer_prompt(args.prompts),
+            )
         warm_started = time.perf_counter()
         llm.answer(Question(WARM_UP))  # loads the weights and the system prompt's tokens
         warm_up_s = time.perf_counter() - warm_started

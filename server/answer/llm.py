@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -45,7 +46,7 @@ from server.answer.citations import (
     split_draft,
 )
 from server.answer.extractive import Relevance, ScoredSentence, SentenceScorer, abstention
-from server.answer.prompts import load_prompt
+from server.answer.prompts import PROMPTS_DIR, load_prompt
 from server.answer.sentences import detect_language, strip_citation_markers
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
@@ -175,9 +176,11 @@ def format_history(question: Question) -> str:
     return "\n".join(lines) or "(none)"
 
 
-def build_answer_prompt() -> ChatPromptTemplate:
-    """System and user messages from ``prompts/answer_system.md`` and ``answer_user.md``."""
-    system, user = load_prompt("answer_system.md"), load_prompt("answer_user.md")
+def build_answer_prompt(directory: Path = PROMPTS_DIR) -> ChatPromptTemplate:
+    """System and user messages from ``answer_system.md`` and ``answer_user.md`` in ``directory``
+    (default ``prompts/``; another folder holds a variant under test, benchmarks/bench_llm.py)."""
+    system = load_prompt("answer_system.md", directory)
+    user = load_prompt("answer_user.md", directory)
     prompt = ChatPromptTemplate.from_messages(
         [("system", system.template), ("human", user.template)]
     )
