@@ -114,6 +114,8 @@ def sentence_record(checked: CheckedSentence, shown_numbers: set) -> dict:
         verdict = "unknown_key" if keys_written else "no_key"
     elif missing:
         verdict = "wrong_number"
+    elif checked.reason.startswith("claims what"):
+        verdict = "claim_word"
     else:
         verdict = "named_term"
     return {
@@ -181,7 +183,7 @@ def checker_summary(records: Sequence[dict]) -> dict:
     drafted = [r for r in records if r["analysis"]["reached_model"]]
     verdicts = {
         v: sum(s["verdict"] == v for s in sentences)
-        for v in ("kept", "no_key", "unknown_key", "wrong_number", "named_term")
+        for v in ("kept", "no_key", "unknown_key", "wrong_number", "named_term", "claim_word")
     }
     removed = len(sentences) - verdicts["kept"]
     with_wrong = [
@@ -207,6 +209,7 @@ def checker_summary(records: Sequence[dict]) -> dict:
         ),
         "answers_with_a_wrong_number": len(with_wrong),
         "removed_named_term": verdicts["named_term"],
+        "removed_claim_word": verdicts["claim_word"],
         "answers_in_the_question_language": sum(
             not r["abstained"] and detect_language(r["answer"]) == r["lang"] for r in drafted
         ),

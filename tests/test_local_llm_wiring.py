@@ -12,7 +12,7 @@ import pytest
 from nenqa.settings import PROJECT_ROOT, Settings
 from retriever.glossary import Glossary, load_glossary_table
 from server.answer.citations import split_draft
-from server.answer.llm import NamedTermCheck, is_statement
+from server.answer.llm import ClaimWordCheck, NamedTermCheck, is_statement
 from server.local_llm import (
     LOCAL_MAX_TOKENS,
     MODEL_ALIAS,
@@ -52,6 +52,21 @@ def test_english_names_are_checked_against_chinese_evidence(terms):
 def test_a_narrower_form_of_the_same_concept_counts(terms):
     evidence = "两组的中位无进展生存期(mPFS)分别为28.0个月和30.1个月。长效兰瑞肽组。"
     assert terms.missing("The median PFS with lanreotide was 30.1 months.", [evidence]) == []
+
+
+@pytest.mark.parametrize(
+    ("claim", "evidence", "expected"),
+    [
+        ("舒尼替尼可以治愈NEC。", "舒尼替尼对分化好的NET有一定疗效。", ["治愈"]),
+        ("Sunitinib cures NEC.", "舒尼替尼对分化好的NET有一定疗效。", ["cures"]),
+        ("Lanreotide doubled the TTF in SPINET.", SPINET, ["doubled"]),
+        ("In SPINET, lanreotide gave a TTF of 13.3 months.", SPINET, []),
+        ("The regimen cured two patients.", "2例患者获得根治。", []),  # same concept in Chinese
+        ("该方案使mPFS翻倍。", "该方案使mPFS延长了一倍。", []),
+    ],
+)
+def test_a_claim_word_needs_its_cited_evidence_to_make_the_same_claim(claim, evidence, expected):
+    assert ClaimWordCheck().unsupported(claim, [evidence]) == expected
 
 
 def test_a_key_on_the_line_after_its_sentence_stays_with_it():

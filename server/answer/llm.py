@@ -5,7 +5,9 @@ the review's own citation markers removed, so the only citations it can write ar
 sentence it writes goes through ``check_draft_sentence``: keys become the review's reference
 numbers (or ``[§section]``), keys it was never given and numbers it typed itself are dropped, and
 a sentence citing nothing, or stating a number its cited evidence does not contain, is removed
-from the answer and listed in ``Answer.unsupported``. The same abstention gate as the extractive
+from the answer and listed in ``Answer.unsupported``; so is one naming a drug, trial or endpoint
+(``NamedTermCheck``) or making a claim such as "cures" (``ClaimWordCheck``) that its cited
+evidence does not. The same abstention gate as the extractive
 mode runs before the model is called, so an out-of-scope question never reaches it.
 """
 
@@ -145,6 +147,39 @@ class NamedTermCheck:
         ]
 
 
+# Claims stronger than trial results usually are, in both languages (each tuple one concept:
+# Chinese forms, English forms). A sentence may make one only if its cited evidence does.
+_CLAIM_CONCEPTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("治愈", "根治", "痊愈"), ("cure", "cures", "cured", "curing", "curative")),
+    (("翻倍", "一倍", "两倍"), ("double", "doubles", "doubled", "doubling", "twofold", "two-fold")),
+    (("消除", "根除"), ("eradicate", "eradicates", "eradicated", "eliminates", "eliminated")),
+    (("保证", "确保"), ("guarantee", "guarantees", "guaranteed")),
+    (("所有患者", "全部患者", "每位患者"), ("all patients", "every patient")),
+    (("最有效", "最佳疗效"), ("most effective", "best treatment")),
+)
+
+
+class ClaimWordCheck:
+    """A sentence may say a drug cures, doubles, eradicates ... only if its cited evidence does.
+
+    The named-term and number checks pass "舒尼替尼可以治愈NEC。[S3]" when S3 names sunitinib and
+    the sentence has no number; the 1.5B model wrote exactly that when a question told it to
+    (docs/benchmarks.md, "Prompt tuning"). The concepts are few and bilingual, so an English
+    "cures" is checked against Chinese evidence (治愈/根治/痊愈).
+    """
+
+    def __init__(self) -> None:
+        self.concepts = Glossary(Term(zh, en, (), "claim") for zh, en in _CLAIM_CONCEPTS)
+
+    def unsupported(self, claim: str, cited_texts: Sequence[str]) -> list[str]:
+        """The claim words of ``claim`` that no cited text makes, as the claim writes them."""
+        made = self.concepts.matches(claim)
+        if not made:
+            return []
+        present = self.concepts.matches(" ".join(cited_texts))
+        return [_shown_form(term, claim) for term in made if term not in present]
+
+
 def _same_concept(term: Term, other: Term) -> bool:
     if term == other:
         return True
@@ -159,8 +194,9 @@ def _contains(outer: str, inner: str) -> bool:
 
 
 def _shown_form(term: Term, claim: str) -> str:
+    """The longest form of ``term`` the claim contains ("cures", not "cure")."""
     folded = claim.casefold()
-    return next((f for f in term.forms if f.casefold() in folded), term.forms[0])
+    return max((f for f in term.forms if f.casefold() in folded), key=len, default=term.forms[0])
 
 
 def format_history(question: Question) -> str:
@@ -239,6 +275,7 @@ class LLMAnswerer:
         self.max_evidence_sentences = max_evidence_sentences
         glossary = getattr(self.searcher, "glossary", None)
         self.term_check = NamedTermCheck(glossary) if glossary is not None else None
+        self.claim_check = ClaimWordCheck()
         self.prompt = prompt or build_answer_prompt()
         self.generate: Runnable = self.prompt | chat_model | StrOutputParser()
 
@@ -329,17 +366,19 @@ class LLMAnswerer:
         ]
 
     def check_sentence(self, sentence: str, keyed: KeyedEvidence) -> CheckedSentence:
-        """``check_draft_sentence`` (keys, numbers), then the named-term check."""
+        """``check_draft_sentence`` (keys, numbers), then the named-term and claim-word checks."""
         result = check_draft_sentence(" ".join(sentence.split()), keyed.keys)
-        if not result.supported or self.term_check is None:
+        if not result.supported:
             return result
         cited = [strip_citation_markers(q.sentence.text) for q in result.cited]
         claim = FOREIGN_MARKER.sub("", KEY_MARKER.sub("", result.draft))
-        missing = self.term_check.missing(claim, cited)
-        if not missing:
-            return result
-        reason = f"names what its cited evidence does not: {', '.join(missing)}"
-        return replace(result, supported=False, reason=reason)
+        if self.term_check is not None and (missing := self.term_check.missing(claim, cited)):
+            reason = f"names what its cited evidence does not: {', '.join(missing)}"
+            return replace(result, supported=False, reason=reason)
+        if overclaims := self.claim_check.unsupported(claim, cited):
+            reason = f"claims what its cited evidence does not: {', '.join(overclaims)}"
+            return replace(result, supported=False, reason=reason)
+        return result
 
     def _accept(
         self,
