@@ -10,8 +10,9 @@ and pooling; measured max difference 1.3e-7).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,17 +32,16 @@ class _Job:
 class _Stats:
     calls: int = 0
     texts: int = 0
-    largest: int = 0
-    sizes: dict[int, int] = field(default_factory=dict)
+    largest: int = 0  # jobs in the largest batch
 
 
 class QueryBatcher:
     """Runs ``embed`` on at most ``slots`` batches at a time, each of up to ``max_texts`` texts.
 
     A caller whose job has not been taken when a slot frees becomes that batch's leader: it
-    takes every waiting job (oldest first, up to ``max_texts`` texts, always at least one
-    job), runs the model once, and hands each job its rows. An error in the model reaches every
-    caller of that batch.
+    takes the oldest waiting jobs (up to ``max_texts`` texts, always at least one job), runs
+    the model once without holding the lock, and hands each job its rows. An error in the model
+    reaches every caller of that batch.
     """
 
     def __init__(self, embed: EmbedFn, *, slots: int, max_texts: int = 2) -> None:
@@ -51,7 +51,7 @@ class QueryBatcher:
         self._slots = slots
         self._max_texts = max_texts
         self._busy = 0
-        self._waiting: list[_Job] = []
+        self._waiting: deque[_Job] = deque()
         self._changed = threading.Condition()
         self.stats = _Stats()
 
@@ -60,58 +60,55 @@ class QueryBatcher:
         with self._changed:
             self._waiting.append(job)
             while not job.done:
-                if not job.taken and self._busy < self._slots:
-                    # Lead the oldest waiting jobs; with many texts queued ahead this batch
-                    # may not hold our own job yet, and the loop comes back for it.
-                    batch = self._take_batch()
-                    self._busy += 1
-                    self._changed.release()
-                    try:
-                        self._run(batch)
-                    finally:
-                        self._changed.acquire()
-                else:
+                if job.taken or self._busy >= self._slots:
                     self._changed.wait()
-        return self._result(job)
-
-    def _take_batch(self) -> list[_Job]:
-        batch: list[_Job] = []
-        size = 0
-        while self._waiting:
-            nxt = self._waiting[0]
-            if batch and size + len(nxt.texts) > self._max_texts:
-                break
-            batch.append(self._waiting.pop(0))
-            nxt.taken = True
-            size += len(nxt.texts)
-        return batch
-
-    def _run(self, batch: list[_Job]) -> None:
-        texts = [text for job in batch for text in job.texts]
-        vectors: np.ndarray | None = None
-        error: BaseException | None = None
-        try:
-            vectors = self._embed(texts)
-        except BaseException as caught:  # handed to every caller of the batch, then re-raised
-            error = caught
-        with self._changed:  # the caller has released it
-            start = 0
-            for job in batch:
-                if vectors is not None:
-                    job.vectors = vectors[start : start + len(job.texts)]
-                job.error = error
-                job.done = True
-                start += len(job.texts)
-            self._busy -= 1
-            self.stats.calls += 1
-            self.stats.texts += len(texts)
-            self.stats.largest = max(self.stats.largest, len(batch))
-            self.stats.sizes[len(batch)] = self.stats.sizes.get(len(batch), 0) + 1
-            self._changed.notify_all()
-
-    @staticmethod
-    def _result(job: _Job) -> np.ndarray:
+                    continue
+                # Lead the oldest waiting jobs; with many texts queued ahead this batch may
+                # not hold our own job yet, and the loop comes back for it.
+                batch = self._take_batch()
+                self._busy += 1
+                self._changed.release()
+                try:
+                    vectors, error = self._call(batch)
+                finally:
+                    self._changed.acquire()
+                self._hand_out(batch, vectors, error)
         if job.error is not None:
             raise job.error
         assert job.vectors is not None
         return job.vectors
+
+    def _take_batch(self) -> list[_Job]:
+        batch: list[_Job] = []
+        size = 0
+        while self._waiting and (
+            not batch or size + len(self._waiting[0].texts) <= self._max_texts
+        ):
+            job = self._waiting.popleft()
+            job.taken = True
+            batch.append(job)
+            size += len(job.texts)
+        return batch
+
+    def _call(self, batch: list[_Job]) -> tuple[np.ndarray | None, BaseException | None]:
+        try:
+            return self._embed([text for job in batch for text in job.texts]), None
+        except BaseException as error:  # handed to every caller of the batch, then re-raised
+            return None, error
+
+    def _hand_out(
+        self, batch: list[_Job], vectors: np.ndarray | None, error: BaseException | None
+    ) -> None:
+        """Under the lock: each job its rows (or the error), the slot freed, waiters woken."""
+        start = 0
+        for job in batch:
+            if vectors is not None:
+                job.vectors = vectors[start : start + len(job.texts)]
+            job.error = error
+            job.done = True
+            start += len(job.texts)
+        self._busy -= 1
+        self.stats.calls += 1
+        self.stats.texts += start
+        self.stats.largest = max(self.stats.largest, len(batch))
+        self._changed.notify_all()

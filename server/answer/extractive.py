@@ -84,8 +84,8 @@ class Relevance:
     best_overlap: float = 0.0
     unknown_entities: list[str] = field(default_factory=list)
     ranked: list[ScoredSentence] = field(default_factory=list)
-    # The trials the question names, each as its folded forms (SPINET, 兰瑞肽 is not one).
-    named_trials: list[tuple[str, ...]] = field(default_factory=list)
+    # Every folded form of the trials the question names (SPINET; 兰瑞肽 is not a trial).
+    named_trials: frozenset[str] = frozenset()
 
     def answerable(self, config: ExtractiveConfig) -> bool:
         if self.unknown_entities or not self.ranked:
@@ -125,11 +125,12 @@ class SentenceScorer:
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
         relevance = Relevance(
             unknown_entities=self.scope.unknown_entities(question.text),
-            named_trials=[
-                tuple(normalize_text(form) for form in term.forms)
+            named_trials=frozenset(
+                normalize_text(form)
                 for term in self.searcher.glossary.matches(question.text)
                 if term.type == "trial"
-            ],
+                for form in term.forms
+            ),
         )
         if not candidates:
             return relevance
@@ -329,9 +330,10 @@ def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) ->
     """Whether a sentence is about a trial the question does not name (PROMID for SPINET)."""
     if not relevance.named_trials:
         return False
-    named = {form for forms in relevance.named_trials for form in forms}
     trials = [t for t in glossary.matches(text) if t.type == "trial"]
-    return bool(trials) and not any(normalize_text(f) in named for t in trials for f in t.forms)
+    return bool(trials) and not any(
+        normalize_text(f) in relevance.named_trials for t in trials for f in t.forms
+    )
 
 
 def _near_duplicate(text: str, other: str) -> bool:
