@@ -3,7 +3,7 @@
 Starts ``nenqa serve`` as its own process on a free loopback port over the configured index
 (``NENQA_INDEX_DIR``; run ``nenqa ingest`` first), rate limit off, and asks the eval questions
 with httpx (async). The single-client pass asks every question once, in order, and its answers
-are also scored (key facts, gold references, abstentions; ``server.answer.quality``). The
+are also scored (key facts, gold references, abstentions; ``eval.quality``). The
 concurrent pass runs 8 clients over the questions until ``--requests`` answers or ``--seconds``;
 the clients share one pass through the questions, so a question comes back only after 133
 requests, when the server's 64-entry query-vector cache has forgotten it: every request is
@@ -31,8 +31,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.answer.base import Answer, Citation, PassageCitation, Question, Quote  # noqa: E402
-from server.answer.quality import (  # noqa: E402
+from answer.base import Answer, Citation, PassageCitation, Question, Quote  # noqa: E402
+from eval.quality import (  # noqa: E402
     EvalQuestion,
     QualityReport,
     load_eval_questions,
@@ -67,7 +67,7 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
     }
     log = log_path.open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "nenqa.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
         env=env,
         stdout=log,

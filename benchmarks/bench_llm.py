@@ -41,20 +41,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.judges import DeterministicJudge  # noqa: E402
-from eval.qa_schema import QAItem, load_qa  # noqa: E402
-from eval.run import ChatReply, score_item, summarize  # noqa: E402
-from nenqa.settings import Settings, get_settings  # noqa: E402
-from retriever.search import Turn, build_glossary  # noqa: E402
-from server.answer.base import Answer, Question  # noqa: E402
-from server.answer.citations import (  # noqa: E402
+from answer.base import Answer, Question  # noqa: E402
+from answer.citations import (  # noqa: E402
     FOREIGN_MARKER,
     KEY_MARKER,
     CheckedSentence,
     numbers_in,
 )
-from server.answer.llm import LLMAnswerer, build_answer_prompt, make_chat_model  # noqa: E402
-from server.answer.sentences import detect_language, strip_citation_markers  # noqa: E402
+from answer.llm import LLMAnswerer, build_answer_prompt, make_chat_model  # noqa: E402
+from answer.sentences import detect_language, strip_citation_markers  # noqa: E402
+from eval.judges import DeterministicJudge  # noqa: E402
+from eval.qa_schema import QAItem, load_qa  # noqa: E402
+from eval.run import ChatReply, score_item, summarize  # noqa: E402
+from nenqa.settings import Settings, get_settings  # noqa: E402
+from retriever.search import Turn, build_glossary  # noqa: E402
 
 SUBSET_RULE = (
     "first 3 answerable items by id per language of single_fact, comparison, multi_turn; "
@@ -255,7 +255,7 @@ def latency_summary(records: Sequence[dict]) -> dict:
 @contextmanager
 def llm_endpoint(settings: Settings, base_url: str | None, log: Path) -> Iterator[Settings]:
     """Settings whose llm mode uses ``base_url``, or the local model started for the run."""
-    from server.local_llm import local_llm, local_llm_settings
+    from nenqa.models.local_llm import local_llm, local_llm_settings
 
     if base_url:
         yield local_llm_settings(settings, base_url)

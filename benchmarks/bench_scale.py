@@ -62,7 +62,7 @@ def synthetic_texts(count: int, seed: int = 7) -> list[tuple[str, tuple[int, ...
 
 
 def synthetic_chunks(texts):
-    from ingest.types import Chunk
+    from nenqa.types import Chunk
 
     return [
         Chunk(

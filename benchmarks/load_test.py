@@ -254,7 +254,7 @@ class Deployment(contextlib.ExitStack):
 
     def start_serve(self, env: dict, workers: int, log: Path) -> None:
         port = free_port()
-        command = [sys.executable, "-m", "nenqa.cli", "serve", "--port", str(port)]
+        command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
         command += ["--workers", str(workers), "--log-level", "warning"]
         self.server = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -290,7 +290,7 @@ def deploy(args: argparse.Namespace, stack: Deployment) -> None:
         backend = "chroma-server"
         started = time.perf_counter()
         ingest = subprocess.run(
-            [sys.executable, "-m", "nenqa.cli", "ingest", "--quiet"],
+            [sys.executable, "-m", "cli.main", "ingest", "--quiet"],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -108,7 +108,7 @@ class ChatClient:
         """
         from fastapi.testclient import TestClient
 
-        from server.answer.base import AnswerError
+        from answer.base import AnswerError
         from server.app import create_app
         from server.state import load_service
 
@@ -611,12 +611,12 @@ def tutorial_recipe_answerer(settings: Settings, service: Any) -> AskFunction:
     markers; the recipe knows no sections, so a sentence without a marker is cited as
     ``[§tutorial recipe]`` (chunks overlap, and one sentence may sit in two).
     """
+    from answer.base import Question
+    from answer.extractive import ExtractiveAnswerer, SentenceScorer
+    from answer.sentences import SentenceBank
     from eval.retrieval import tutorial_recipe
-    from ingest.types import Chunk, Evidence
+    from nenqa.types import Chunk, Evidence
     from retriever.search import Turn
-    from server.answer.base import Question
-    from server.answer.extractive import ExtractiveAnswerer, SentenceScorer
-    from server.answer.sentences import SentenceBank
 
     searcher = service.searcher
     recipe, corpus = tutorial_recipe(settings, searcher.embedder)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ingest.review import normalise_for_matching
-from ingest.types import Chunk, ChunkKind, Document, Paragraph, Sentence, Span
+from nenqa.types import Chunk, ChunkKind, Document, Paragraph, Sentence, Span
 
 REFERENCES_SECTION = "参考文献"
 KIND_PREFIX: dict[ChunkKind, str] = {"passage": "p", "reference": "r", "trial": "t"}

@@ -35,7 +35,7 @@ from ingest.sources import (
     document_id,
     read_source,
 )
-from ingest.types import Chunk, Document, TrialRecord
+from nenqa.types import Chunk, Document, TrialRecord
 
 ProgressCallback = Callable[[int, int], None]
 

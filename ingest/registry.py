@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ingest.errors import IngestError
-from ingest.types import Chunk
+from nenqa.types import Chunk
 
 RecordStatus = Literal["writing", "complete", "removing"]
 REGISTRY_SUFFIX = "_documents"

@@ -35,7 +35,7 @@ from ingest.errors import (
     MalformedRecordError,
     UnreadableFileError,
 )
-from ingest.types import (
+from nenqa.types import (
     Document,
     FrontMatter,
     Paragraph,

@@ -49,7 +49,7 @@ from ingest.review import (
     read_source_bytes,
 )
 from ingest.trials import load_trials, trial_chunks
-from ingest.types import Chunk, Document, FrontMatter, TrialRecord
+from nenqa.types import Chunk, Document, FrontMatter, TrialRecord
 
 SourceKind = Literal["review", "markdown", "text", "pdf", "trials", "ctgov"]
 

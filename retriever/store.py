@@ -29,8 +29,8 @@ import numpy as np
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError
 
-from ingest.types import Chunk, Span
 from nenqa.settings import Settings
+from nenqa.types import Chunk, Span
 
 _LIST_FIELDS = ("refs", "trials")
 _BATCH = 2000

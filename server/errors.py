@@ -26,8 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from answer.base import AnswerError, LLMEndpointError, LLMTimeoutError
 from retriever.store import IndexUnavailableError, IndexUnreachableError
-from server.answer.base import AnswerError, LLMEndpointError, LLMTimeoutError
 
 log = logging.getLogger("nenqa.server")
 

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from ingest.types import TrialRecord
+from nenqa.types import TrialRecord
 
 MAX_QUESTION_CHARS = 2000
 MAX_TURNS = 16

@@ -18,18 +18,18 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
+from answer.base import AnswerError, AnswerMode
+from answer.extractive import ExtractiveAnswerer, ExtractiveConfig, SentenceScorer
+from answer.fallback import ExtractiveFallback, with_fallback_chain
+from answer.llm import LLMAnswerer, make_chat_model
+from answer.scope import ScopeCheck
+from answer.sentences import SentenceBank
 from ingest.pipeline import DEFAULT_SOURCES
 from ingest.review import parse_review
 from ingest.trials import load_trials
-from ingest.types import Reference, TrialRecord
 from nenqa.settings import Settings
+from nenqa.types import Reference, TrialRecord
 from retriever.search import HybridSearcher, load_searcher
-from server.answer.base import AnswerError, AnswerMode
-from server.answer.extractive import ExtractiveAnswerer, ExtractiveConfig, SentenceScorer
-from server.answer.fallback import ExtractiveFallback, with_fallback_chain
-from server.answer.llm import LLMAnswerer, make_chat_model
-from server.answer.scope import ScopeCheck
-from server.answer.sentences import SentenceBank
 from server.batching import QueryBatcher
 
 # Queries embedded in one model call at most. A query with its glossary expansions is about
@@ -119,7 +119,7 @@ def load_service(
     After ``searcher.refresh()`` pass the ``previous`` service: sentences it already embedded
     are not embedded again.
     """
-    from server.chains import build_chain
+    from answer.chains import build_chain
 
     started = time.perf_counter()
     searcher = searcher or load_searcher(settings)
@@ -164,7 +164,7 @@ def load_service(
 
 def with_llm(state: ServiceState, chat_model: BaseChatModel) -> ServiceState:
     """A copy of ``state`` whose llm mode uses ``chat_model`` (nothing is loaded again)."""
-    from server.chains import build_chain
+    from answer.chains import build_chain
 
     answerer = LLMAnswerer(
         state.scorer, state.references, chat_model, top_k=state.settings.answer_top_k

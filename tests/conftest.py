@@ -68,7 +68,7 @@ def scripted_llm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llm_service(service, scripted_llm):
     """``service`` with its llm mode talking to ``scripted_llm`` through langchain-openai."""
-    from server.answer.llm import make_chat_model
+    from answer.llm import make_chat_model
     from server.state import with_llm
 
     settings = service.settings.model_copy(update={"llm_base_url": scripted_llm.base_url})

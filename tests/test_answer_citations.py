@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.types import Reference, Span
-from server.answer.citations import (
+from answer.citations import (
     DraftSentenceSplitter,
     QuotedSentence,
     check_draft_sentence,
@@ -12,7 +11,8 @@ from server.answer.citations import (
     render_quote,
     split_draft,
 )
-from server.answer.sentences import EvidenceSentence
+from answer.sentences import EvidenceSentence
+from nenqa.types import Reference, Span
 
 SPINET = EvidenceSentence(
     text="SPINET随机双盲Ⅲ期研究^[7]结果提示,兰瑞肽组的TTF为13.3个月,而安慰剂组为9.8个月。",

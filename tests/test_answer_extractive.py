@@ -6,13 +6,13 @@ import re
 
 import pytest
 
+from answer.base import ABSTENTION_TEXT, Answer, Question
+from answer.chains import build_chain
+from answer.citations import render_quote
+from answer.sentences import strip_citation_markers
+from eval.quality import load_eval_questions, score_answers
 from nenqa.settings import PROJECT_ROOT
 from retriever.search import Turn
-from server.answer.base import ABSTENTION_TEXT, Answer, Question
-from server.answer.citations import render_quote
-from server.answer.quality import load_eval_questions, score_answers
-from server.answer.sentences import strip_citation_markers
-from server.chains import build_chain
 
 pytestmark = pytest.mark.slow
 

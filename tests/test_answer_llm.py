@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from server.answer.base import LLMEndpointError, Question
-from server.chains import build_chain
+from answer.base import LLMEndpointError, Question
+from answer.chains import build_chain
 
 pytestmark = pytest.mark.slow
 

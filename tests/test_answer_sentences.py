@@ -7,17 +7,17 @@ import hashlib
 import numpy as np
 import pytest
 
-from ingest.pipeline import default_sources, parse_sources
-from nenqa.settings import Settings
-from retriever.glossary import load_glossary_table
-from server.answer.scope import ScopeCheck
-from server.answer.sentences import (
+from answer.scope import ScopeCheck
+from answer.sentences import (
     SentenceBank,
     dedup_key,
     split_sentences,
     strip_citation_markers,
     trial_review_text,
 )
+from ingest.pipeline import default_sources, parse_sources
+from nenqa.settings import Settings
+from retriever.glossary import load_glossary_table
 
 
 class HashEmbedder:

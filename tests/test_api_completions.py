@@ -43,7 +43,7 @@ def server_url(indexed_settings, scripted_llm, tmp_path_factory):
     }
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "nenqa.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log,
@@ -167,7 +167,7 @@ def test_models_lists_both_modes(client):
 def test_serve_refuses_an_unknown_default_mode():
     from typer.testing import CliRunner
 
-    from nenqa.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "--mode", "creative"])
     assert result.exit_code == 2

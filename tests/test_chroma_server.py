@@ -145,7 +145,7 @@ def two_workers(chroma_settings, tmp_path_factory):
     }
     env.pop("NENQA_LLM_BASE_URL", None)
     log_path = tmp_path_factory.mktemp("workers") / "serve.log"
-    command = [sys.executable, "-m", "nenqa.cli", "serve", "--workers", "2", "--port", str(port)]
+    command = [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*command, "--log-level", "warning"],
@@ -223,7 +223,7 @@ class TestTwoWorkersSpeakOpenAI:
 def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():
     env = {k: v for k, v in os.environ.items() if k != "NENQA_CHROMA_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "nenqa.cli", "serve", "--workers", "2", "--port", "0"],
+        [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", "0"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -14,7 +14,7 @@ from ingest.chunking import (
     sentence_windows,
 )
 from ingest.review import parse_review
-from ingest.types import Chunk, Document, Sentence, Span
+from nenqa.types import Chunk, Document, Sentence, Span
 
 REVIEW = Path(__file__).resolve().parent.parent / "data" / "nen-drug-trials-review-2022.md"
 MAX_CHARS = 320

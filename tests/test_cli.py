@@ -14,7 +14,7 @@ from nenqa.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-NENQA = [sys.executable, "-m", "nenqa.cli"]
+NENQA = [sys.executable, "-m", "cli.main"]
 
 
 def run_nenqa(args, settings, *, stdin: str | None = None, extra_env=None):

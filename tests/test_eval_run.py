@@ -71,7 +71,7 @@ def _nenqa_eval(args: list[str], index_dir, work):
     command += ["--thresholds", str(thresholds)]
     env = {**os.environ, "NENQA_INDEX_DIR": str(index_dir), "HF_HUB_OFFLINE": "1", "COLUMNS": "400"}
     result = subprocess.run(
-        [sys.executable, "-m", "nenqa.cli", *command],
+        [sys.executable, "-m", "cli.main", *command],
         capture_output=True,
         text=True,
         env=env,

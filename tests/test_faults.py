@@ -165,7 +165,7 @@ def down_llm_url() -> str:
 
 def llm_client(service, base_url: str, *, fallback: bool) -> TestClient:
     """The app with its llm mode on ``base_url``, a 1 s timeout, the fallback on or off."""
-    from server.answer.llm import make_chat_model
+    from answer.llm import make_chat_model
     from server.state import with_llm
 
     settings = service.settings.model_copy(
@@ -295,7 +295,7 @@ def run_ingest(index_dir: Path, *paths: Path, data_dir: Path | None = None):
     if data_dir is not None:
         env["NENQA_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "nenqa.cli", "ingest", "--quiet", *map(str, paths)],
+        [sys.executable, "-m", "cli.main", "ingest", "--quiet", *map(str, paths)],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ingest.types import Chunk
+from nenqa.types import Chunk
 from retriever.glossary import Glossary
 from retriever.search import HybridSearcher
 

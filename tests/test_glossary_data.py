@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from ingest.trials import load_trials
-from ingest.types import TrialRecord
 from nenqa.settings import PROJECT_ROOT
+from nenqa.types import TrialRecord
 from tests.test_trials import REVIEW_PATH, TRIALS_PATH, review_match_form
 
 GLOSSARY_PATH = PROJECT_ROOT / "data" / "glossary.tsv"

@@ -61,7 +61,7 @@ def start(command: list[str], index: Path, data: Path, model: Path) -> subproces
         "COLUMNS": "200",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "nenqa.cli", *command],
+        [sys.executable, "-m", "cli.main", *command],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,

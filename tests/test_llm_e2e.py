@@ -27,8 +27,8 @@ import httpx
 import openai
 import pytest
 
+from nenqa.models.local_llm import ensure_llama_cpp, prepare_local_model
 from nenqa.settings import PROJECT_ROOT, get_settings
-from server.local_llm import ensure_llama_cpp, prepare_local_model
 
 pytestmark = pytest.mark.llm
 
@@ -119,7 +119,7 @@ def start_nenqa_serve(index_dir: Path, log_path: Path, *extra: str) -> NenqaServ
         "NENQA_RATE_LIMIT_PER_MINUTE": "0",
     }
     env.pop("NENQA_LLM_BASE_URL", None)
-    command = [sys.executable, "-m", "nenqa.cli", "serve", "--llm", "local", "--port", str(port)]
+    command = [sys.executable, "-m", "cli.main", "serve", "--llm", "local", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--log-level", "warning", *extra],
         cwd=PROJECT_ROOT,

@@ -17,8 +17,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from nenqa.settings import get_settings
-from server.local_llm import (
+from nenqa.models.local_llm import (
     MODEL_ALIAS,
     MODEL_SHA256,
     MODEL_SIZE_BYTES,
@@ -30,6 +29,7 @@ from server.local_llm import (
     read_gguf_header,
     sha256_of_file,
 )
+from nenqa.settings import get_settings
 
 EVIDENCE = (
     "[12] II期多中心LUNA临床试验研究了帕瑞肽联合依维莫司治疗进展期肺和胸腺NET的效果,"
@@ -85,7 +85,7 @@ def test_gguf_header_reader_refuses_a_file_that_is_not_gguf(tmp_path: Path) -> N
 
 
 def test_server_refuses_to_start_without_the_model_and_says_how_to_prepare(tmp_path: Path) -> None:
-    with pytest.raises(LocalLLMServerError, match=r"server\.local_llm prepare"):
+    with pytest.raises(LocalLLMServerError, match=r"nenqa\.models\.local_llm prepare"):
         LocalLLMServer(tmp_path / "missing.gguf", log_path=tmp_path / "llm.log").start()
 
 

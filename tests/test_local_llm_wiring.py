@@ -9,17 +9,17 @@ import sys
 
 import pytest
 
-from nenqa.settings import PROJECT_ROOT, Settings
-from retriever.glossary import Glossary, load_glossary_table
-from server.answer.citations import split_draft
-from server.answer.llm import ClaimWordCheck, NamedTermCheck, is_statement
-from server.local_llm import (
+from answer.citations import split_draft
+from answer.llm import ClaimWordCheck, NamedTermCheck, is_statement
+from nenqa.models.local_llm import (
     LOCAL_MAX_TOKENS,
     MODEL_ALIAS,
     LocalLLMError,
     check_local_llm_ready,
     local_llm_settings,
 )
+from nenqa.settings import PROJECT_ROOT, Settings
+from retriever.glossary import Glossary, load_glossary_table
 
 SURUFATINIB = (
     "索凡替尼联合特瑞普利单抗的ⅠB期临床研究共纳入22例NEN患者,结果显示,ORR为24.1%,DCR为79.3%。"
@@ -105,7 +105,7 @@ def run_nenqa(*args: str, cache_dir) -> subprocess.CompletedProcess:
     env = {**os.environ, "NENQA_MODEL_CACHE_DIR": str(cache_dir), "COLUMNS": "400"}
     env.pop("NENQA_LLM_BASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "nenqa.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -17,7 +17,7 @@ from ingest.errors import (
     UnreadableFileError,
 )
 from ingest.review import normalise_for_matching, parse_citation_markers, parse_review
-from ingest.types import Document, Sentence
+from nenqa.types import Document, Sentence
 
 REVIEW = Path(__file__).resolve().parent.parent / "data" / "nen-drug-trials-review-2022.md"
 

@@ -18,8 +18,8 @@ from ingest.pipeline import default_sources, expand_sources, parse_sources
 from ingest.registry import citable_documents, format_citation
 from ingest.sources import document_label, read_source
 from ingest.trials import load_trials
-from ingest.types import FrontMatter
 from nenqa.settings import PROJECT_ROOT
+from nenqa.types import FrontMatter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = PROJECT_ROOT / "data"

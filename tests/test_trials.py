@@ -11,8 +11,8 @@ import pytest
 
 from ingest.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
 from ingest.trials import DRUG_CLASSES, load_trials, trial_chunks
-from ingest.types import TrialRecord
 from nenqa.settings import PROJECT_ROOT
+from nenqa.types import TrialRecord
 
 DATA = PROJECT_ROOT / "data"
 TRIALS_PATH = DATA / "trials.jsonl"

@@ -12,8 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
+from nenqa.models.embedding import prepare_default_model
 from nenqa.settings import Settings
-from retriever.model_prep import prepare_default_model
 
 _COPIED = (
     "tokenizer.json",

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from ingest.errors import EmptyFileError, MalformedRecordError
 from ingest.trials import DRUG_CLASSES, SITE_ZH
-from ingest.types import Chunk, TrialArm, TrialRecord
+from nenqa.types import Chunk, TrialArm, TrialRecord
 
 REGISTRY_SECTION = "ClinicalTrials.gov"
 PHASES = {"EARLY_PHASE1": "early I", "PHASE1": "I", "PHASE2": "II", "PHASE3": "III", "PHASE4": "IV"}

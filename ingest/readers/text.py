@@ -42,7 +42,7 @@ from ingest.review import (
     _sentence_ranges,
     _Stitched,
 )
-from ingest.types import Document, FrontMatter, Paragraph, Reference, Section, Sentence, Span
+from nenqa.types import Document, FrontMatter, Paragraph, Reference, Section, Sentence, Span
 
 # Citation numbers of up to 9 digits are read (and refused when the list is shorter);
 # the bound keeps int() and range expansion cheap whatever the input.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from answer.base import Question
 from nenqa.settings import Settings
 from retriever.search import Turn
-from server.answer.base import Question
 from server.api.deps import ServiceDep, SettingsDep
 from server.api.docs import COMMON, POST_BODY, error_responses
 from server.errors import QuestionTooLongError

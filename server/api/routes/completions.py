@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from server.answer.base import Answer, AnswerError, AnswerPiece
+from answer.base import Answer, AnswerError, AnswerPiece
 from server.api.deps import ServiceDep, SettingsDep
 from server.api.docs import COMMON, POST_BODY, error_responses
 from server.api.routes.chat import question_from

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ingest.types import Reference
+from nenqa.types import Reference
 from server.api.deps import ServiceDep
 from server.api.docs import COMMON, PARAMETERS, error_responses
 from server.errors import NotFoundError

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ingest.types import TrialRecord
+from nenqa.types import TrialRecord
 from server.api.deps import ServiceDep
 from server.api.docs import COMMON, PARAMETERS, error_responses
 from server.errors import NotFoundError

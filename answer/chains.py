@@ -23,13 +23,13 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from ingest.types import Evidence
+from answer.base import Answer, Question
+from answer.extractive import ExtractiveAnswerer, abstention
+from answer.llm import LLMAnswerer
+from answer.sentences import detect_language
+from nenqa.types import Evidence
 from retriever.langchain import NenqaRetriever
 from retriever.search import HybridSearcher, Turn
-from server.answer.base import Answer, Question
-from server.answer.extractive import ExtractiveAnswerer, abstention
-from server.answer.llm import LLMAnswerer
-from server.answer.sentences import detect_language
 
 
 def as_question(value: Any) -> Question:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ingest.types import Evidence
+from nenqa.types import Evidence
 from retriever.search import Turn
 
 AnswerModeName = Literal["extractive", "llm"]

@@ -17,16 +17,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from ingest.review import CITATION_MARKER, parse_citation_markers
-from ingest.types import Reference
-from server.answer.base import (
+from answer.base import (
     Citation,
     PassageCitation,
     Quote,
     passage_marker,
     reference_markers,
 )
-from server.answer.sentences import EvidenceSentence, strip_citation_markers
+from answer.sentences import EvidenceSentence, strip_citation_markers
+from ingest.review import CITATION_MARKER, parse_citation_markers
+from nenqa.types import Reference
 
 # Keys the model may write: [S1], [S1, S3], 【S2】.
 KEY_MARKER = re.compile(r"[\[【]\s*(S\d+(?:\s*[,，;；、]\s*S\d+)*)\s*[\]】]")

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ingest.types import Evidence, Reference
+from answer.base import ABSTENTION_TEXT, Answer, AnswerPiece, Question
+from answer.citations import QuotedSentence, collect_citations, render_quote
+from answer.scope import ScopeCheck
+from answer.sentences import SentenceBank, detect_language, strip_citation_markers
+from nenqa.types import Evidence, Reference
 from retriever.glossary import Glossary
 from retriever.lexical import normalize_text, tokenize
 from retriever.search import HybridSearcher
-from server.answer.base import ABSTENTION_TEXT, Answer, AnswerPiece, Question
-from server.answer.citations import QuotedSentence, collect_citations, render_quote
-from server.answer.scope import ScopeCheck
-from server.answer.sentences import SentenceBank, detect_language, strip_citation_markers
 
 QUOTE_PREFACE = {
     "zh": "以下为综述原文摘录：",

@@ -106,7 +106,7 @@ def search(
 @app.command("prepare-model")
 def prepare_model(force: Annotated[bool, typer.Option(help="Convert again.")] = False) -> None:
     """Prepare the offline default embedding model (dequantized multilingual-e5-small)."""
-    from retriever.model_prep import prepare_default_model
+    from nenqa.models.embedding import prepare_default_model
 
     path = prepare_default_model(get_settings().model_cache_dir, force=force)
     out.print(str(path))
@@ -190,7 +190,7 @@ def _start_local_llm(stack, settings: Settings, *, sigterm_exit_code: int = 0) -
     """Start the prepared local model until ``stack`` closes; the settings that point at it."""
     import signal
 
-    from server.local_llm import LocalLLMError, local_llm
+    from nenqa.models.local_llm import LocalLLMError, local_llm
 
     # uvicorn re-raises a SIGTERM after its graceful shutdown; exiting through SystemExit
     # (instead of the default handler's immediate death) lets ``stack`` stop the model.

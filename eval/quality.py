@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from answer.base import Answer, Question
 from retriever.search import Turn
-from server.answer.base import Answer, Question
 
 _MARKERS = re.compile(r"\[(?:\d+|§[^\]]*)\]")
 _FOLD = re.compile(r"[\s$]+")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ingest.review import CITATION_MARKER, parse_citation_markers
-from ingest.types import Chunk, ChunkKind
+from nenqa.types import Chunk, ChunkKind
 from retriever.lexical import tokenize
 
 TRIAL_REVIEW_TEXT = "综述原文 Review text:"

@@ -25,10 +25,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
 
-from ingest.types import Chunk, Evidence, Reference
-from nenqa.settings import Settings
-from retriever.glossary import Glossary, Term
-from server.answer.base import (
+from answer.base import (
     ABSTENTION_TEXT,
     Answer,
     AnswerPiece,
@@ -37,7 +34,7 @@ from server.answer.base import (
     LLMUnavailableError,
     Question,
 )
-from server.answer.citations import (
+from answer.citations import (
     FOREIGN_MARKER,
     KEY_MARKER,
     CheckedSentence,
@@ -47,9 +44,12 @@ from server.answer.citations import (
     collect_citations,
     split_draft,
 )
-from server.answer.extractive import Relevance, ScoredSentence, SentenceScorer, abstention
-from server.answer.prompts import PROMPTS_DIR, load_prompt
-from server.answer.sentences import detect_language, strip_citation_markers
+from answer.extractive import Relevance, ScoredSentence, SentenceScorer, abstention
+from answer.prompts import PROMPTS_DIR, load_prompt
+from answer.sentences import detect_language, strip_citation_markers
+from nenqa.settings import Settings
+from nenqa.types import Chunk, Evidence, Reference
+from retriever.glossary import Glossary, Term
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
 LANGUAGE_NAMES = {

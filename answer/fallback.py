@@ -16,9 +16,9 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
-from server.answer.base import Answer, AnswerPiece, LLMEndpointError, Question
-from server.answer.extractive import ExtractiveAnswerer
-from server.answer.llm import LLMAnswerer
+from answer.base import Answer, AnswerPiece, LLMEndpointError, Question
+from answer.extractive import ExtractiveAnswerer
+from answer.llm import LLMAnswerer
 
 log = logging.getLogger("nenqa.server")
 

