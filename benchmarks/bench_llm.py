@@ -35,13 +35,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from answer.base import Answer, Question  # noqa: E402
 from answer.citations import (  # noqa: E402
     FOREIGN_MARKER,
     KEY_MARKER,
@@ -54,7 +54,8 @@ from eval.judges import DeterministicJudge  # noqa: E402
 from eval.qa_schema import QAItem, load_qa  # noqa: E402
 from eval.run import ChatReply, score_item, summarize  # noqa: E402
 from nenqa.settings import Settings, get_settings  # noqa: E402
-from retriever.search import Turn, build_glossary  # noqa: E402
+from nenqa.types import Answer, Question, Turn  # noqa: E402
+from retriever.search import build_glossary  # noqa: E402
 
 SUBSET_RULE = (
     "first 3 answerable items by id per language of single_fact, comparison, multi_turn; "
@@ -152,7 +153,8 @@ def ask(llm: LLMAnswerer, item: QAItem) -> tuple[Answer, dict[str, float]]:
 def analyse(llm: LLMAnswerer, item: QAItem, answer: Answer, judges: dict) -> dict:
     """The checker's decisions on the raw draft, and the metrics before and after them."""
     question = question_of(item)
-    keyed = llm.keyed_evidence(question, list(answer.evidence))
+    retrieval = replace(llm.searcher.prepare(question), evidence=answer.evidence)
+    keyed = llm.keyed_evidence(answer.evidence, llm.scorer.relevance(retrieval))
     shown = set()
     for quoted in keyed.keys.values():
         shown |= numbers_in(strip_citation_markers(quoted.sentence.text))
@@ -255,7 +257,7 @@ def latency_summary(records: Sequence[dict]) -> dict:
 @contextmanager
 def llm_endpoint(settings: Settings, base_url: str | None, log: Path) -> Iterator[Settings]:
     """Settings whose llm mode uses ``base_url``, or the local model started for the run."""
-    from nenqa.models.local_llm import local_llm, local_llm_settings
+    from nenqa.models.llm_server import local_llm, local_llm_settings
 
     if base_url:
         yield local_llm_settings(settings, base_url)

@@ -190,7 +190,8 @@ def _start_local_llm(stack, settings: Settings, *, sigterm_exit_code: int = 0) -
     """Start the prepared local model until ``stack`` closes; the settings that point at it."""
     import signal
 
-    from nenqa.models.local_llm import LocalLLMError, local_llm
+    from nenqa.models.llm_prep import LocalLLMError
+    from nenqa.models.llm_server import local_llm
 
     # uvicorn re-raises a SIGTERM after its graceful shutdown; exiting through SystemExit
     # (instead of the default handler's immediate death) lets ``stack`` stop the model.

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nenqa.settings import PROJECT_ROOT
-
-DEFAULT_THRESHOLDS = PROJECT_ROOT / "eval" / "thresholds.toml"
-DEFAULT_REPORT = PROJECT_ROOT / "eval" / "out" / "report.json"
+# Shipped inside the eval package (a wheel too); reports go where `nenqa eval --out` puts them.
+DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
+DEFAULT_REPORT = Path("eval") / "out" / "report.json"
 BOUNDS = ("min", "max")
 
 

@@ -32,9 +32,9 @@ from eval.metrics import (
     numbers_in,
     text_units,
 )
-from nenqa.settings import PROJECT_ROOT
+from nenqa.resources import bundled_dir
 
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
+PROMPTS_DIR = bundled_dir("prompts")
 _CLAUSE = re.compile(r"[，；;。！？!?\n]|,(?!\d{3}\b)")
 # Words that say which way a result went; across languages only an LLM judge can check them.
 _DIRECTION = re.compile(

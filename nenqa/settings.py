@@ -9,7 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from nenqa.resources import PROJECT_ROOT, bundled_dir, default_index_dir
+
+__all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
 
 
 class Settings(BaseSettings):
@@ -18,8 +20,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NENQA_", env_file=None, extra="ignore")
 
     # Corpus and index
-    data_dir: Path = PROJECT_ROOT / "data"
-    index_dir: Path = PROJECT_ROOT / ".nenqa" / "index"
+    data_dir: Path = Field(default_factory=lambda: bundled_dir("data"))
+    index_dir: Path = Field(default_factory=default_index_dir)
     collection: str = "nenqa"
     chroma_url: str | None = Field(
         default=None, description="http://host:port of a Chroma server; embedded when unset"

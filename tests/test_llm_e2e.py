@@ -27,7 +27,7 @@ import httpx
 import openai
 import pytest
 
-from nenqa.models.local_llm import ensure_llama_cpp, prepare_local_model
+from nenqa.models.llm_prep import ensure_llama_cpp, prepare_local_model
 from nenqa.settings import PROJECT_ROOT, get_settings
 
 pytestmark = pytest.mark.llm

@@ -17,18 +17,17 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from nenqa.models.local_llm import (
+from nenqa.models.checksums import sha256_of
+from nenqa.models.llm_prep import (
     MODEL_ALIAS,
     MODEL_SHA256,
     MODEL_SIZE_BYTES,
-    LocalLLMServer,
-    LocalLLMServerError,
     ModelPreparationError,
     ensure_llama_cpp,
     prepare_local_model,
     read_gguf_header,
-    sha256_of_file,
 )
+from nenqa.models.llm_server import LocalLLMServer, LocalLLMServerError
 from nenqa.settings import get_settings
 
 EVIDENCE = (
@@ -85,7 +84,7 @@ def test_gguf_header_reader_refuses_a_file_that_is_not_gguf(tmp_path: Path) -> N
 
 
 def test_server_refuses_to_start_without_the_model_and_says_how_to_prepare(tmp_path: Path) -> None:
-    with pytest.raises(LocalLLMServerError, match=r"nenqa\.models\.local_llm prepare"):
+    with pytest.raises(LocalLLMServerError, match=r"nenqa\.models\.llm_prep prepare"):
         LocalLLMServer(tmp_path / "missing.gguf", log_path=tmp_path / "llm.log").start()
 
 
@@ -109,7 +108,7 @@ def llm_server(local_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.mark.llm
 def test_assembled_model_is_the_pinned_qwen2_5_coder_q4_k_m(local_model: Path) -> None:
     assert local_model.stat().st_size == MODEL_SIZE_BYTES
-    assert sha256_of_file(local_model) == MODEL_SHA256
+    assert sha256_of(local_model) == MODEL_SHA256
     metadata = read_gguf_header(local_model).metadata
     assert metadata["general.name"] == "Qwen2.5 Coder 1.5B Instruct GGUF"
     assert metadata["general.file_type"] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M

