@@ -26,7 +26,7 @@ from langchain_core.runnables import (
 from answer.base import Answer, Question
 from answer.extractive import ExtractiveAnswerer, abstention
 from answer.llm import LLMAnswerer
-from answer.sentences import detect_language
+from nenqa.text import detect_language
 from nenqa.types import Evidence
 from retriever.langchain import NenqaRetriever
 from retriever.search import HybridSearcher, Turn

@@ -5,17 +5,17 @@
 - A model sees evidence sentences under opaque keys (``[S1]`` ...). ``check_draft_sentence``
   maps the keys back to the review's numbers, drops keys it never gave and any number-like
   marker the model typed itself, and accepts a sentence only when it cites at least one key and
-  every number in it occurs in the sentences it cites. A rejected sentence is removed from the
+  every number in it occurs in the sentences it cites (``nenqa.text.numbers_in``, the eval's
+  reading: PD-1 or 5-FU name a drug, not a quantity). A rejected sentence is removed from the
   answer and reported in ``Answer.unsupported``; it is never kept.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from answer.base import (
     Citation,
@@ -24,8 +24,14 @@ from answer.base import (
     passage_marker,
     reference_markers,
 )
-from answer.sentences import EvidenceSentence, strip_citation_markers
-from ingest.review import CITATION_MARKER, parse_citation_markers
+from answer.sentences import EvidenceSentence
+from nenqa.text import (
+    REVIEW_MARKER,
+    is_abbreviation,
+    numbers_in,
+    parse_citation_markers,
+    strip_citation_markers,
+)
 from nenqa.types import Reference
 
 # Keys the model may write: [S1], [S1, S3], 【S2】.
@@ -35,11 +41,10 @@ FOREIGN_MARKER = re.compile(
     r"\^?[\[【]\s*(?:(?:refs?\.?\s*)?\d+(?:\s*[-–—~,，、]\s*\d+)*|§[^\]】]*)\s*[\]】]",
     re.IGNORECASE,
 )
-# Quantities: numbers not glued to letters (G3, PD-L1, IMpower133 are names, not quantities).
-NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?(?![A-Za-z\d])")
+# What a printed quote shows in place of LaTeX residue (``nenqa.text.strip_markers`` folds
+# more, for comparing claims, but a printed answer keeps ``\%`` as the review prints it).
 _LATEX = (("$", ""), ("\\geq", "≥"), ("\\leq", "≤"))
 _DRAFT_END = re.compile(r"[。！？；!?\n]|\.(?=\s)")
-_EN_ABBREVIATIONS = frozenset("al vs e.g i.e etc fig no dr approx ref vol".split())
 
 
 def render_quote(sentence: EvidenceSentence, known_refs: Iterable[int] | None = None) -> str:
@@ -54,7 +59,7 @@ def render_quote(sentence: EvidenceSentence, known_refs: Iterable[int] | None = 
         refs = [n for n in parse_citation_markers(match.group()) if known is None or n in known]
         return reference_markers(refs)
 
-    text = CITATION_MARKER.sub(replace, sentence.text)
+    text = REVIEW_MARKER.sub(replace, sentence.text)
     for raw, shown in _LATEX:
         text = text.replace(raw, shown)
     text = re.sub(r"\s{2,}", " ", text).strip()
@@ -100,18 +105,6 @@ def collect_citations(
 def _append_once(quotes: list[Quote], quote: Quote) -> None:
     if quote not in quotes:
         quotes.append(quote)
-
-
-def numbers_in(text: str) -> set[Decimal]:
-    """The quantities written in ``text`` (``13.3``, ``40.4%`` → 40.4; ``28.0`` equals ``28``)."""
-    folded = unicodedata.normalize("NFKC", text)
-    values: set[Decimal] = set()
-    for match in NUMBER.finditer(folded):
-        try:
-            values.add(Decimal(match.group()).normalize())
-        except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
-            continue
-    return values
 
 
 @dataclass(frozen=True)
@@ -198,7 +191,7 @@ class DraftSentenceSplitter:
     def _complete_sentence_end(self) -> int | None:
         text = self._buffer
         for match in _DRAFT_END.finditer(text):
-            if match.group() == "." and _is_abbreviation(text, match.start()):
+            if match.group() == "." and is_abbreviation(text, match.start()):
                 continue
             end = match.end()
             while True:
@@ -221,11 +214,3 @@ def split_draft(text: str) -> list[str]:
     """All sentences of a complete model answer."""
     splitter = DraftSentenceSplitter()
     return [*splitter.feed(text), *splitter.flush()]
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
-    if not word:
-        return False
-    token = word.group(1)
-    return token.lower() in _EN_ABBREVIATIONS or (len(token) == 1 and token.isupper())

@@ -29,7 +29,8 @@ import numpy as np
 from answer.base import ABSTENTION_TEXT, Answer, AnswerPiece, Question
 from answer.citations import QuotedSentence, collect_citations, render_quote
 from answer.scope import ScopeCheck
-from answer.sentences import SentenceBank, detect_language, strip_citation_markers
+from answer.sentences import SentenceBank
+from nenqa.text import detect_language, strip_citation_markers
 from nenqa.types import Evidence, Reference
 from retriever.glossary import Glossary
 from retriever.lexical import normalize_text, tokenize

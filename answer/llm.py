@@ -46,8 +46,8 @@ from answer.citations import (
 )
 from answer.extractive import Relevance, ScoredSentence, SentenceScorer, abstention
 from answer.prompts import PROMPTS_DIR, load_prompt
-from answer.sentences import detect_language, strip_citation_markers
 from nenqa.settings import Settings
+from nenqa.text import detect_language, strip_citation_markers
 from nenqa.types import Chunk, Evidence, Reference
 from retriever.glossary import Glossary, Term
 

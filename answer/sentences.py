@@ -1,7 +1,8 @@
 """The quotable sentences of the indexed evidence, embedded once per process.
 
-An answer quotes whole sentences of the review. Passage chunks are split back into the
-sentences they were built from; a trial chunk is a structured rendering of a record, so only its
+An answer quotes whole sentences of the review, exactly as ingest split them: a chunk carries
+their offsets (``Chunk.sentence_offsets``), so nothing here splits again. A passage chunk's are
+the sentences it was built from; a trial chunk is a structured rendering of a record, so only its
 ``综述原文 Review text:`` line (the review's own sentences, with their citation markers) is
 quotable, and a sentence the review also prints in a passage is the passage's sentence.
 Reference entries are never quoted.
@@ -19,17 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.review import CITATION_MARKER, parse_citation_markers
+from ingest.trials import review_sentence_offsets, review_text_start
+from nenqa.text import parse_citation_markers, sentence_spans, strip_citation_markers
 from nenqa.types import Chunk, ChunkKind
 from retriever.lexical import tokenize
 
-TRIAL_REVIEW_TEXT = "综述原文 Review text:"
-CLOSERS = "”’」』）)》】]"
-_ZH_END = re.compile(r"[。！？；!?]")
-_EN_END = re.compile(r"[.!?](?=[\"'”’)\]]*\s+[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])")
-_CJK = re.compile(r"[\u3400-\u9fff]")
-_LATIN = re.compile(r"[A-Za-z]")
-_EN_ABBREVIATIONS = frozenset("al vs e.g i.e etc fig no dr approx ref vol".split())
 _NOT_FOR_DEDUP = re.compile(r"[\s$]+")
 
 
@@ -49,61 +44,9 @@ class EvidenceSentence:
     chunk_ids: tuple[str, ...]
 
 
-def detect_language(text: str) -> str:
-    """``"zh"`` when Chinese characters carry the text, else ``"en"``."""
-    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
-    return "zh" if cjk and cjk * 4 >= latin else "en"
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Half-open ranges of the sentences of ``text`` (Chinese or English punctuation).
-
-    Citation markers and closing brackets after a terminator stay with its sentence, as in the
-    ingest, so ``…的疗效。^[4]`` is one sentence.
-    """
-    pattern = _ZH_END if detect_language(text) == "zh" else _EN_END
-    boundaries: list[int] = []
-    for match in pattern.finditer(text):
-        if match.group() == "." and _is_abbreviation(text, match.start()):
-            continue
-        end = match.end()
-        while True:
-            marker = CITATION_MARKER.match(text, end)
-            if marker:
-                end = marker.end()
-            elif end < len(text) and text[end] in CLOSERS:
-                end += 1
-            else:
-                break
-        boundaries.append(end)
-    ranges: list[tuple[int, int]] = []
-    start = 0
-    for end in [*boundaries, len(text)]:
-        lo, hi = start, end
-        while lo < hi and text[lo].isspace():
-            lo += 1
-        while hi > lo and text[hi - 1].isspace():
-            hi -= 1
-        if lo < hi:
-            ranges.append((lo, hi))
-        start = max(start, end)
-    return ranges
-
-
-def strip_citation_markers(text: str) -> str:
-    """``text`` without its ``^[n]`` markers (what a reader or a model sees as the claim)."""
-    return CITATION_MARKER.sub("", text)
-
-
 def dedup_key(text: str) -> str:
     """Two printings of one sentence share this key (width, spaces and ``$`` folded away)."""
     return _NOT_FOR_DEDUP.sub("", unicodedata.normalize("NFKC", text))
-
-
-def trial_review_text(chunk: Chunk) -> str:
-    """The review's own sentences inside a trial record's rendering ('' if it has none)."""
-    _, found, rest = chunk.text.partition(TRIAL_REVIEW_TEXT)
-    return rest.strip() if found else ""
 
 
 class SentenceBank:
@@ -187,10 +130,11 @@ def _collect_sentences(
     found: dict[str, dict] = {}
     by_chunk: dict[str, list[str]] = {}
     for chunk in ordered:
-        text = chunk.text if chunk.kind == "passage" else trial_review_text(chunk)
         base = _chunk_start(chunk)
-        for lo, hi in split_sentences(text):
-            sentence = text[lo:hi]
+        if chunk.kind != "passage":  # a trial's positions count from its review text
+            base -= review_text_start(chunk.text) or 0
+        for lo, hi in quotable_sentence_offsets(chunk):
+            sentence = chunk.text[lo:hi]
             key = dedup_key(sentence)
             if not strip_citation_markers(sentence).strip():
                 continue
@@ -225,17 +169,20 @@ def _collect_sentences(
     return sentences, lookup
 
 
+def quotable_sentence_offsets(chunk: Chunk) -> tuple[tuple[int, int], ...]:
+    """Half-open ranges in ``chunk.text`` of the sentences an answer may quote."""
+    if chunk.sentence_offsets is not None:
+        return chunk.sentence_offsets
+    # A chunk ingest did not write (an index from before chunks carried their offsets, eval's
+    # tutorial recipe, a test's chunk): the splitter ingest uses gives the same sentences.
+    if chunk.kind == "passage":
+        return tuple(sentence_spans(chunk.text))
+    return review_sentence_offsets(chunk.text)
+
+
 def _chunk_start(chunk: Chunk) -> float:
     """Where the chunk starts in its source; chunks without spans sort after the review."""
     if chunk.spans:
         return float(chunk.spans[0].start)
     start = chunk.metadata.get("start")
     return float(start) if isinstance(start, int | float) else 1e12
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
-    if not word:
-        return False
-    token = word.group(1)
-    return token.lower() in _EN_ABBREVIATIONS or (len(token) == 1 and token.isupper())

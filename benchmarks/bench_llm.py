@@ -10,7 +10,7 @@ fixed subset of ``eval/qa.jsonl`` in the llm mode, streaming, in this process (t
   removed because it cites no key it was given, or because a number in it is not in the
   evidence it cites (then: is the number anywhere in the evidence shown, i.e. mis-cited, or
   nowhere, i.e. made up);
-- the eval metrics (``eval.run.score_item``, deterministic judge) of the raw output rendered with
+- the eval metrics (``eval.report.score_item``, deterministic judge) of the raw output rendered with
   the review's markers ("before the checks") and of the checked answer ("after"), and of the
   extractive answer to the same question;
 - latency: first model token, first checked sentence (what a streaming client sees first) and
@@ -50,9 +50,10 @@ from answer.citations import (  # noqa: E402
 )
 from answer.llm import LLMAnswerer, build_answer_prompt, make_chat_model  # noqa: E402
 from answer.sentences import detect_language, strip_citation_markers  # noqa: E402
+from eval.client import ChatReply  # noqa: E402
 from eval.judges import DeterministicJudge  # noqa: E402
 from eval.qa_schema import QAItem, load_qa  # noqa: E402
-from eval.run import ChatReply, score_item, summarize  # noqa: E402
+from eval.report import score_item, summarize  # noqa: E402
 from nenqa.settings import Settings, get_settings  # noqa: E402
 from nenqa.types import Answer, Question, Turn  # noqa: E402
 from retriever.search import build_glossary  # noqa: E402

@@ -23,16 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.metrics import (
-    Verdict,
-    clauses,
-    format_number,
-    language_of,
-    normalise,
-    numbers_in,
-    text_units,
-)
+from eval.metrics import Verdict, clauses, format_number, normalise, text_units
 from nenqa.resources import bundled_dir
+from nenqa.text import detect_language, numbers_in
 
 PROMPTS_DIR = bundled_dir("prompts")
 _CLAUSE = re.compile(r"[，；;。！？!?\n]|,(?!\d{3}\b)")
@@ -93,7 +86,7 @@ class DeterministicJudge:
         if missing:
             shown = ", ".join(sorted(format_number(n) for n in missing))
             return Verdict(False, f"numbers not in the evidence: {shown}")
-        if language_of(claim) == "en" and language_of(text) == "zh":
+        if detect_language(claim) == "en" and detect_language(text) == "zh":
             return self._judge_across_languages(claim, text)
         units = text_units(claim)
         if units:

@@ -23,26 +23,28 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Protocol
 
 from eval.qa_schema import REFERENCE_COUNT, QAItem
-from ingest.review import parse_citation_markers
+from ingest.trials import TRIAL_REVIEW_TEXT
+from nenqa.text import (
+    ANSWER,
+    ANSWER_MARKER,
+    CJK_RANGE,
+    cited_numbers,
+    numbers_in,
+    parse_citation_markers,
+    split_sentences,
+    strip_markers,
+)
 
 # --- markers -----------------------------------------------------------------------------------
 
-# An answer's markers: [7], [4-5], [4, 5], 【7】 and passage markers [§3 化疗].
-ANSWER_MARKER = re.compile(
-    r"[\[【]\s*(?:(?P<refs>\d+(?:\s*[-–—~,，、]\s*\d+)*)|§(?P<section>[^\]】]*))\s*[\]】]"
-)
-# The review's own markers inside evidence text: ^[7], ^[9-10].
-REVIEW_MARKER = re.compile(r"\^\[\d+(?:\s*[-–—~～,，、]\s*\d+)*\]")
 # Bracketed numbers in evidence that are bookkeeping, not claims: "参考文献 Refs: [9], [10]" and
 # the "[1]" that opens a reference entry.
 _EVIDENCE_BRACKETS = re.compile(r"\[\d+(?:\s*[-–,，]\s*\d+)*\]")
 _TRIAL_REFS_LINE = re.compile(r"^参考文献 Refs:.*$", re.MULTILINE)
-TRIAL_REVIEW_TEXT = "综述原文 Review text:"
-_LATEX = (("$", ""), ("\\geq", "≥"), ("\\leq", "≤"), ("\\times", "×"), ("\\%", "%"))
 
 
 @dataclass(frozen=True)
@@ -62,86 +64,20 @@ def parse_answer_citations(text: str) -> list[CitationMarker]:
     found: dict[str, CitationMarker] = {}
     for match in ANSWER_MARKER.finditer(text):
         if match.group("refs") is not None:
-            for part in re.split(r"\s*[,，、]\s*", match.group("refs")):
-                for ref in _expand_range(part):
-                    found.setdefault(str(ref), CitationMarker(ref=ref))
+            # A span wider than the reference list (2022-08-25, a date) is not a range: its
+            # numbers are cited one by one, so they show up as invalid.
+            for ref in cited_numbers(match.group("refs"), widest=REFERENCE_COUNT):
+                found.setdefault(str(ref), CitationMarker(ref=ref))
         else:
             section = match.group("section").strip()
             found.setdefault(f"§{section}", CitationMarker(section=section))
     return list(found.values())
 
 
-def _expand_range(part: str) -> list[int]:
-    """``4-6`` → 4, 5, 6; a span wider than the reference list (``2022-08-25``, a date) is
-    not a range: its numbers are cited one by one, so they show up as invalid."""
-    bounds = [int(n) for n in re.split(r"\s*[-–—~]\s*", part) if n]
-    if len(bounds) == 2 and 0 <= max(bounds) - min(bounds) <= REFERENCE_COUNT:
-        return list(range(min(bounds), max(bounds) + 1))
-    return bounds
-
-
-def strip_markers(text: str) -> str:
-    """Text without answer markers, review markers or LaTeX residue (what a claim says)."""
-    text = ANSWER_MARKER.sub("", REVIEW_MARKER.sub("", text))
-    for raw, shown in _LATEX:
-        text = text.replace(raw, shown)
-    text = re.sub(r"[ \t]+(?=[.,;:。，；：])", "", text)
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
-
-
 # --- sentences ---------------------------------------------------------------------------------
 
-_ZH_END = re.compile(r"[。！？!?]|\n+")
-_EN_END = re.compile(
-    r"\.(?=(?:\s*\^?\[[^\]\n]{1,40}\]|\s*【[^】\n]{1,40}】|[\"'”’)])*"
-    r"\s+[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])"
-)
-_TRAILING = re.compile(r"\s*(?:\^?\[[^\]\n]{1,40}\]|【[^】\n]{1,40}】|[”’」』）)》])")
-_EN_ABBREVIATIONS = frozenset("al vs e.g i.e etc fig no dr approx ref vol et".split())
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-_CJK_GAP = re.compile(r"(?<=[\u3400-\u4dbf\u4e00-\u9fff])\s+(?=[\u3400-\u4dbf\u4e00-\u9fff])")
-_LATIN = re.compile(r"[A-Za-z]")
-
-
-def language_of(text: str) -> str:
-    """``"zh"`` when Chinese characters carry the text, else ``"en"``."""
-    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
-    return "zh" if cjk and cjk * 4 >= latin else "en"
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of Chinese or English text; markers after a full stop stay with its sentence.
-
-    Chinese ends at ``。！？`` (not ``；``: a quoted review sentence keeps its clauses), English at
-    ``.`` before a space and a capital, digit, bracket or Chinese character (``et al.``,
-    ``vs.`` and decimals never end one); a line break always does.
-    """
-    ends: list[int] = []
-    for pattern in (_ZH_END, _EN_END):
-        for match in pattern.finditer(text):
-            if match.group() == "." and _is_abbreviation(text, match.start()):
-                continue
-            end = match.end()
-            while trailing := _TRAILING.match(text, end):
-                end = trailing.end()
-            ends.append(end)
-    sentences, start = [], 0
-    for end in [*sorted(set(ends)), len(text)]:
-        if end <= start:
-            continue
-        piece = text[start:end].strip()
-        if piece:
-            sentences.append(piece)
-        start = end
-    return sentences
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
-    if not word:
-        return False
-    token = word.group(1)
-    return token.lower() in _EN_ABBREVIATIONS or (len(token) == 1 and token.isupper())
+_CJK = re.compile(f"[{CJK_RANGE}]")
+_CJK_GAP = re.compile(f"(?<=[{CJK_RANGE}])\\s+(?=[{CJK_RANGE}])")
 
 
 @dataclass(frozen=True)
@@ -170,7 +106,7 @@ def answer_sentences(answer: str) -> list[AnswerSentence]:
     first colon of one clause, without a number or citation, that names the source.
     """
     sentences = []
-    for position, text in enumerate(split_sentences(answer)):
+    for position, text in enumerate(split_sentences(answer, ANSWER)):
         claim = strip_markers(text)
         lead = _LEAD_IN.match(claim) if position == 0 else None
         if lead and _FRAMING.search(lead.group("lead")):
@@ -207,9 +143,6 @@ def clauses(claim: str, *, min_units: int = 4) -> list[str]:
 
 # --- normalised content: numbers, character bigrams, words -------------------------------------
 
-_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d.])")
-# A quantity: not glued to letters, not part of a name such as PD-1, Ki-67, 5-FU or G3.
-NUMBER = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:\.\d+)?(?![A-Za-z\d])(?!-[A-Za-z])")
 _WORD = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*|[\u3400-\u4dbf\u4e00-\u9fff]+")
 ENGLISH_STOPWORDS = frozenset(
     """a an the of in on at by for to from with without and or but nor as is are was were be been
@@ -224,22 +157,6 @@ ENGLISH_STOPWORDS = frozenset(
 def normalise(text: str) -> str:
     """NFKC, lower case, markers and LaTeX residue removed (the form every comparison uses)."""
     return unicodedata.normalize("NFKC", strip_markers(text)).lower()
-
-
-def numbers_in(text: str) -> set[Decimal]:
-    """The quantities in ``text``: ``28.0`` equals ``28``, ``40.4%`` is 40.4, ``1,000`` is 1000.
-
-    Names with digits (PD-1, Ki-67, 5-FU, G3, NCT02215447) and citation markers are not numbers.
-    """
-    folded = unicodedata.normalize("NFKC", strip_markers(text))
-    folded = _THOUSANDS.sub(lambda m: m.group().replace(",", ""), folded)
-    values: set[Decimal] = set()
-    for match in NUMBER.finditer(folded):
-        try:
-            values.add(Decimal(match.group()).normalize())
-        except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
-            continue
-    return values
 
 
 def text_units(text: str) -> set[str]:
@@ -292,7 +209,9 @@ def evidence_units(evidence: Sequence[Mapping]) -> list[EvidenceUnit]:
             record = _clean_evidence(_TRIAL_REFS_LINE.sub("", record))
             if record:
                 units.append(EvidenceUnit(record, refs, section, chunk_id))
-        for sentence in split_sentences(text):
+        # Evidence is cut with the answer rules the eval has always used (。！？ and line
+        # breaks, not ；), so its units and scores stay comparable across runs.
+        for sentence in split_sentences(text, ANSWER):
             own = frozenset(parse_citation_markers(sentence))
             cleaned = _clean_evidence(sentence)
             if cleaned:

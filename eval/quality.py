@@ -13,17 +13,13 @@ Reads ``eval/qa.jsonl`` lines itself (``server`` does not import ``eval``). The 
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from answer.base import Answer, Question
+from eval.metrics import missing_key_facts
 from retriever.search import Turn
-
-_MARKERS = re.compile(r"\[(?:\d+|§[^\]]*)\]")
-_FOLD = re.compile(r"[\s$]+")
 
 
 @dataclass(frozen=True)
@@ -62,15 +58,9 @@ def load_eval_questions(path: Path | str) -> list[EvalQuestion]:
     return items
 
 
-def fold_for_facts(text: str) -> str:
-    """Text as key facts are compared: NFKC, lower case, no spaces, ``$`` or citation markers."""
-    return _FOLD.sub("", unicodedata.normalize("NFKC", _MARKERS.sub("", text))).lower()
-
-
 def missing_facts(answer: Answer, facts: Sequence[str]) -> list[str]:
     """The key facts the answer text does not contain."""
-    text = fold_for_facts(answer.text)
-    return [fact for fact in facts if fold_for_facts(fact) not in text]
+    return missing_key_facts(answer.text, facts)
 
 
 @dataclass

@@ -96,8 +96,9 @@ def chunk_document(
     """Passage chunks of ``doc``: overlapping sentence windows of about ``max_chars`` characters.
 
     A window grows while it stays within ``max_chars``; a single longer sentence is a chunk of
-    its own. Chunk text is the sentences joined (no space in Chinese, one in English); ``spans``
-    point at the source pieces, adjacent ones merged.
+    its own. Chunk text is the sentences joined (no space in Chinese, one in English), and
+    ``sentence_offsets`` says where each one is in it; ``spans`` point at the source pieces,
+    adjacent ones merged.
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, got {max_chars}")
@@ -179,6 +180,7 @@ def reference_chunks(doc: Document) -> list[Chunk]:
                 trials=trials,
                 spans=(reference.span,),
                 metadata=metadata,
+                sentence_offsets=(),  # a reference entry is cited, never quoted
             )
         )
     return chunks
@@ -223,6 +225,10 @@ def _passage_chunk(
 ) -> Chunk:
     separator = " " if paragraph.language == "en" else ""
     text = separator.join(sentence.text for sentence in sentences)
+    offsets, at = [], 0
+    for sentence in sentences:
+        offsets.append((at, at + len(sentence.text)))
+        at += len(sentence.text) + len(separator)
     refs = tuple(sorted({n for sentence in sentences for n in sentence.refs}))
     trials = find_trial_mentions(text)
     spans = _merge_spans(span for sentence in sentences for span in sentence.spans)
@@ -247,6 +253,7 @@ def _passage_chunk(
         trials=trials,
         spans=spans,
         metadata=metadata,
+        sentence_offsets=tuple(offsets),
     )
 
 

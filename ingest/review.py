@@ -24,16 +24,22 @@ import bisect
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ingest.errors import (
     EmptyFileError,
     EncodingError,
     MalformedRecordError,
     UnreadableFileError,
+)
+from ingest.references import DASHES, ReferenceDraft, join_reference
+from nenqa.text import (
+    CLOSERS,
+    detect_language,
+    parse_citation_markers,
+    sentence_spans,
+    strip_citation_markers,
 )
 from nenqa.types import (
     Document,
@@ -48,17 +54,12 @@ from nenqa.types import (
 # Sentence-final punctuation; a block ending in one of these (possibly followed by closing
 # brackets, quotes or citation markers) is complete, anything else was cut by a page break.
 SENTENCE_FINAL = "。！？；.!?"
-CLOSERS = "”’」』）)》】]"
-CITATION_MARKER = re.compile(r"\^\[(?P<body>\d+(?:\s*[-–—~～,，、]\s*\d+)*)\]")
 
 # Journals recognised by the ISSN in the DOI or article number (the review never prints its own
 # journal name outside the expert profile).
 JOURNALS_BY_ISSN = {"1007-3639": "中国癌症杂志 (China Oncology)"}
 
-_DASHES = str.maketrans({"–": "-", "—": "-", "‐": "-", "‑": "-", "‒": "-", "−": "-"})
 _SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
-_CJK = re.compile(r"[\u3400-\u9fff]")
-_LATIN = re.compile(r"[A-Za-z]")
 
 _COLUMN_LABEL = re.compile(r"^·.*·$")
 _HEADING = re.compile(r"^(?P<number>\d{1,2})\s+(?P<title>[^\s\d.。，,；;：:！？!?].{0,29})$")
@@ -78,11 +79,6 @@ _EN_TITLE_AUTHORS = re.compile(
 )
 _LIST_MARKER = re.compile(r"^[-*+]\s+")
 _REFERENCE_NUMBER = re.compile(r"^\[(?P<number>\d+)\]\s*")
-_REFERENCE_TYPE = re.compile(r"\s*\[(?P<type>[A-Z]{1,2}(?:/OL)?)\]\s*\.?\s*")
-_YEAR = re.compile(r"(?<!\d)(?:19|20)\d{2}(?!\d)")
-_EN_ABBREVIATIONS = frozenset(
-    "al vs e.g i.e etc fig figs no nos dr mr ms prof approx ref refs vol inc ltd st jr sr".split()
-)
 
 
 @dataclass(frozen=True)
@@ -127,61 +123,13 @@ class _Stitched:
         return tuple(spans)
 
 
-@dataclass
-class _ReferenceDraft:
-    """A reference entry while its lines are being collected."""
-
-    number: int
-    line: int
-    start: int
-    end: int
-    parts: list[str] = field(default_factory=list)
-    alternate: str | None = None
-
-    def parse(self) -> Reference:
-        text = self.parts[0]
-        for part in self.parts[1:]:
-            text = _join_reference(text, part)
-        return _parse_reference_entry(
-            self.number,
-            _repair_reference(text),
-            Span(self.start, self.end),
-            _repair_reference(self.alternate) if self.alternate else None,
-        )
-
-
 def normalise_for_matching(text: str) -> str:
     """Fold width and compatibility forms (NFKC: ``Ⅲ``→``III``, ``（``→``(``) and dashes to ``-``.
 
     For matching and lookup only: offsets of the result do not line up with the input.
     """
-    folded = unicodedata.normalize("NFKC", text).translate(_DASHES)
+    folded = unicodedata.normalize("NFKC", text).translate(DASHES)
     return folded.replace("\\geq", "≥").replace("\\leq", "≤")
-
-
-def parse_citation_markers(text: str) -> tuple[int, ...]:
-    """Reference numbers cited by ``^[n]`` markers in ``text``: ranges expanded, sorted, unique.
-
-    ``^[13-16]`` gives 13, 14, 15, 16; ``^[1,3]`` gives 1, 3. A reversed range is read as
-    written in either order.
-    """
-    numbers: set[int] = set()
-    for marker in CITATION_MARKER.finditer(text):
-        for part in re.split(r"\s*[,，、]\s*", marker.group("body")):
-            bounds = [_cited_number(n) for n in re.split(r"\s*[-–—~～]\s*", part)]
-            lo, hi = min(bounds), max(bounds)
-            # An absurd range keeps only its ends, which the reference-list check then refuses.
-            numbers.update(range(lo, hi + 1) if hi - lo <= MAX_CITED_RANGE else (lo, hi))
-    return tuple(sorted(numbers))
-
-
-MAX_CITED_NUMBER = 99_999
-MAX_CITED_RANGE = 500
-
-
-def _cited_number(digits: str) -> int:
-    # int() of thousands of digits raises; no reference list is that long anyway.
-    return int(digits) if len(digits) <= 5 else MAX_CITED_NUMBER + 1
 
 
 def read_utf8(path: Path) -> str:
@@ -292,7 +240,7 @@ def _block_text(block: list[_Line]) -> str:
 
 def _ends_sentence(text: str) -> bool:
     """Whether ``text`` ends with sentence-final punctuation (closers and markers allowed after)."""
-    stripped = CITATION_MARKER.sub("", text).rstrip()
+    stripped = strip_citation_markers(text).rstrip()
     stripped = stripped.rstrip(CLOSERS + " ")
     return bool(stripped) and stripped[-1] in SENTENCE_FINAL
 
@@ -303,55 +251,6 @@ def _join_separator(left: str, right: str) -> str:
         return ""
     a, b = left[-1], right[0]
     return " " if (a.isascii() and a.isalnum()) and (b.isascii() and b.isalnum()) else ""
-
-
-def _language(text: str) -> Literal["zh", "en"]:
-    cjk = len(_CJK.findall(text))
-    latin = len(_LATIN.findall(text))
-    return "zh" if cjk * 4 >= latin and cjk > 0 else "en"
-
-
-def _sentence_ranges(text: str, language: Literal["zh", "en"]) -> Iterator[tuple[int, int]]:
-    """Half-open ranges of the sentences of ``text`` (whitespace around them excluded)."""
-    boundaries: list[int] = []
-    if language == "zh":
-        pattern = re.compile(r"[。！？；!?]")
-    else:
-        pattern = re.compile(r"[.!?](?=[\"'”’)\]]*\s+[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])")
-    for match in pattern.finditer(text):
-        end = match.end()
-        if language == "en" and match.group() == "." and _is_abbreviation(text, match.start()):
-            continue
-        # Closing brackets/quotes and citation markers after the terminator stay with it.
-        while True:
-            marker = CITATION_MARKER.match(text, end)
-            if marker:
-                end = marker.end()
-            elif end < len(text) and text[end] in CLOSERS:
-                end += 1
-            else:
-                break
-        boundaries.append(end)
-    start = 0
-    for end in [*boundaries, len(text)]:
-        if end <= start:
-            continue
-        lo, hi = start, end
-        while lo < hi and text[lo].isspace():
-            lo += 1
-        while hi > lo and text[hi - 1].isspace():
-            hi -= 1
-        if lo < hi:
-            yield lo, hi
-        start = end
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
-    if not word:
-        return False
-    token = word.group(1)
-    return token.lower() in _EN_ABBREVIATIONS or (len(token) == 1 and token.isupper())
 
 
 class _ReviewParser:
@@ -535,14 +434,14 @@ class _ReviewParser:
         return stitched
 
     def _paragraph(self, section: str, stitched: _Stitched) -> Paragraph:
-        language = _language(stitched.text)
+        language = detect_language(stitched.text)
         sentences = tuple(
             Sentence(
                 text=stitched.text[lo:hi],
                 refs=parse_citation_markers(stitched.text[lo:hi]),
                 spans=stitched.spans(lo, hi),
             )
-            for lo, hi in _sentence_ranges(stitched.text, language)
+            for lo, hi in sentence_spans(stitched.text)
         )
         return Paragraph(section=section, sentences=sentences, language=language)
 
@@ -600,7 +499,7 @@ class _ReviewParser:
         continues it; after a complete entry it is that entry's alternate (English) form.
         """
         heading_line = self.blocks[heading_at][0].number
-        drafts: list[_ReferenceDraft] = []
+        drafts: list[ReferenceDraft] = []
         for line in self.lines[heading_line:]:
             stripped = line.text.strip()
             if not stripped:
@@ -611,7 +510,7 @@ class _ReviewParser:
             end = line.start + len(line.text.rstrip())
             if numbered:
                 start = line.start + line.text.index(body)
-                drafts.append(_ReferenceDraft(int(numbered["number"]), line.number, start, end))
+                drafts.append(ReferenceDraft(int(numbered["number"]), line.number, start, end))
                 drafts[-1].parts.append(body[numbered.end() :])
                 continue
             if not drafts:
@@ -623,7 +522,7 @@ class _ReviewParser:
             draft = drafts[-1]
             if not _ends_sentence(draft.alternate or draft.parts[-1]):
                 if draft.alternate is not None:
-                    draft.alternate = _join_reference(draft.alternate, body)
+                    draft.alternate = join_reference(draft.alternate, body)
                 else:
                     draft.parts.append(body)
             elif has_marker and draft.alternate is None:
@@ -659,84 +558,3 @@ class _ReviewParser:
                             f"citation marker cites [{unknown[0]}], which is not in the "
                             f"reference list [1]-[{max(known)}]",
                         )
-
-
-def _join_reference(left: str, right: str) -> str:
-    """Join an entry cut by a page break: ``568-`` + ``571.`` without a space, words with one."""
-    left, right = left.rstrip(), right.lstrip()
-    if left.endswith(("-", "–", "—")):
-        return left + right
-    return f"{left} {right}"
-
-
-def _repair_reference(text: str) -> str:
-    text = text.translate(_DASHES)
-    text = re.sub(r"\]\s+\.", "].", text)
-    return re.sub(r"\s{2,}", " ", text).strip()
-
-
-def _strip_emphasis(text: str) -> str:
-    return re.sub(r"\*+([^*]+)\*+", r"\1", text).strip()
-
-
-def _parse_reference_entry(number: int, text: str, span: Span, alternate: str | None) -> Reference:
-    """Split one GB/T 7714 entry into authors, title, journal (or publisher), year, volume/pages.
-
-    Authors end at ``et al.`` or the first ``". "``; a Harvard-style ``Authors (2019) Title``
-    gives the year in parentheses. ``et al.`` is kept as the last author so the printed list
-    reads back unchanged.
-    """
-    authors_text, rest, year = "", text, None
-    harvard = re.match(r"^(?P<authors>[^.\[]+?)\s*\((?P<year>(?:19|20)\d{2})\)\s+", text)
-    et_al = re.search(r"\bet al\.", text)
-    if harvard:
-        authors_text, rest = harvard.group("authors"), text[harvard.end() :]
-        year = int(harvard.group("year"))
-    elif et_al:
-        authors_text, rest = text[: et_al.end()], text[et_al.end() :]
-    else:
-        first_stop = re.search(r"[.。]\s", text)
-        if first_stop:
-            authors_text, rest = text[: first_stop.start()], text[first_stop.end() :]
-    authors = tuple(
-        name.strip() for name in re.split(r",\s*", authors_text.rstrip(". ")) if name.strip()
-    )
-    if authors and authors[-1] == "et al":
-        authors = (*authors[:-1], "et al.")
-
-    kind = _REFERENCE_TYPE.search(rest)
-    if kind:
-        title, after = rest[: kind.start()], rest[kind.end() :]
-    else:
-        title, after = rest, ""
-    title = _strip_emphasis(title.strip().rstrip("."))
-
-    journal, volume_pages = "", ""
-    italic = re.match(r"\*(?P<journal>[^*]+)\*\s*,?\s*", after)
-    if italic:
-        journal, after = italic.group("journal").strip(), after[italic.end() :]
-    year_match = _YEAR.search(after)
-    if not italic and kind and kind.group("type") != "EB/OL":
-        # Books: "Lyon: IARC Press, 2019." — publisher up to the year.
-        journal = after[: year_match.start()].strip(" ,.") if year_match else after.strip(" .")
-    if kind and kind.group("type") == "EB/OL":
-        url = re.search(r"<?(?P<url>https?://[^\s>]+)>?", after)
-        journal = url.group("url") if url else ""
-    elif year_match:
-        year = year if year is not None else int(year_match.group())
-        tail = after[year_match.end() :].lstrip(" ,")
-        if not re.match(r"^\.\s*\S", tail):  # "2022. Online ahead of print." has no volume
-            volume_pages = tail.rstrip(" .")
-    if year is None and year_match:
-        year = int(year_match.group())
-    return Reference(
-        number=number,
-        text=text,
-        authors=authors,
-        title=title,
-        journal=_strip_emphasis(journal),
-        year=year,
-        volume_pages=volume_pages,
-        span=span,
-        alternate=alternate,
-    )

@@ -15,7 +15,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ingest.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
+from nenqa.text import sentence_spans
 from nenqa.types import Chunk, TrialRecord
+
+# The label before the review's own sentences in a trial rendering; only what follows it is
+# quotable.
+TRIAL_REVIEW_TEXT = "综述原文 Review text:"
 
 # The drug-class vocabulary: English name (what records and metadata use) -> Chinese label.
 DRUG_CLASSES: dict[str, str] = {
@@ -173,9 +178,27 @@ def trial_chunks(trials: Iterable[TrialRecord], doc_id: str) -> list[Chunk]:
                     "drug": _comma_wrapped(drugs),
                     "refs": _comma_wrapped(str(r) for r in trial.refs),
                 },
+                sentence_offsets=review_sentence_offsets(text),
             )
         )
     return chunks
+
+
+def review_text_start(text: str) -> int | None:
+    """Where the review's own sentences start in a trial rendering (``None``: it has none)."""
+    _, found, rest = text.partition(TRIAL_REVIEW_TEXT)
+    if not found:
+        return None
+    return len(text) - len(rest.lstrip())
+
+
+def review_sentence_offsets(text: str) -> tuple[tuple[int, int], ...]:
+    """Half-open ranges in a trial rendering of the sentences of its review text: the only part
+    an answer quotes (the labelled lines are a rendering, not the review's words)."""
+    start = review_text_start(text)
+    if start is None:
+        return ()
+    return tuple((start + lo, start + hi) for lo, hi in sentence_spans(text[start:]))
 
 
 def _comma_wrapped(values: Iterable[str]) -> str:
@@ -222,7 +245,7 @@ def render_trial(trial: TrialRecord) -> str:
         or "综述未标注文献 (no reference given in the review)"
     )
     lines.append(f"参考文献 Refs: {refs}")
-    lines.append(f"综述原文 Review text: {trial.summary_zh}")
+    lines.append(f"{TRIAL_REVIEW_TEXT} {trial.summary_zh}")
     return "\n".join(lines)
 
 

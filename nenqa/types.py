@@ -116,7 +116,10 @@ class Chunk:
     """The unit that is embedded, indexed and retrieved.
 
     ``chunk_id`` is stable: derived from the document, kind, position and content, so
-    re-ingesting an unchanged corpus produces the same IDs.
+    re-ingesting an unchanged corpus produces the same IDs. ``sentence_offsets`` are the
+    half-open ranges in ``text`` of the sentences an answer may quote, as ingest split them (a
+    trial record: its ``综述原文 Review text:`` part; a reference entry: none); ``None`` where
+    ingest did not record them (a chunk built elsewhere, or read from an older index).
     """
 
     chunk_id: str
@@ -128,6 +131,7 @@ class Chunk:
     trials: tuple[str, ...] = ()
     spans: tuple[Span, ...] = ()
     metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
+    sentence_offsets: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True)

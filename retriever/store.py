@@ -140,6 +140,8 @@ def chunk_metadata(chunk: Chunk) -> dict[str, str | int | float | bool]:
         "trials": encode_list(chunk.trials),
         "spans": json.dumps([[s.start, s.end] for s in chunk.spans]),
     }
+    if chunk.sentence_offsets is not None:
+        meta["sentence_offsets"] = json.dumps([list(pair) for pair in chunk.sentence_offsets])
     return meta
 
 
@@ -148,8 +150,11 @@ def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
     extra = {
         k: v
         for k, v in meta.items()
-        if k not in {"doc_id", "kind", "section", "spans", *_LIST_FIELDS}
+        if k not in {"doc_id", "kind", "section", "spans", "sentence_offsets", *_LIST_FIELDS}
     }
+    # An index written before chunks carried their sentences has no "sentence_offsets": the
+    # chunk loads with None and SentenceBank splits its text with the one splitter instead.
+    offsets = meta.get("sentence_offsets")
     return Chunk(
         chunk_id=chunk_id,
         doc_id=str(meta["doc_id"]),
@@ -160,6 +165,11 @@ def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
         trials=tuple(decode_list(meta.get("trials"))),
         spans=tuple(Span(a, b) for a, b in json.loads(str(meta.get("spans") or "[]"))),
         metadata=extra,
+        sentence_offsets=(
+            None
+            if offsets is None
+            else tuple((int(lo), int(hi)) for lo, hi in json.loads(str(offsets)))
+        ),
     )
 
 

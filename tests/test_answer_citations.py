@@ -7,7 +7,6 @@ from answer.citations import (
     QuotedSentence,
     check_draft_sentence,
     collect_citations,
-    numbers_in,
     render_quote,
     split_draft,
 )
@@ -113,12 +112,6 @@ def test_sentence_citing_unmarked_evidence_gets_its_passage_marker():
 def test_several_keys_in_one_bracket_are_all_mapped():
     result = check_draft_sentence("Both trials [S1, S3] were positive.", KEYS)
     assert result.text == "Both trials [4][5][7] were positive."
-
-
-def test_numbers_are_compared_as_quantities():
-    assert numbers_in("28.0个月, 40.4%, 3~4级") == numbers_in("28 months, 40.4 %, grade 3-4")
-    # Identifiers glued to letters are names, not quantities.
-    assert numbers_in("G3 PD-L1 IMpower133 NCT02215447") == set()
 
 
 def test_streamed_text_is_cut_into_whole_sentences_with_their_keys():

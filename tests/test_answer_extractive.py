@@ -9,9 +9,9 @@ import pytest
 from answer.base import ABSTENTION_TEXT, Answer, Question
 from answer.chains import build_chain
 from answer.citations import render_quote
-from answer.sentences import strip_citation_markers
 from eval.quality import load_eval_questions, score_answers
 from nenqa.settings import PROJECT_ROOT
+from nenqa.text import strip_citation_markers
 from retriever.search import Turn
 
 pytestmark = pytest.mark.slow

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from answer.scope import ScopeCheck
-from answer.sentences import (
-    SentenceBank,
-    dedup_key,
-    split_sentences,
-    strip_citation_markers,
-    trial_review_text,
-)
+from answer.sentences import SentenceBank, dedup_key, quotable_sentence_offsets
 from ingest.pipeline import default_sources, parse_sources
+from ingest.trials import TRIAL_REVIEW_TEXT, review_text_start
 from nenqa.settings import Settings
+from nenqa.text import sentence_spans
 from retriever.glossary import load_glossary_table
 
 
@@ -46,21 +43,6 @@ def bank(corpus):
     return SentenceBank(HashEmbedder(), corpus.chunks)
 
 
-def test_chinese_sentences_keep_their_trailing_markers():
-    text = "PROMID和CLARINET试验^[4-5]证实了疗效。最近发表的研究^[6]显示,差异无统计学意义。"
-    parts = [text[a:b] for a, b in split_sentences(text)]
-    assert parts == [
-        "PROMID和CLARINET试验^[4-5]证实了疗效。",
-        "最近发表的研究^[6]显示,差异无统计学意义。",
-    ]
-
-
-def test_english_sentences_do_not_split_inside_numbers_or_abbreviations():
-    text = "mPFS was 13.3 months vs. 9.8 months. Liu et al. reported 116 patients."
-    parts = [text[a:b] for a, b in split_sentences(text)]
-    assert parts == ["mPFS was 13.3 months vs. 9.8 months.", "Liu et al. reported 116 patients."]
-
-
 def test_every_passage_sentence_is_quotable_once_with_its_own_refs(bank, corpus):
     texts = [s.text for s in bank.sentences]
     assert len(texts) == len({dedup_key(t) for t in texts})
@@ -71,13 +53,39 @@ def test_every_passage_sentence_is_quotable_once_with_its_own_refs(bank, corpus)
     assert luna_results.refs == ()  # the review prints no marker on this sentence
 
 
+def test_chunks_carry_the_sentences_the_one_splitter_gives(corpus):
+    # Ingest records each chunk's sentences; splitting the chunk's quotable text again (what
+    # SentenceBank did before) gives exactly the same ranges, so no quote changed.
+    quotable = [c for c in corpus.chunks if c.kind != "reference"]
+    assert {c.kind for c in quotable} == {"passage", "trial"}
+    for chunk in quotable:
+        if chunk.kind == "passage":
+            start, text = 0, chunk.text
+        else:
+            start = review_text_start(chunk.text)
+            assert start is not None and TRIAL_REVIEW_TEXT in chunk.text
+            text = chunk.text[start:]
+        resplit = [(start + lo, start + hi) for lo, hi in sentence_spans(text)]
+        assert chunk.sentence_offsets == tuple(resplit), chunk.chunk_id
+        assert quotable_sentence_offsets(chunk) == chunk.sentence_offsets
+
+
+def test_a_bank_from_an_older_index_quotes_the_same_sentences(bank, corpus):
+    # Chunks from an index written before they carried offsets are split on load instead.
+    older = [replace(c, sentence_offsets=None) for c in corpus.chunks]
+    resplit = SentenceBank(HashEmbedder(), older)
+
+    assert resplit.sentences == bank.sentences
+    assert all(resplit.sentences_of(c.chunk_id) == bank.sentences_of(c.chunk_id) for c in older)
+
+
 def test_reference_entries_are_never_quotable(bank):
     assert not any(s.text.startswith("[") and "[J]" in s.text for s in bank.sentences)
 
 
 def test_a_trial_record_leads_to_the_passage_sentence_it_repeats(bank, corpus):
     trial = next(c for c in corpus.chunks if c.kind == "trial" and "SPINET" in c.trials)
-    review_text = trial_review_text(trial)
+    review_text = trial.text[review_text_start(trial.text) :]
     assert "SPINET" in review_text
     indices = bank.sentences_of(trial.chunk_id)
     assert indices
@@ -99,10 +107,6 @@ def test_rebuilding_reuses_embeddings_of_unchanged_sentences(corpus):
     bank = SentenceBank(embedder, corpus.chunks)
     bank.rebuild(corpus.chunks)
     assert embedder.calls == 1
-
-
-def test_markers_are_removed_from_what_a_model_sees():
-    assert strip_citation_markers("研究^[9-10]显示,兰瑞肽^[7]有效。") == "研究显示,兰瑞肽有效。"
 
 
 @pytest.fixture(scope="module")

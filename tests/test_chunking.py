@@ -15,6 +15,7 @@ from ingest.chunking import (
 )
 from ingest.review import parse_review
 from nenqa.types import Chunk, Document, Sentence, Span
+from retriever.store import chunk_from_record, chunk_metadata
 
 REVIEW = Path(__file__).resolve().parent.parent / "data" / "nen-drug-trials-review-2022.md"
 MAX_CHARS = 320
@@ -47,6 +48,32 @@ def test_every_chunk_text_is_found_through_its_spans(
     for chunk in passages:
         pieces = "".join(review.source_text[s.start : s.end] for s in chunk.spans)
         assert without_whitespace(pieces) == without_whitespace(chunk.text), chunk.chunk_id
+
+
+def test_chunks_carry_the_offsets_of_their_sentences(
+    review: Document, passages: list[Chunk]
+) -> None:
+    printed = {s.text for sec in review.sections for p in sec.paragraphs for s in p.sentences}
+    for chunk in passages:
+        offsets = chunk.sentence_offsets
+        assert offsets is not None and len(offsets) == chunk.metadata["sentences"]
+        sentences = [chunk.text[lo:hi] for lo, hi in offsets]
+        assert set(sentences) <= printed, chunk.chunk_id
+        separator = " " if chunk.metadata["language"] == "en" else ""
+        assert separator.join(sentences) == chunk.text
+    assert all(c.sentence_offsets == () for c in reference_chunks(review))
+
+
+def test_sentence_offsets_survive_the_index_and_an_older_index_still_loads(
+    passages: list[Chunk],
+) -> None:
+    chunk = passages[0]
+    stored = chunk_metadata(chunk)
+    assert all(isinstance(v, str | int | float | bool) for v in stored.values())
+    loaded = chunk_from_record(chunk.chunk_id, chunk.text, stored)
+    assert loaded.sentence_offsets == chunk.sentence_offsets and loaded.spans == chunk.spans
+    del stored["sentence_offsets"]  # what an index written before the field holds
+    assert chunk_from_record(chunk.chunk_id, chunk.text, stored).sentence_offsets is None
 
 
 def test_no_chunk_crosses_a_paragraph_or_section(review: Document, passages: list[Chunk]) -> None:

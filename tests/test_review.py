@@ -16,7 +16,7 @@ from ingest.errors import (
     MalformedRecordError,
     UnreadableFileError,
 )
-from ingest.review import normalise_for_matching, parse_citation_markers, parse_review
+from ingest.review import normalise_for_matching, parse_review
 from nenqa.types import Document, Sentence
 
 REVIEW = Path(__file__).resolve().parent.parent / "data" / "nen-drug-trials-review-2022.md"
@@ -188,23 +188,6 @@ def test_every_sentence_is_reassembled_from_its_source_spans(review: Document) -
 
 
 # --- citations ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("marker", "numbers"),
-    [
-        ("^[7]", (7,)),
-        ("^[4-5]", (4, 5)),
-        ("^[13-16]", (13, 14, 15, 16)),
-        ("^[1,3]", (1, 3)),
-        ("^[39-40]与^[7]", (7, 39, 40)),
-        ("没有引用", ()),
-    ],
-)
-def test_citation_markers_give_sorted_reference_numbers(
-    marker: str, numbers: tuple[int, ...]
-) -> None:
-    assert parse_citation_markers(f"文字{marker}。") == numbers
 
 
 def test_spinet_sentence_cites_seven(review: Document) -> None:
@@ -441,12 +424,3 @@ def test_a_fragment_that_looks_like_a_heading_continues_a_cut_paragraph(tmp_path
         "中位生存期超过12 个月, 差异显著^[1-2]。"
     ]
     assert [s.number for s in doc.sections if s.number] == ["1", "2"]
-
-
-def test_absurd_citation_ranges_are_not_expanded_number_by_number():
-    from ingest.review import parse_citation_markers
-
-    for marker in ("x^[7-99999999]", "x^[7-" + "9" * 5000 + "]"):
-        numbers = parse_citation_markers(marker)
-        # Both ends survive, so the reference-list check refuses the marker with its line.
-        assert len(numbers) == 2 and numbers[0] == 7 and numbers[1] > 50

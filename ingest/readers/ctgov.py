@@ -41,7 +41,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ingest.errors import EmptyFileError, MalformedRecordError
-from ingest.trials import DRUG_CLASSES, SITE_ZH
+from ingest.trials import DRUG_CLASSES, SITE_ZH, review_sentence_offsets
 from nenqa.types import Chunk, TrialArm, TrialRecord
 
 REGISTRY_SECTION = "ClinicalTrials.gov"
@@ -208,6 +208,7 @@ def registry_chunks(studies: Sequence[RegistryStudy], doc_id: str) -> list[Chunk
                     "link": study.link,
                     "registry_status": study.status,
                 },
+                sentence_offsets=review_sentence_offsets(text),
             )
         )
     return chunks

@@ -34,14 +34,9 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.errors import EmptyFileError, MalformedRecordError
-from ingest.review import (
-    _ends_sentence,
-    _language,
-    _parse_reference_entry,
-    _repair_reference,
-    _sentence_ranges,
-    _Stitched,
-)
+from ingest.references import parse_reference_entry, repair_reference
+from ingest.review import _ends_sentence, _Stitched
+from nenqa.text import cited_numbers, detect_language, has_cjk, sentence_spans
 from nenqa.types import Document, FrontMatter, Paragraph, Reference, Section, Sentence, Span
 
 # Citation numbers of up to 9 digits are read (and refused when the list is shorter);
@@ -67,7 +62,6 @@ _FRONT_MATTER_KEY = re.compile(r"^(?P<key>[A-Za-z_][\w-]*)[ \t]*:[ \t]*(?P<value
 _FRONT_MATTER_ITEM = re.compile(r"^[ \t]+-[ \t]+(?P<value>.+)$|^-[ \t]+(?P<flush>.+)$")
 _DOI = re.compile(r"\b(?:doi\s*[:：]\s*)?(?P<doi>10\.\d{4,9}/[^\s\"<>]+?)[.,;]?(?:\s|$)", re.I)
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d{2}(?!\d)")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 # CJK ideographs and the full-width punctuation around them: no space when lines join.
 _WIDE = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 _MAX_HEADING_CHARS = 80
@@ -169,10 +163,10 @@ class _TextParser:
             path=str(self.path),
             sha256=sha256,
             front=FrontMatter(
-                title_zh=title if _CJK.search(title) else "",
-                title_en="" if _CJK.search(title) else title,
-                authors_zh=tuple(a for a in authors if _CJK.search(a)),
-                authors_en=tuple(a for a in authors if not _CJK.search(a)),
+                title_zh=title if has_cjk(title) else "",
+                title_en="" if has_cjk(title) else title,
+                authors_zh=tuple(a for a in authors if has_cjk(a)),
+                authors_en=tuple(a for a in authors if not has_cjk(a)),
                 journal=front.get("journal", ""),
                 year=int(year_match.group()) if year_match else None,
                 doi=doi_match.group("doi") if doi_match else "",
@@ -373,8 +367,8 @@ class _TextParser:
             if not text:
                 raise self.malformed(draft.line, f"reference [{draft.number}] is empty")
             references.append(
-                _parse_reference_entry(
-                    draft.number, _repair_reference(text), Span(draft.start, draft.end), None
+                parse_reference_entry(
+                    draft.number, repair_reference(text), Span(draft.start, draft.end), None
                 )
             )
         return references
@@ -430,9 +424,9 @@ class _TextParser:
                     continue
                 stitched.add_separator(_line_separator(stitched.text, self.text[start:end]))
                 stitched.add_source(self.text, start, end)
-        language = _language(stitched.text)
+        language = detect_language(stitched.text)
         sentences = []
-        for lo, hi in _sentence_ranges(stitched.text, language):
+        for lo, hi in sentence_spans(stitched.text):
             spans = stitched.spans(lo, hi)
             if not spans:
                 continue
@@ -454,23 +448,22 @@ class _TextParser:
             bodies += [m.group("body") for m in _BARE_CITATION.finditer(text)]
         numbers: set[int] = set()
         for body in bodies:
-            for part in re.split(r"\s*[,，、]\s*", body):
-                bounds = [int(n) for n in re.split(r"\s*[-–—~～]\s*", part)]
-                lo, hi = min(bounds), max(bounds)
-                if not reference_count:
-                    raise self.malformed(
-                        line,
-                        f"citation [{body}] but the document has no reference list; add one "
-                        "under a heading 'References' with entries '[1] ...'",
-                    )
-                if lo < 1 or hi > reference_count:
-                    bad = lo if lo < 1 else hi
-                    raise self.malformed(
-                        line,
-                        f"citation [{body}] cites [{bad}], which is not in the reference list "
-                        f"[1]-[{reference_count}]",
-                    )
-                numbers.update(range(lo, hi + 1))
+            if not reference_count:
+                raise self.malformed(
+                    line,
+                    f"citation [{body}] but the document has no reference list; add one "
+                    "under a heading 'References' with entries '[1] ...'",
+                )
+            cited = cited_numbers(body, widest=reference_count)
+            outside = [n for n in cited if not 1 <= n <= reference_count]
+            if outside:
+                bad = min(outside) if min(outside) < 1 else max(outside)
+                raise self.malformed(
+                    line,
+                    f"citation [{body}] cites [{bad}], which is not in the reference list "
+                    f"[1]-[{reference_count}]",
+                )
+            numbers.update(cited)
         return tuple(sorted(numbers))
 
 
