@@ -1,16 +1,13 @@
 """``nenqa eval``: ask every question of the set, score the answers, write the reports.
 
-The questions go to ``POST /v1/chat``: of a deployment with ``url``, or of the API's own ASGI
-app in this process (its service loaded as the server loads it; no network, same endpoint).
+The questions go to ``POST /v1/chat``: of a deployment with ``url``, or through the ``chat``
+client the entry point hands in (``nenqa eval`` wraps the API's own ASGI app in this process: no
+network, same endpoint).
 Every answer is scored by ``eval.metrics`` with the offline ``DeterministicJudge``, and with the
 ``LLMJudge`` too when asked (then their agreement is reported). In-process, the retrieval
 metrics (``eval.retrieval``) and the tutorial recipe run as well.
 
-The tutorial recipe is what a user would otherwise build: LangChain's
-``RecursiveCharacterTextSplitter(1000, 200)`` over the raw review and dense top 4 with the same
-embedder. Its answers are made by the same extractive answer construction (same sentence
-scoring, same abstention thresholds) over its four chunks, so the comparison measures what the
-ingest and the hybrid retrieval add; it is not a comparison with an LLM-written answer.
+The tutorial recipe (``eval.recipe``) answers the same questions as the baseline.
 
 Output in ``out_dir``: ``report.json`` (top-level keys named after the metrics, values in 0-1,
 plus ``run``, ``by_category``, ``by_language``, ``judges``, ``tutorial_recipe``, ``failures``
@@ -20,333 +17,27 @@ and ``items``), ``report.md``, ``comparison.png`` and ``retrieval.json``.
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from eval.client import AskFunction, ChatClient
 from eval.judges import DeterministicJudge, LLMJudge
-from eval.metrics import (
-    AnswerScore,
-    SupportJudge,
-    abstention_scores,
-    cohen_kappa,
-    fold_for_facts,
-    missing_key_facts,
-    must_abstain,
-    parse_answer_citations,
-    score_answer,
-)
+from eval.metrics import SupportJudge
 from eval.qa_schema import QAItem, load_qa
+from eval.recipe import RECIPE_RETRIEVAL_METRICS, tutorial_recipe_answerer
+from eval.report import assemble_report, score_item, summarize, write_reports
 from nenqa.settings import Settings
 
 JudgeChoice = Literal["deterministic", "llm"]
 JUDGE_CHOICES: tuple[JudgeChoice, ...] = ("deterministic", "llm")
-RETRIEVAL_METRICS = ("ref_recall@5", "fact_recall@5", "mrr@10", "ndcg@10")
-RECIPE_K = 4
-RECIPE_SECTION = "tutorial recipe"
 
 
 class EvalRunError(RuntimeError):
     """The evaluation cannot run (no chat API, bad option); the message says what to do."""
-
-
-# --- asking ------------------------------------------------------------------------------------
-
-
-@dataclass
-class ChatReply:
-    """One ``/v1/chat`` response as the evaluation reads it (``error`` when the request failed)."""
-
-    answer: str
-    abstained: bool
-    evidence: list[dict]
-    citations: list[dict]
-    mode: str
-    ms: float
-    error: str | None = None
-
-
-AskFunction = Callable[[QAItem], ChatReply]
-
-
-class ChatClient:
-    """Posts the set's questions to ``/v1/chat``: a deployment's over HTTP, or the API's own
-    ASGI app in this process (``in_process``), so both runs go through the same endpoint."""
-
-    def __init__(
-        self, client: Any, *, mode: str | None, where: str, closer=None, service: Any = None
-    ) -> None:
-        self.client = client
-        self.mode = mode
-        self.where = where
-        self.service = service
-        self._closer = closer
-
-    @classmethod
-    def over_http(
-        cls, url: str, *, mode: str | None, timeout_s: float = 120.0, api_key: str | None = None
-    ) -> ChatClient:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers)
-        return cls(client, mode=mode, where=url, closer=client.close)
-
-    @classmethod
-    def in_process(cls, settings: Settings, *, mode: str | None) -> ChatClient:
-        """The API app in this process, its service (index, model, answer modes) loaded first.
-
-        The app gets no API keys and no rate limit (the evaluation is its only client).
-        Raises ``EvalRunError`` when the requested mode is not available (e.g. llm without an
-        endpoint) and ``IndexUnavailableError`` when there is no index.
-        """
-        from fastapi.testclient import TestClient
-
-        from answer.base import AnswerError
-        from server.app import create_app
-        from server.state import load_service
-
-        service = load_service(settings)
-        chosen = mode or settings.answer_mode
-        try:
-            service.answerer(chosen)
-        except AnswerError as error:
-            raise EvalRunError(f"answer mode {chosen!r} cannot run: {error}") from error
-        local = settings.model_copy(update={"api_keys": [], "rate_limit_per_minute": 0})
-        client = TestClient(create_app(local, service=service), raise_server_exceptions=False)
-        return cls(client, mode=mode, where="in-process", closer=client.close, service=service)
-
-    def ask(self, item: QAItem) -> ChatReply:
-        body: dict[str, Any] = {
-            "question": item.question,
-            "history": [turn.model_dump() for turn in item.history],
-        }
-        if self.mode:
-            body["mode"] = self.mode
-        started = time.perf_counter()
-        try:
-            response = self.client.post("/v1/chat", json=body)
-        except Exception as error:  # a network failure is one failed item, reported as such
-            return _failed(f"POST /v1/chat failed: {error}", started)
-        if response.status_code != 200:
-            return _failed(
-                f"POST /v1/chat answered {response.status_code}: {response.text[:300]}", started
-            )
-        return parse_chat_response(response.json(), _ms(started))
-
-    def close(self) -> None:
-        if self._closer is not None:
-            self._closer()
-
-
-def parse_chat_response(data: object, ms: float) -> ChatReply:
-    """A ``/v1/chat`` body as a ``ChatReply``; a body without the documented fields is an error."""
-    if not isinstance(data, dict):
-        return ChatReply("", False, [], [], "", ms, "the response is not a JSON object")
-    problems = [
-        f"{key!r} missing or not {kind.__name__}"
-        for key, kind in (("answer", str), ("abstained", bool), ("evidence", list))
-        if not isinstance(data.get(key), kind)
-    ]
-    if problems:
-        return ChatReply("", False, [], [], "", ms, "bad response: " + "; ".join(problems))
-    return ChatReply(
-        answer=data["answer"],
-        abstained=data["abstained"],
-        evidence=[e for e in data["evidence"] if isinstance(e, dict)],
-        citations=[c for c in data.get("citations", []) if isinstance(c, dict)],
-        mode=str(data.get("mode", "")),
-        ms=ms,
-    )
-
-
-def _failed(message: str, started: float) -> ChatReply:
-    return ChatReply("", False, [], [], "", _ms(started), message)
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
-# --- scoring -----------------------------------------------------------------------------------
-
-
-def score_item(item: QAItem, reply: ChatReply, judges: Mapping[str, SupportJudge]) -> dict:
-    """Everything measured on one question, ready for ``report.json``'s ``items``."""
-    cited = sorted(c.ref for c in parse_answer_citations(reply.answer) if c.ref is not None)
-    row: dict[str, Any] = {
-        "id": item.id,
-        "lang": item.lang,
-        "category": item.category,
-        "question": item.question,
-        "answerable": item.answerable,
-        "abstained": reply.abstained,
-        "answer": reply.answer,
-        "cited_refs": cited,
-        "mode": reply.mode,
-        "ms": reply.ms,
-        "error": reply.error,
-        "judges": {},
-    }
-    if item.answerable:
-        text = "" if reply.abstained else reply.answer
-        row["missing_key_facts"] = missing_key_facts(text, item.key_facts)
-        row["key_fact_share"] = 1 - len(row["missing_key_facts"]) / len(item.key_facts)
-        if item.gold_refs:
-            row["gold_reference_hit"] = not reply.abstained and bool(
-                set(cited) & set(item.gold_refs)
-            )
-        found_refs = {int(r) for e in reply.evidence for r in e.get("refs", ())}
-        if item.gold_refs:
-            row["evidence_ref_recall"] = len(found_refs & set(item.gold_refs)) / len(item.gold_refs)
-        evidence_text = fold_for_facts(" ".join(str(e.get("text", "")) for e in reply.evidence))
-        row["evidence_fact_recall"] = sum(
-            fold_for_facts(f) in evidence_text for f in item.key_facts
-        ) / len(item.key_facts)
-    if not reply.abstained and not reply.error:
-        for name, judge in judges.items():
-            row["judges"][name] = _answer_row(score_answer(reply.answer, reply.evidence, judge))
-    return row
-
-
-def _answer_row(score: AnswerScore) -> dict:
-    return {
-        "citation_recall": score.citation_recall,
-        "citation_precision": score.citation_precision,
-        "faithfulness": score.faithfulness,
-        "numeric_fidelity": score.numeric_fidelity,
-        "citations": score.citations,
-        "invalid_citations": score.invalid_citations,
-        "judge_invalid": score.judge_invalid,
-        "sentences": [
-            {
-                "text": s.text,
-                "citations": s.citations,
-                "invalid": s.invalid,
-                "judged": s.judged,
-                "supported": s.supported,
-                "reason": s.reason,
-                "needed": s.needed,
-                "numbers": s.numbers,
-                "missing_numbers": s.missing_numbers,
-                "claims_invalid": s.claims_invalid,
-                "claims": [
-                    {"claim": c.claim, "supported": c.supported, "reason": c.reason}
-                    for c in s.claims
-                ],
-            }
-            for s in score.sentences
-        ],
-    }
-
-
-def summarize(rows: Sequence[dict], items: Mapping[str, QAItem], judge: str) -> dict:
-    """Mean metrics over ``rows`` with the answer scores of ``judge`` (``None``: undefined)."""
-    scored = [r["judges"][judge] for r in rows if judge in r["judges"]]
-    answerable = [r for r in rows if r["answerable"]]
-    citations = sum(s["citations"] for s in scored)
-    abstention = abstention_scores([(items[r["id"]], r["abstained"]) for r in rows])
-    summary: dict[str, float | None] = {
-        "citation_recall": _mean(s["citation_recall"] for s in scored),
-        "citation_precision": _mean(s["citation_precision"] for s in scored),
-        "invalid_citation_rate": (
-            sum(s["invalid_citations"] for s in scored) / citations if citations else None
-        ),
-        "faithfulness": _mean(s["faithfulness"] for s in scored),
-        "numeric_fidelity": _mean(s["numeric_fidelity"] for s in scored),
-        "key_fact_correctness": _mean(not r["missing_key_facts"] for r in answerable),
-        "key_fact_recall": _mean(r["key_fact_share"] for r in answerable),
-        "gold_reference_hit_rate": _mean(r.get("gold_reference_hit") for r in answerable),
-        "abstention_precision": abstention.precision,
-        "abstention_recall": abstention.recall,
-        "evidence_ref_recall": _mean(r.get("evidence_ref_recall") for r in answerable),
-        "evidence_fact_recall": _mean(r.get("evidence_fact_recall") for r in answerable),
-    }
-    return {k: None if v is None else round(float(v), 4) for k, v in summary.items()}
-
-
-def _mean(values: Iterable[float | bool | None]) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return sum(present) / len(present) if present else None
-
-
-def judge_agreement(rows: Sequence[dict], first: str, second: str) -> dict:
-    """Cohen's kappa and raw agreement of two judges on the same sentence-support questions."""
-    a: list[bool] = []
-    b: list[bool] = []
-    for row in rows:
-        if first not in row["judges"] or second not in row["judges"]:
-            continue
-        pairs = zip(
-            row["judges"][first]["sentences"], row["judges"][second]["sentences"], strict=True
-        )
-        for x, y in pairs:
-            if x["judged"] and y["judged"] and None not in (x["supported"], y["supported"]):
-                a.append(bool(x["supported"]))
-                b.append(bool(y["supported"]))
-    agreement = cohen_kappa(a, b)
-    return {
-        "judges": [first, second],
-        "pairs": agreement.pairs,
-        "raw_agreement": round(agreement.raw, 4),
-        "cohen_kappa": round(agreement.kappa, 4),
-    }
-
-
-def failures(rows: Sequence[dict], items: Mapping[str, QAItem], judge: str) -> list[dict]:
-    """Every item that misses something, with what it misses, in words."""
-    found = []
-    for row in rows:
-        item = items[row["id"]]
-        problems: list[str] = []
-        if row["error"]:
-            problems.append(f"request failed: {row['error']}")
-        if row["abstained"] and item.answerable:
-            problems.append("abstained on an answerable question")
-        if must_abstain(item) and not row["abstained"]:
-            problems.append("answered an out-of-scope question instead of abstaining")
-        if item.answerable and row["missing_key_facts"] and not row["abstained"]:
-            problems.append(f"missing key facts: {', '.join(row['missing_key_facts'])}")
-        if row.get("gold_reference_hit") is False and not row["abstained"]:
-            gold, cited = item.gold_refs, row["cited_refs"]
-            problems.append(f"cites none of the gold references {gold} (cited {cited})")
-        for sentence in row["judges"].get(judge, {}).get("sentences", []):
-            problems.extend(_sentence_problems(sentence))
-        if problems:
-            found.append(
-                {"id": item.id, "category": item.category, "lang": item.lang, "problems": problems}
-            )
-    return found
-
-
-def _sentence_problems(sentence: dict) -> list[str]:
-    text = sentence["text"][:80]
-    problems = [f"invalid citation {reason}" for reason in sentence["invalid"].values()]
-    if sentence["supported"] is False:
-        problems.append(f"not supported by its citations ({sentence['reason']}): {text}")
-    elif sentence["supported"] is None:
-        problems.append(f"judge output invalid for: {text}")
-    problems += [
-        f"[{key}] not needed in: {text}" for key, v in sentence["needed"].items() if v is False
-    ]
-    if sentence["missing_numbers"]:
-        missing = ", ".join(sentence["missing_numbers"])
-        problems.append(f"numbers not in the cited evidence: {missing} in: {text}")
-    problems += [
-        f"claim not supported ({c['reason']}): {c['claim'][:80]}"
-        for c in sentence["claims"]
-        if c["supported"] is False
-    ]
-    return problems
-
-
-# --- the run -----------------------------------------------------------------------------------
 
 
 def run_eval(
@@ -364,18 +55,29 @@ def run_eval(
     ids: Sequence[str] | None = None,
     api_key: str | None = None,
     ask: AskFunction | None = None,
+    in_process: Callable[[str | None], ChatClient] | None = None,
     console=None,
 ) -> dict:
     """Run the whole evaluation and write ``report.json``, ``report.md`` and ``comparison.png``.
 
     ``judge="llm"`` scores with the LLM judge (``judge_url``/``judge_model``, default the
     settings' LLM endpoint) and also with the deterministic judge, and reports their agreement.
-    ``ask`` replaces the chat API with any function from a question to a ``ChatReply``.
+    Without ``url`` the questions go to ``in_process(mode)``, a client of the API in this
+    process that the entry point opens (its load time counts as the ``answers`` phase; its
+    ``service`` serves the tutorial recipe); ``ask`` replaces the chat API with any function
+    from a question to a ``ChatReply`` (the recipe needs the service, so ``with_baseline=False``).
     Raises ``EvalRunError`` for an unknown judge, an unknown item id or an unavailable chat API;
     failed requests do not stop the run, they are reported in ``run.errors`` and ``failures``.
     """
     if judge not in JUDGE_CHOICES:
         raise EvalRunError(f"unknown judge {judge!r}; choose one of {', '.join(JUDGE_CHOICES)}")
+    if ask is None and url is None and in_process is None:
+        raise EvalRunError("no chat API to ask: give a deployment's url or an in-process client")
+    if ask is not None and url is None and with_baseline:
+        raise EvalRunError(
+            "the tutorial recipe needs the in-process chat service; with a custom "
+            "ask, run with with_baseline=False"
+        )
     started = time.perf_counter()
     phases: dict[str, float] = {}
     items = _select(load_qa(qa_path), ids)
@@ -391,7 +93,8 @@ def run_eval(
                 chat = ChatClient.over_http(url, mode=mode, api_key=api_key)
             else:
                 _say(console, "loading the index, the model and the answer modes")
-                chat = ChatClient.in_process(settings, mode=mode)
+                assert in_process is not None  # checked above
+                chat = in_process(mode)
                 service = chat.service
             try:
                 rows = _ask_all(items, chat.ask, judges, console, f"asking {chat.where}")
@@ -453,62 +156,21 @@ def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
 
 def _recipe_scores(
     settings: Settings,
-    service: Any,
+    service: Any,  # the loaded chat service behind the in-process client
     items: Sequence[QAItem],
     judges: Mapping[str, SupportJudge],
     retrieval: dict | None,
     console,
 ) -> dict:
-    if service is None:
-        from server.state import load_service
-
-        service = load_service(settings)
     ask = tutorial_recipe_answerer(settings, service)
     deterministic = {"deterministic": judges["deterministic"]}
     rows = _ask_all(items, ask, deterministic, console, "tutorial recipe")
     recipe: dict[str, Any] = summarize(rows, {i.id: i for i in items}, "deterministic")
     if retrieval and "tutorial_recipe" in retrieval["summary"]:
         theirs, ours = retrieval["summary"]["tutorial_recipe"], retrieval["summary"]["nenqa"]
-        recipe["retrieval"] = {k: theirs.get(k) for k in _RECIPE_RETRIEVAL}
-        recipe["retrieval_nenqa"] = {k: ours.get(k) for k in _RECIPE_RETRIEVAL}
+        recipe["retrieval"] = {k: theirs.get(k) for k in RECIPE_RETRIEVAL_METRICS}
+        recipe["retrieval_nenqa"] = {k: ours.get(k) for k in RECIPE_RETRIEVAL_METRICS}
     return recipe
-
-
-def assemble_report(
-    rows: Sequence[dict],
-    items: Mapping[str, QAItem],
-    primary: str,
-    judges: Mapping[str, SupportJudge],
-    retrieval: dict | None = None,
-    recipe: dict | None = None,
-) -> dict:
-    """``report.json``'s content: the metrics of ``primary`` on top, then the details."""
-    summary = summarize(rows, items, primary)
-    report: dict[str, Any] = {k: v for k, v in summary.items() if v is not None}
-    if retrieval is not None:
-        ours = retrieval["summary"]["nenqa"]
-        report.update({k: ours[k] for k in RETRIEVAL_METRICS if k in ours})
-    report["run"] = _run_info(rows, list(judges), primary)
-    report["undefined_metrics"] = [k for k, v in summary.items() if v is None]
-    report["by_category"] = _grouped(rows, items, primary, "category")
-    report["by_language"] = _grouped(rows, items, primary, "lang")
-    report["judges"] = {name: summarize(rows, items, name) for name in judges}
-    if "llm" in judges:
-        report["judges"]["agreement"] = judge_agreement(rows, "deterministic", "llm")
-        report["judges"]["llm_invalid_outputs"] = [
-            {"prompt": o.prompt, "output": o.output}
-            for o in judges["llm"].invalid_outputs  # type: ignore[attr-defined]
-        ]
-    if retrieval is not None:
-        report["retrieval"] = retrieval["summary"]
-    if recipe is not None:
-        report["tutorial_recipe"] = recipe
-    report["failures"] = failures(rows, items, primary)
-    report["items"] = list(rows)
-    return report
-
-
-_RECIPE_RETRIEVAL = ("ref_recall@4", "fact_recall@4", "mrr@10", "ndcg@10")
 
 
 def _select(items: list[QAItem], ids: Sequence[str] | None) -> list[QAItem]:
@@ -568,248 +230,3 @@ def _ask_all(
 def _say(console, message: str) -> None:
     if console is not None:
         console.print(message)
-
-
-def _grouped(rows: Sequence[dict], items: Mapping[str, QAItem], judge: str, key: str) -> dict:
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row[key], []).append(row)
-    return {
-        name: {"items": len(group), **summarize(group, items, judge)}
-        for name, group in sorted(groups.items())
-    }
-
-
-def _run_info(rows: Sequence[dict], judges: list[str], primary: str) -> dict:
-    latencies = [r["ms"] for r in rows if not r["error"]]
-    scored = [r["judges"][primary] for r in rows if primary in r["judges"]]
-    return {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "items": len(rows),
-        "modes_answered": sorted({r["mode"] for r in rows} - {""}),
-        "judge": primary,
-        "judges": judges,
-        "answered": len(scored),
-        "abstained": sum(r["abstained"] for r in rows),
-        "errors": sum(bool(r["error"]) for r in rows),
-        "citations": sum(s["citations"] for s in scored),
-        "invalid_citations": sum(s["invalid_citations"] for s in scored),
-        "judge_invalid_outputs": sum(s["judge_invalid"] for s in scored),
-        "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-    }
-
-
-# --- the tutorial recipe -----------------------------------------------------------------------
-
-
-def tutorial_recipe_answerer(settings: Settings, service: Any) -> AskFunction:
-    """Answers from the tutorial recipe's top 4 chunks with the extractive answer construction.
-
-    ``service`` is the loaded chat service (``server.state.load_service``): its searcher, model,
-    scope check, abstention thresholds and reference list are reused. The recipe's chunks are
-    ``eval.retrieval.tutorial_recipe``'s; each becomes a passage whose refs are its ``^[n]``
-    markers; the recipe knows no sections, so a sentence without a marker is cited as
-    ``[§tutorial recipe]`` (chunks overlap, and one sentence may sit in two).
-    """
-    from answer.base import Question
-    from answer.extractive import ExtractiveAnswerer, SentenceScorer
-    from answer.sentences import SentenceBank
-    from eval.retrieval import tutorial_recipe
-    from nenqa.types import Chunk, Evidence
-    from retriever.search import Turn
-
-    searcher = service.searcher
-    recipe, corpus = tutorial_recipe(settings, searcher.embedder)
-    chunks = {
-        hit.text: Chunk(
-            chunk_id=f"recipe-{i:03d}",
-            doc_id="tutorial-recipe",
-            kind="passage",
-            text=hit.text,
-            section=RECIPE_SECTION,
-            refs=tuple(sorted(hit.refs)),
-        )
-        for i, hit in enumerate(corpus)
-    }
-    bank = SentenceBank(searcher.embedder, list(chunks.values()))
-    scorer = SentenceScorer(searcher, bank, service.scorer.scope, service.scorer.config)
-    answerer = ExtractiveAnswerer(searcher, scorer, service.references, top_k=RECIPE_K)
-
-    def ask(item: QAItem) -> ChatReply:
-        started = time.perf_counter()
-        hits = recipe(item)[:RECIPE_K]
-        evidence = [Evidence(chunks[hit.text], 1.0 / (rank + 1)) for rank, hit in enumerate(hits)]
-        history = tuple(Turn(t.role, t.content) for t in item.history)
-        answer = answerer.answer_from_evidence(Question(item.question, history), evidence)
-        return ChatReply(
-            answer=answer.text,
-            abstained=answer.abstained,
-            evidence=[e.as_json() for e in answer.evidence],
-            citations=[],
-            mode="tutorial-recipe",
-            ms=_ms(started),
-        )
-
-    return ask
-
-
-# --- writing -----------------------------------------------------------------------------------
-
-
-def write_reports(report: dict, out_dir: Path) -> None:
-    """``report.json``, ``report.md`` and ``comparison.png`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
-    (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
-    plot_comparison(report, out_dir / "comparison.png")
-
-
-_TABLE_COLUMNS = (
-    ("citation_recall", "cit. recall"),
-    ("citation_precision", "cit. precision"),
-    ("invalid_citation_rate", "invalid cit."),
-    ("faithfulness", "faithfulness"),
-    ("numeric_fidelity", "numbers"),
-    ("key_fact_correctness", "key facts"),
-    ("gold_reference_hit_rate", "gold ref cited"),
-    ("abstention_precision", "abst. precision"),
-    ("abstention_recall", "abst. recall"),
-)
-
-
-def render_markdown(report: dict) -> str:
-    """The human-readable report: overall, per category, per language, recipe, failures."""
-    run = report["run"]
-    lines = [
-        "# nenqa evaluation",
-        "",
-        f"{run['items']} questions from `{run['qa']}`, asked {run['target']} "
-        f"(mode: {run['mode']}); judge: {run['judge']}; {run['answered']} answered, "
-        f"{run['abstained']} abstained, {run['errors']} failed requests; "
-        f"{run['seconds']['total']} s in all ({_phases(run['seconds'])}), "
-        f"p50 {run['latency_ms_p50']} ms per answer.",
-        "",
-        "## Overall",
-        "",
-        "| metric | value |",
-        "|---|---:|",
-    ]
-    for key, value in report.items():
-        if isinstance(value, float | int) and not isinstance(value, bool):
-            lines.append(f"| {key} | {value:.3f} |")
-    for title, key in (("By category", "by_category"), ("By language", "by_language")):
-        lines += ["", f"## {title}", "", _group_table(report[key])]
-    if "agreement" in report.get("judges", {}):
-        a = report["judges"]["agreement"]
-        lines += [
-            "",
-            "## Judge agreement",
-            "",
-            f"{a['judges'][0]} vs {a['judges'][1]} on {a['pairs']} sentence-support decisions: "
-            f"raw agreement {a['raw_agreement']:.3f}, Cohen's kappa {a['cohen_kappa']:.3f}.",
-        ]
-    if "tutorial_recipe" in report:
-        lines += ["", "## Against the tutorial recipe", "", _recipe_table(report)]
-    lines += ["", f"## Items that miss something ({len(report['failures'])})", ""]
-    for failure in report["failures"]:
-        lines.append(f"- **{failure['id']}** ({failure['category']}, {failure['lang']})")
-        lines += [f"  - {p}" for p in failure["problems"]]
-    return "\n".join(lines) + "\n"
-
-
-def _phases(seconds: Mapping[str, float]) -> str:
-    return ", ".join(f"{name} {value} s" for name, value in seconds.items() if name != "total")
-
-
-def _group_table(groups: Mapping[str, dict]) -> str:
-    header = "| group | items | " + " | ".join(label for _, label in _TABLE_COLUMNS) + " |"
-    rule = "|---|---:|" + "---:|" * len(_TABLE_COLUMNS)
-    rows = [
-        f"| {name} | {values['items']} | "
-        + " | ".join(_cell(values.get(key)) for key, _ in _TABLE_COLUMNS)
-        + " |"
-        for name, values in groups.items()
-    ]
-    return "\n".join([header, rule, *rows])
-
-
-def _recipe_table(report: dict) -> str:
-    recipe = report["tutorial_recipe"]
-    lines = ["| metric | nenqa | tutorial recipe |", "|---|---:|---:|"]
-    for key, _ in (*_TABLE_COLUMNS, ("key_fact_recall", "")):
-        lines.append(f"| {key} | {_cell(report.get(key))} | {_cell(recipe.get(key))} |")
-    for key in _RECIPE_RETRIEVAL:
-        ours = recipe.get("retrieval_nenqa", {}).get(key)
-        theirs = recipe.get("retrieval", {}).get(key)
-        lines.append(f"| retrieval {key} | {_cell(ours)} | {_cell(theirs)} |")
-    lines.append("")
-    lines.append(
-        "The recipe: RecursiveCharacterTextSplitter(1000, 200) over the raw review, dense top 4 "
-        "with the same embedder, answered by the same extractive construction."
-    )
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    return "–" if value is None else f"{float(value):.3f}"  # type: ignore[arg-type]
-
-
-_CHART_METRICS = (
-    ("retrieval", "ref_recall@4", "gold refs\nin top 4"),
-    ("retrieval", "fact_recall@4", "key facts\nin top 4"),
-    ("retrieval", "mrr@10", "MRR@10"),
-    ("answer", "citation_recall", "citation\nrecall"),
-    ("answer", "citation_precision", "citation\nprecision"),
-    ("answer", "faithfulness", "faithful-\nness"),
-    ("answer", "key_fact_correctness", "key facts\ncorrect"),
-    ("answer", "gold_reference_hit_rate", "gold ref\ncited"),
-    ("answer", "abstention_recall", "abstention\nrecall"),
-)
-
-
-def plot_comparison(report: dict, path: Path) -> None:
-    """A grouped bar chart of nenqa against the tutorial recipe (nenqa alone without one)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    recipe = report.get("tutorial_recipe")
-    labels, ours, theirs = [], [], []
-    for kind, key, label in _CHART_METRICS:
-        if kind == "retrieval":
-            if not recipe or "retrieval" not in recipe:
-                continue
-            mine, other = recipe["retrieval_nenqa"].get(key), recipe["retrieval"].get(key)
-        else:
-            mine, other = report.get(key), (recipe or {}).get(key)
-        if mine is None:
-            continue
-        labels.append(label)
-        ours.append(mine)
-        theirs.append(other or 0.0)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.2))
-    positions = list(range(len(labels)))
-    width = 0.38 if recipe else 0.6
-    axes.bar([p - width / 2 if recipe else p for p in positions], ours, width, label="nenqa")
-    if recipe:
-        axes.bar(
-            [p + width / 2 for p in positions],
-            theirs,
-            width,
-            label="tutorial recipe (1000/200, top 4)",
-        )
-    axes.set_xticks(positions, labels, fontsize=8)
-    axes.set_ylim(0, 1.05)
-    axes.set_ylabel("score (0-1)")
-    run = report["run"]
-    axes.set_title(
-        f"nenqa eval: {run['items']} questions, mode {run['mode']}, judge {run['judge']}"
-    )
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
-    axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

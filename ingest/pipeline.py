@@ -103,6 +103,12 @@ class IndexInventory:
     unregistered: list[tuple[str, Path, int]]
     orphans: int
 
+    def status(self, record: DocumentRecord) -> str:
+        """The record's status, or ``incomplete`` when complete but its chunks are not all there."""
+        if record.status == "complete" and self.indexed.get(record.doc_id, 0) != record.chunks:
+            return "incomplete"
+        return record.status
+
 
 def default_sources(data_dir: Path) -> list[Path]:
     """The default corpus: the review and its trial records under ``data_dir``."""

@@ -81,7 +81,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(web.router)  # GET / (chat page) and GET /widget.js
-    app.include_router(admin.build_router(settings))  # /admin: documents, behind admin keys
+    app.include_router(admin.router)  # /admin: documents, behind admin keys
     dependencies = api_dependencies(app.state.api_keys.enabled)
     for module in (chat, completions, search, references, trials):
         app.include_router(module.router, prefix="/v1", dependencies=dependencies)

@@ -3,10 +3,13 @@
 | error                                  | status |
 |----------------------------------------|--------|
 | body is not valid JSON                 | 400    |
-| missing or wrong API key               | 401    |
-| unknown reference number / trial       | 404    |
+| missing or wrong API key, no admin key | 401    |
+| not an admin key, admin keys not set   | 403    |
+| unknown reference number / trial / document, nothing to reindex | 404 |
+| document id registered from another path, chunks no document owns | 409 |
 | body over the size limit               | 413    |
 | a field breaks the request schema      | 422    |
+| a document that cannot be ingested, a path outside the data folder | 422 |
 | too many requests for this key         | 429 (+ Retry-After) |
 | LLM endpoint failed                    | 502    |
 | LLM endpoint timed out (``NENQA_LLM_TIMEOUT_S``) | 504 |
@@ -27,6 +30,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from answer.base import AnswerError, LLMEndpointError, LLMTimeoutError
+from ingest.corpus import NothingToReindexError, OrphanChunksError, OutsideDataFolderError
+from ingest.errors import IngestError
+from ingest.registry import DocumentConflictError, UnknownDocumentError
 from retriever.store import IndexUnavailableError, IndexUnreachableError
 
 log = logging.getLogger("nenqa.server")
@@ -49,7 +55,11 @@ class ServiceNotReadyError(RuntimeError):
 
 
 class UnauthorizedError(PermissionError):
-    """No API key, or one that is not configured."""
+    """No key where one is needed (API or admin), or an API key that is not configured."""
+
+
+class ForbiddenError(PermissionError):
+    """A key that is not an admin key, or an admin request while no admin key is set."""
 
 
 class RateLimitedError(RuntimeError):
@@ -129,6 +139,33 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(str(exc), 401), status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
+
+    @app.exception_handler(ForbiddenError)
+    async def forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), 403), status_code=403)
+
+    @app.exception_handler(UnknownDocumentError)
+    @app.exception_handler(NothingToReindexError)
+    async def no_such_document(request: Request, exc: LookupError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), 404), status_code=404)
+
+    @app.exception_handler(OrphanChunksError)
+    async def orphan_chunks(request: Request, exc: OrphanChunksError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), 409), status_code=409)
+
+    @app.exception_handler(DocumentConflictError)
+    async def document_conflict(request: Request, exc: DocumentConflictError) -> JSONResponse:
+        detail = f"{exc} (the index was not changed)"
+        return JSONResponse(error_body(detail, 409), status_code=409)
+
+    @app.exception_handler(IngestError)
+    async def bad_document(request: Request, exc: IngestError) -> JSONResponse:
+        detail = f"{exc} (the index was not changed)"  # everything is parsed before a write
+        return JSONResponse(error_body(detail, 422), status_code=422)
+
+    @app.exception_handler(OutsideDataFolderError)
+    async def outside_data_folder(request: Request, exc: OutsideDataFolderError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), 422), status_code=422)
 
     @app.exception_handler(RateLimitedError)
     async def rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:

@@ -349,6 +349,66 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+# The admin API (/admin) --------------------------------------------------------------------
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    path: str
+    sha256: str
+    kind: str = Field(description="review, markdown, text, pdf, trials or ctgov")
+    label: str = Field(description="short name a citation uses when there are several documents")
+    title: str
+    cites: str = Field(description="document whose reference list the chunks' numbers are from")
+    chunks: int
+    indexed_chunks: int
+    references: int
+    trials: int
+    embedding_model: str
+    status: str = Field(description="complete, writing, removing, or incomplete")
+    added_at: str
+    updated_at: str
+
+
+class UnregisteredDocument(BaseModel):
+    doc_id: str
+    path: str
+    indexed_chunks: int
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+    unregistered: list[UnregisteredDocument] = Field(
+        description="default-corpus documents indexed by `nenqa ingest` without a record"
+    )
+    orphan_chunks: int = Field(description="chunks of documents nothing records")
+
+
+class AddDocuments(BaseModel):
+    paths: list[str] = Field(
+        min_length=1, description="files inside the server's data folder (NENQA_DATA_DIR)"
+    )
+
+
+class ChangeOut(BaseModel):
+    doc_id: str
+    action: str = Field(description="added, updated, reindexed or unchanged")
+    added: int
+    removed: int
+    unchanged: int
+    label: str
+    kind: str
+
+
+class ChangeList(BaseModel):
+    changes: list[ChangeOut]
+
+
+class RemovedDocument(BaseModel):
+    doc_id: str
+    removed_chunks: int
+
+
 # From the domain types --------------------------------------------------------------------
 
 

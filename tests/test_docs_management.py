@@ -244,7 +244,7 @@ def nenqa_docs(tmp_path, corpus, tiny_models, monkeypatch):
     """Run ``nenqa docs ...`` in-process (typer's runner) against a fresh index."""
     from typer.testing import CliRunner
 
-    from nenqa import cli
+    from cli.main import app
     from nenqa.settings import get_settings
 
     def run(*args: str, model: Path | None = None):
@@ -254,7 +254,7 @@ def nenqa_docs(tmp_path, corpus, tiny_models, monkeypatch):
         monkeypatch.setenv("COLUMNS", "400")
         get_settings.cache_clear()
         try:
-            return CliRunner().invoke(cli.app, ["docs", *args])
+            return CliRunner().invoke(app, ["docs", *args])
         finally:
             get_settings.cache_clear()
 

@@ -18,9 +18,10 @@ import pytest
 
 from eval.check_thresholds import check_thresholds, load_thresholds
 from eval.check_thresholds import main as check_main
+from eval.client import ChatClient, ChatReply
 from eval.judges import JudgeUnavailableError, LLMJudge
 from eval.metrics import score_answer
-from eval.run import ChatClient, ChatReply, run_eval
+from eval.run import run_eval
 from nenqa.settings import PROJECT_ROOT, Settings
 from tests.test_eval_metrics import EVIDENCE, FORTE_QUOTE, SPINET_QUOTE
 

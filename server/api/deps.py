@@ -1,7 +1,9 @@
-"""Dependencies of the routes: the loaded service, the API key check and the rate limit."""
+"""Dependencies of the routes: the loaded service, the API and admin key checks, the rate limit."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -9,11 +11,13 @@ from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from nenqa.settings import Settings
-from server.errors import ServiceNotReadyError
+from server.errors import ForbiddenError, ServiceNotReadyError, UnauthorizedError
 from server.state import ServiceState
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+admin_key_header = APIKeyHeader(name="X-Admin-Key", auto_error=False, description="admin key")
+admin_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <admin key>")
 
 
 def get_service(request: Request) -> ServiceState:
@@ -63,3 +67,28 @@ def api_dependencies(keys_required: bool) -> list[DependsParam]:
     """What every ``/v1`` route runs first: the key check (when keys are set), the limit."""
     dependencies = [Depends(require_api_key)] if keys_required else []
     return [*dependencies, Depends(enforce_rate_limit)]
+
+
+def require_admin_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(admin_bearer)],
+    header_key: Annotated[str | None, Security(admin_key_header)],
+) -> None:
+    """Let only ``NENQA_ADMIN_KEYS`` through: 401 without a key, 403 with another (or none set)."""
+    presented = header_key or (bearer.credentials if bearer else None)
+    if not presented:
+        raise UnauthorizedError(
+            "the admin endpoints need an admin key: send 'X-Admin-Key: <key>' or "
+            "'Authorization: Bearer <key>'"
+        )
+    keys = [k for k in request.app.state.settings.admin_keys if k]
+    if not keys:
+        raise ForbiddenError("the admin endpoints are disabled: set NENQA_ADMIN_KEYS")
+    digest = hashlib.sha256(presented.encode()).digest()
+    # Digests compared in constant time, so the response time says nothing about a key.
+    known = (hashlib.sha256(k.encode()).digest() for k in keys)
+    if not any(hmac.compare_digest(digest, k) for k in known):
+        raise ForbiddenError("this key is not an admin key")
+
+
+AdminKeyDep = Annotated[None, Depends(require_admin_key)]

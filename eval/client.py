@@ -1,0 +1,111 @@
+"""Asking the chat API the set's questions: ``ChatClient`` posts to ``/v1/chat``.
+
+A deployment is asked over HTTP (``ChatClient.over_http``); an in-process run hands in any
+client with ``post(path, json=...)`` (the entry point wraps the API's own ASGI app, so both go
+through the same endpoint). ``parse_chat_response`` reads a body as a ``ChatReply``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eval.qa_schema import QAItem
+
+
+@dataclass
+class ChatReply:
+    """One ``/v1/chat`` response as the evaluation reads it (``error`` when the request failed)."""
+
+    answer: str
+    abstained: bool
+    evidence: list[dict]
+    citations: list[dict]
+    mode: str
+    ms: float
+    error: str | None = None
+
+
+AskFunction = Callable[[QAItem], ChatReply]
+
+
+class ChatClient:
+    """Posts the set's questions to ``/v1/chat``: a deployment's over HTTP, or the API's own
+    ASGI app in this process, so both runs go through the same endpoint.
+
+    ``service`` is the loaded chat service behind an in-process client (the tutorial recipe
+    reuses its searcher, model and thresholds); ``None`` for a deployment.
+    """
+
+    def __init__(
+        self, client: Any, *, mode: str | None, where: str, closer=None, service: Any = None
+    ) -> None:
+        self.client = client
+        self.mode = mode
+        self.where = where
+        self.service = service
+        self._closer = closer
+
+    @classmethod
+    def over_http(
+        cls, url: str, *, mode: str | None, timeout_s: float = 120.0, api_key: str | None = None
+    ) -> ChatClient:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers)
+        return cls(client, mode=mode, where=url, closer=client.close)
+
+    def ask(self, item: QAItem) -> ChatReply:
+        body: dict[str, Any] = {
+            "question": item.question,
+            "history": [turn.model_dump() for turn in item.history],
+        }
+        if self.mode:
+            body["mode"] = self.mode
+        started = time.perf_counter()
+        try:
+            response = self.client.post("/v1/chat", json=body)
+        except Exception as error:  # a network failure is one failed item, reported as such
+            return _failed(f"POST /v1/chat failed: {error}", started)
+        if response.status_code != 200:
+            return _failed(
+                f"POST /v1/chat answered {response.status_code}: {response.text[:300]}", started
+            )
+        return parse_chat_response(response.json(), elapsed_ms(started))
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+
+
+def parse_chat_response(data: object, ms: float) -> ChatReply:
+    """A ``/v1/chat`` body as a ``ChatReply``; a body without the documented fields is an error."""
+    if not isinstance(data, dict):
+        return ChatReply("", False, [], [], "", ms, "the response is not a JSON object")
+    problems = [
+        f"{key!r} missing or not {kind.__name__}"
+        for key, kind in (("answer", str), ("abstained", bool), ("evidence", list))
+        if not isinstance(data.get(key), kind)
+    ]
+    if problems:
+        return ChatReply("", False, [], [], "", ms, "bad response: " + "; ".join(problems))
+    return ChatReply(
+        answer=data["answer"],
+        abstained=data["abstained"],
+        evidence=[e for e in data["evidence"] if isinstance(e, dict)],
+        citations=[c for c in data.get("citations", []) if isinstance(c, dict)],
+        mode=str(data.get("mode", "")),
+        ms=ms,
+    )
+
+
+def _failed(message: str, started: float) -> ChatReply:
+    return ChatReply("", False, [], [], "", elapsed_ms(started), message)
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading), one decimal."""
+    return round((time.perf_counter() - started) * 1000, 1)
