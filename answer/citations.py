@@ -17,13 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from answer.base import (
-    Citation,
-    PassageCitation,
-    Quote,
-    passage_marker,
-    reference_markers,
-)
+from answer.base import passage_marker, reference_markers
 from answer.sentences import EvidenceSentence
 from nenqa.text import (
     REVIEW_MARKER,
@@ -32,7 +26,7 @@ from nenqa.text import (
     parse_citation_markers,
     strip_citation_markers,
 )
-from nenqa.types import Reference
+from nenqa.types import Citation, PassageCitation, Quote, Reference
 
 # Keys the model may write: [S1], [S1, S3], 【S2】.
 KEY_MARKER = re.compile(r"[\[【]\s*(S\d+(?:\s*[,，;；、]\s*S\d+)*)\s*[\]】]")

@@ -4,7 +4,8 @@ Enabled by ``Settings.llm_fallback_extractive``. When the endpoint is down, time
 answers with an error, the question is answered by quoting the review instead of a 502/504;
 the answer's ``mode`` is ``extractive`` and its ``fallback`` says why. A stream falls back only
 while nothing has been sent: once the model's first checked sentence went out, a later failure
-ends the stream with an error event, as without the fallback.
+ends the stream with an error event, as without the fallback. A non-streamed answer is the
+same stream drained (the model asked for its whole answer before anything is sent).
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
-
-from answer.base import Answer, AnswerPiece, LLMEndpointError, Question
+from answer.base import LLMEndpointError, final_answer
 from answer.extractive import ExtractiveAnswerer
 from answer.llm import LLMAnswerer
+from nenqa.types import Answer, AnswerPiece, Question
 
 log = logging.getLogger("nenqa.server")
 
@@ -35,7 +34,7 @@ def mark_fallback(answer: Answer, error: LLMEndpointError) -> Answer:
 
 
 class ExtractiveFallback:
-    """Answers as ``llm``; on ``LLMEndpointError`` answers as ``extractive`` instead."""
+    """Answers as ``llm``; on ``LLMEndpointError`` before anything was sent, as ``extractive``."""
 
     name = "llm"
 
@@ -44,13 +43,12 @@ class ExtractiveFallback:
         self.extractive = extractive
 
     def answer(self, question: Question) -> Answer:
-        try:
-            return self.llm.answer(question)
-        except LLMEndpointError as error:
-            return mark_fallback(self.extractive.answer(question), error)
+        """The llm answer, or the marked extractive one: ``stream`` drained."""
+        return final_answer(self.stream(question, incremental=False))
 
-    def stream(self, question: Question) -> Iterator[AnswerPiece]:
-        pieces = self.llm.stream(question)
+    def stream(self, question: Question, *, incremental: bool = True) -> Iterator[AnswerPiece]:
+        """The llm mode's pieces; the extractive mode's if the endpoint fails before the first."""
+        pieces = self.llm.stream(question, incremental=incremental)
         try:
             first = next(pieces)
         except LLMEndpointError as error:
@@ -61,15 +59,3 @@ class ExtractiveFallback:
             return
         yield first
         yield from pieces
-
-
-def with_fallback_chain(llm_chain: Runnable, extractive_chain: Runnable) -> Runnable[Any, Answer]:
-    """``llm_chain``, or ``extractive_chain`` (its answer marked) when the endpoint fails."""
-
-    def answer(value: Any, config: RunnableConfig) -> Answer:
-        try:
-            return llm_chain.invoke(value, config)
-        except LLMEndpointError as error:
-            return mark_fallback(extractive_chain.invoke(value, config), error)
-
-    return RunnableLambda(answer, name="llm_or_extractive")

@@ -7,8 +7,10 @@ numbers (or ``[§section]``), keys it was never given and numbers it typed itsel
 a sentence citing nothing, or stating a number its cited evidence does not contain, is removed
 from the answer and listed in ``Answer.unsupported``; so is one naming a drug, trial or endpoint
 (``NamedTermCheck``) or making a claim such as "cures" (``ClaimWordCheck``) that its cited
-evidence does not. The same abstention gate as the extractive
-mode runs before the model is called, so an out-of-scope question never reaches it.
+evidence does not. The same relevance gate as the extractive
+mode (``answer.relevance``, computed once per answer) runs before the model is called, so an
+out-of-scope question never reaches it. ``stream`` is the one pipeline: a non-streamed answer
+drains it, calling the model once for the whole text instead of token by token.
 """
 
 from __future__ import annotations
@@ -26,13 +28,11 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
 
 from answer.base import (
-    ABSTENTION_TEXT,
-    Answer,
-    AnswerPiece,
     LLMEndpointError,
     LLMTimeoutError,
     LLMUnavailableError,
-    Question,
+    elapsed_ms,
+    final_answer,
 )
 from answer.citations import (
     FOREIGN_MARKER,
@@ -44,11 +44,11 @@ from answer.citations import (
     collect_citations,
     split_draft,
 )
-from answer.extractive import Relevance, ScoredSentence, SentenceScorer, abstention
 from answer.prompts import PROMPTS_DIR, load_prompt
+from answer.relevance import Relevance, ScoredSentence, SentenceScorer, abstention
 from nenqa.settings import Settings
 from nenqa.text import detect_language, strip_citation_markers
-from nenqa.types import Chunk, Evidence, Reference
+from nenqa.types import Answer, AnswerPiece, Chunk, Evidence, Question, Reference
 from retriever.glossary import Glossary, Term
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
@@ -279,19 +279,8 @@ class LLMAnswerer:
         self.prompt = prompt or build_answer_prompt()
         self.generate: Runnable = self.prompt | chat_model | StrOutputParser()
 
-    def retrieve(self, question: Question) -> list[Evidence]:
-        return self.searcher.search(
-            question.text, question.top_k or self.top_k, history=question.history
-        )
-
-    def keyed_evidence(
-        self,
-        question: Question,
-        evidence: Sequence[Evidence],
-        relevance: Relevance | None = None,
-    ) -> KeyedEvidence:
+    def keyed_evidence(self, evidence: Sequence[Evidence], relevance: Relevance) -> KeyedEvidence:
         """The most relevant sentences of ``evidence`` under the keys the model may cite."""
-        relevance = relevance or self.scorer.relevance(question, evidence)
         return key_evidence(
             evidence, self.scorer, self.max_evidence_sentences, ranked=relevance.ranked
         )
@@ -313,26 +302,28 @@ class LLMAnswerer:
             raise endpoint_error(error) from error
 
     def answer(self, question: Question) -> Answer:
-        final = None
-        for piece in self.stream(question, incremental=False):
-            final = piece.answer or final
-        assert final is not None
-        return final
+        """The checked answer: ``stream`` drained, the model called once for the whole text."""
+        return final_answer(self.stream(question, incremental=False))
 
     def stream(self, question: Question, *, incremental: bool = True) -> Iterator[AnswerPiece]:
-        """Checked sentences as the model writes them, then the complete ``Answer``."""
+        """Checked sentences as the model writes them, then the complete ``Answer``.
+
+        Raises ``LLMEndpointError`` when the endpoint fails; with ``incremental=False`` that
+        happens before the first piece, since the model is asked for its whole answer at once.
+        """
         started = time.perf_counter()
         language = detect_language(question.text)
-        evidence = self.retrieve(question)
-        timings = {"retrieve": _ms(started)}
-        relevance = self.scorer.relevance(question, evidence)
+        retrieval = self.searcher.retrieve(question, question.top_k or self.top_k)
+        evidence = retrieval.evidence
+        timings = {"retrieve": elapsed_ms(started)}
+        relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.scorer.config) or not evidence:
-            timings["total"] = _ms(started)
+            timings["total"] = elapsed_ms(started)
             answer = abstention(language, "llm", evidence, timings)
             yield AnswerPiece(text=answer.text)
             yield AnswerPiece(answer=answer)
             return
-        keyed = self.keyed_evidence(question, evidence, relevance)
+        keyed = self.keyed_evidence(evidence, relevance)
         inputs = self.prompt_inputs(question, keyed)
         splitter = DraftSentenceSplitter()
         checked: list[CheckedSentence] = []
@@ -342,7 +333,7 @@ class LLMAnswerer:
             chunks = self.generate.stream(inputs) if incremental else [self.draft(inputs)]
             for chunk in chunks:
                 if chunk and "first_token" not in timings:
-                    timings["first_token"] = _ms(started)
+                    timings["first_token"] = elapsed_ms(started)
                 raw.append(chunk)
                 for sentence in splitter.feed(chunk):
                     yield from self._accept(sentence, keyed, checked, language)
@@ -350,8 +341,8 @@ class LLMAnswerer:
                 yield from self._accept(sentence, keyed, checked, language)
         except openai.APIError as error:
             raise endpoint_error(error) from error
-        timings["generate"] = _ms(generated)
-        timings["total"] = _ms(started)
+        timings["generate"] = elapsed_ms(generated)
+        timings["total"] = elapsed_ms(started)
         answer = self.finish(language, evidence, checked, timings, draft="".join(raw))
         if answer.abstained:
             yield AnswerPiece(text=answer.text)
@@ -410,17 +401,8 @@ class LLMAnswerer:
         kept = [c for c in checked if c.supported]
         unsupported = tuple(c.draft for c in checked if not c.supported)
         if not kept:
-            text = ABSTENTION_TEXT[language]
-            return Answer(
-                text=text,
-                abstained=True,
-                mode="llm",
-                language=language,
-                segments=(text,),
-                evidence=tuple(evidence),
-                unsupported=unsupported,
-                timings_ms=timings,
-                draft=draft,
+            return abstention(
+                language, "llm", evidence, timings, unsupported=unsupported, draft=draft
             )
         segments = [_spaced(c.text, i == 0, language) for i, c in enumerate(kept)]
         quoted = list(dict.fromkeys(q for c in kept for q in c.cited))
@@ -450,7 +432,3 @@ def is_statement(sentence: str) -> bool:
 def _spaced(text: str, first: bool, language: str) -> str:
     """Chinese sentences join directly; English ones with a space."""
     return text if first or language == "zh" else f" {text}"
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)

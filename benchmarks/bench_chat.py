@@ -31,13 +31,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from answer.base import Answer, Citation, PassageCitation, Question, Quote  # noqa: E402
 from eval.quality import (  # noqa: E402
     EvalQuestion,
     QualityReport,
     load_eval_questions,
     score_answers,
 )
+from nenqa.types import Answer, Citation, PassageCitation, Question, Quote  # noqa: E402
 
 TARGETS = {"p50_single_ms": 100.0, "p95_concurrent_ms": 300.0}
 WARM_UP = [

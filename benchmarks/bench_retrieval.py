@@ -51,7 +51,8 @@ def main() -> None:
 
     from eval.qa_schema import load_qa
     from nenqa.settings import Settings
-    from retriever.search import Turn, load_searcher
+    from nenqa.types import Turn
+    from retriever.search import load_searcher
 
     with tempfile.TemporaryDirectory() as tmp:
         ingest_seconds = cold_ingest(Path(tmp) / "index")

@@ -48,7 +48,8 @@ def main() -> None:
     from eval.qa_schema import load_qa
     from eval.retrieval import KS, Hit, evaluate
     from nenqa.settings import Settings
-    from retriever.search import FusionWeights, Turn, load_searcher
+    from nenqa.types import Turn
+    from retriever.search import FusionWeights, load_searcher
 
     searcher = load_searcher(Settings())
     searcher.embedder = CachedEmbedder(searcher.embedder)

@@ -17,9 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from answer.base import Answer, Question
 from eval.metrics import missing_key_facts
-from retriever.search import Turn
+from nenqa.types import Answer, Question, Turn
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ def run_retrieval_eval(
     console=None,
 ) -> dict:
     """Evaluate the hybrid retriever (and the tutorial recipe); write ``retrieval.json``."""
-    from retriever.search import Turn, load_searcher
+    from nenqa.types import Turn
+    from retriever.search import load_searcher
 
     items = load_qa(qa_path)
     searcher = load_searcher(settings)

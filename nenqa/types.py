@@ -1,7 +1,9 @@
-"""The domain types every layer shares: documents, references, chunks, trials, evidence.
+"""The domain types every layer shares: documents, references, chunks, trials, evidence,
+and a conversation's questions, retrieval results and cited answers.
 
 Plain dataclasses inside the pipeline; pydantic models where data crosses a file boundary
-(``TrialRecord`` is read from ``data/trials.jsonl``).
+(``TrialRecord`` is read from ``data/trials.jsonl``). A ``Retrieval`` and an ``Answer`` are
+passed along as they are, never converted to another library's types and back.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 ChunkKind = Literal["passage", "trial", "reference"]
@@ -192,3 +195,102 @@ class TrialRecord(BaseModel):
     refs: list[int] = Field(default_factory=list, description="review reference numbers")
     section: str = Field(description="section of the review that discusses it, e.g. '1 生物治疗'")
     summary_zh: str = Field(description="the review's own sentence(s) about the study")
+
+
+# --- a conversation: questions, retrieval results, answers ------------------------------------
+
+AnswerModeName = Literal["extractive", "llm"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier message of the conversation."""
+
+    role: Literal["user", "assistant", "system"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question in Chinese or English, the conversation before it, and how much to retrieve."""
+
+    text: str
+    history: tuple[Turn, ...] = ()
+    top_k: int | None = None
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What one search for a question found, and everything it computed on the way.
+
+    ``query`` is the question with the recent user turns before it; ``expansions`` are the
+    glossary's other-language forms of its terms; ``query_vector`` is the embedding of the
+    dense text (query and expansions), ``None`` when the query was empty and nothing was
+    embedded. ``evidence`` is best first; ``timings_ms`` has ``embed``, ``dense`` and ``total``.
+    """
+
+    question: Question
+    query: str
+    expansions: tuple[str, ...]
+    query_vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    evidence: tuple[Evidence, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A sentence of the review that an answer rests on, and the chunk it was retrieved in."""
+
+    chunk_id: str
+    text: str
+    section: str
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One reference of the review cited by an answer, with the quotes that cite it."""
+
+    ref: int
+    reference: str
+    quotes: tuple[Quote, ...]
+
+
+@dataclass(frozen=True)
+class PassageCitation:
+    """Evidence without a reference marker, cited by its section (``[§section]``)."""
+
+    section: str
+    quotes: tuple[Quote, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer, its citations and the evidence behind it.
+
+    ``segments`` are the pieces of ``text`` in order, each whole sentences with their markers,
+    so a stream can send them without splitting a citation. ``unsupported`` holds sentences a
+    model wrote that failed the citation checks and were removed from ``text``; ``draft`` is the
+    model's raw output before the checks (empty when no model wrote the answer).
+    """
+
+    text: str
+    abstained: bool
+    mode: AnswerModeName
+    language: str
+    segments: tuple[str, ...] = ()
+    citations: tuple[Citation, ...] = ()
+    passages: tuple[PassageCitation, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+    unsupported: tuple[str, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    draft: str = ""
+    # Set when the llm mode was asked for, the endpoint failed and the extractive mode answered.
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class AnswerPiece:
+    """A streamed piece: a text segment, or (last) the complete ``Answer``."""
+
+    text: str = ""
+    answer: Answer | None = None

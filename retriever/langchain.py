@@ -10,9 +10,9 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from nenqa.types import Evidence
+from nenqa.types import Evidence, Turn
 from retriever.embeddings import Embedder
-from retriever.search import HybridSearcher, SearchFilters, Turn
+from retriever.search import HybridSearcher, SearchFilters
 
 
 def evidence_to_document(evidence: Evidence) -> Document:

@@ -6,7 +6,8 @@ The pipeline for one question:
 3. dense and lexical rankings are fused with weighted reciprocal rank fusion;
 4. a reference or trial hit lifts the passages that cite that reference or name that trial,
    so "lanreotide" reaches 兰瑞肽 passages through reference titles;
-5. the best ``k`` chunks come back as ``Evidence``.
+5. the best ``k`` chunks come back as ``Evidence``, in a ``Retrieval`` that also keeps the
+   query, the expansions and the query vector, so the answer modes reuse them.
 """
 
 from __future__ import annotations
@@ -15,23 +16,16 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from nenqa.settings import Settings
-from nenqa.types import Chunk, ChunkKind, Evidence
+from nenqa.types import Chunk, ChunkKind, Evidence, Question, Retrieval, Turn
 from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
 from retriever.glossary import Glossary, harvest_definitions, load_glossary_table
 from retriever.lexical import LexicalIndex, normalize_text, register_terms, tokenize
 from retriever.store import ChunkStore, IndexUnavailableError, decode_list
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One earlier message of the conversation."""
-
-    role: Literal["user", "assistant", "system"]
-    content: str
 
 
 @dataclass(frozen=True)
@@ -72,15 +66,6 @@ class FusionWeights:
     trial_lift: float = 0.4
     reference_result_factor: float = 0.5
     history_turns: int = 2
-
-
-@dataclass
-class SearchTrace:
-    """What a search did, for debugging and the API's timings."""
-
-    query: str = ""
-    expansions: list[str] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class HybridSearcher:
@@ -135,29 +120,37 @@ class HybridSearcher:
         earlier = [t.content for t in history if t.role == "user"][-self.weights.history_turns :]
         return " ".join([*earlier, question]).strip()
 
-    def search(
-        self,
-        question: str,
-        k: int | None = None,
-        *,
-        history: Sequence[Turn] = (),
-        filters: SearchFilters | None = None,
-        trace: SearchTrace | None = None,
-    ) -> list[Evidence]:
-        """The ``k`` best chunks for a question in Chinese or English, best first."""
-        k = k or self.default_k
-        filters = filters or SearchFilters()
-        trace = trace if trace is not None else SearchTrace()
-        started = time.perf_counter()
-        query = self.retrieval_query(question, history)
-        expansions = self.glossary.expand(query)
-        trace.query, trace.expansions = query, expansions
-        if not query:
-            return []
+    def prepare(self, question: Question) -> Retrieval:
+        """The retrieval query of a question, its glossary expansions and its query vector.
 
+        No ranking yet (``evidence`` is empty): ``retrieve`` ranks; a caller that ranks chunks
+        by other means (eval's tutorial recipe) puts its own evidence in with ``replace``.
+        """
+        started = time.perf_counter()
+        query = self.retrieval_query(question.text, question.history)
+        expansions = tuple(self.glossary.expand(query))
+        if not query:
+            return Retrieval(question, query, expansions)
         dense_text = f"{query} ({'; '.join(expansions)})" if expansions else query
-        vector = self.embedder.embed_queries([dense_text])[0]
-        trace.timings_ms["embed"] = _ms(started)
+        vector = np.asarray(self.embedder.embed_queries([dense_text])[0], dtype=np.float32)
+        return Retrieval(question, query, expansions, vector, timings_ms={"embed": _ms(started)})
+
+    def retrieve(
+        self, question: Question, k: int | None = None, *, filters: SearchFilters | None = None
+    ) -> Retrieval:
+        """The ``k`` best chunks for a question in Chinese or English, best first.
+
+        ``k`` defaults to ``question.top_k``, then to ``default_k``. An empty question (and no
+        earlier user turn) retrieves nothing.
+        """
+        k = k or question.top_k or self.default_k
+        filters = filters or SearchFilters()
+        started = time.perf_counter()
+        prepared = self.prepare(question)
+        vector = prepared.query_vector
+        if vector is None:
+            return replace(prepared, timings_ms={"total": _ms(started)})
+        timings = dict(prepared.timings_ms)
 
         chunks, position = self.chunks, self.position
         # Filters are applied to a wider candidate pool; kind is pushed down to Chroma.
@@ -168,11 +161,11 @@ class HybridSearcher:
             for cid, sim in self.store.query(vector, self.dense_candidates * widen, where=where)
             if cid in position and filters.accepts(chunks[position[cid]])
         ][: self.dense_candidates]
-        trace.timings_ms["dense"] = _ms(started) - trace.timings_ms["embed"]
+        timings["dense"] = _ms(started) - timings["embed"]
 
-        extra_tokens = [tok for term in expansions for tok in tokenize(term)]
+        extra_tokens = [tok for term in prepared.expansions for tok in tokenize(term)]
         ranked_lexical = self.lexical.rank(
-            query, self.lexical_candidates * widen, extra_tokens=extra_tokens
+            prepared.query, self.lexical_candidates * widen, extra_tokens=extra_tokens
         )
         lexical = [(i, s) for i, s in ranked_lexical if filters.accepts(chunks[i])][
             : self.lexical_candidates
@@ -180,8 +173,21 @@ class HybridSearcher:
 
         fused = self._fuse(dense, lexical, filters)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], chunks[item[0]].chunk_id))
-        trace.timings_ms["total"] = _ms(started)
-        return [Evidence(chunks[i], score) for i, score in ranked[:k]]
+        evidence = tuple(Evidence(chunks[i], score) for i, score in ranked[:k])
+        timings["total"] = _ms(started)
+        return replace(prepared, evidence=evidence, timings_ms=timings)
+
+    def search(
+        self,
+        question: str,
+        k: int | None = None,
+        *,
+        history: Sequence[Turn] = (),
+        filters: SearchFilters | None = None,
+    ) -> list[Evidence]:
+        """``retrieve``'s evidence for a question text (``/v1/search``, the CLI, benchmarks)."""
+        retrieval = self.retrieve(Question(question, tuple(history)), k, filters=filters)
+        return list(retrieval.evidence)
 
     def _fuse(
         self,

@@ -11,17 +11,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable
 
 from answer.base import AnswerError, AnswerMode
-from answer.extractive import ExtractiveAnswerer, ExtractiveConfig, SentenceScorer
-from answer.fallback import ExtractiveFallback, with_fallback_chain
+from answer.extractive import ExtractiveAnswerer
+from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
+from answer.relevance import ScoringConfig, SentenceScorer
 from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
 from ingest.pipeline import DEFAULT_SOURCES
@@ -41,7 +41,7 @@ QUERY_BATCH_TEXTS = 2
 
 
 class QueryVectorCache:
-    """Wraps an embedder so a query embedded twice (search, then sentence scoring) costs once.
+    """Wraps an embedder so a question asked again soon after is not embedded again.
 
     The cache is small on purpose: it spans the requests in flight and a question asked again
     soon after, not a whole evaluation set (which would make benchmarks measure the cache).
@@ -94,7 +94,6 @@ class ServiceState:
     references: dict[int, Reference]
     trials: list[TrialRecord]
     answerers: dict[str, AnswerMode]
-    chains: dict[str, Runnable] = field(default_factory=dict)
     llm_problem: str | None = None
     load_seconds: float = 0.0
 
@@ -119,8 +118,6 @@ def load_service(
     After ``searcher.refresh()`` pass the ``previous`` service: sentences it already embedded
     are not embedded again.
     """
-    from answer.chains import build_chain
-
     started = time.perf_counter()
     searcher = searcher or load_searcher(settings)
     if not isinstance(searcher.embedder, QueryVectorCache):
@@ -131,7 +128,7 @@ def load_service(
     )
     glossary_forms = [form for term in searcher.glossary.terms for form in term.forms]
     scope = ScopeCheck([c.text for c in searcher.chunks], glossary_forms)
-    config = ExtractiveConfig(
+    config = ScoringConfig(
         max_sentences=settings.answer_max_sentences,
         min_similarity=settings.abstain_min_similarity,
         min_overlap=settings.abstain_min_overlap,
@@ -156,7 +153,6 @@ def load_service(
         answerers=answerers,
         llm_problem=llm_problem,
     )
-    state.chains = {name: build_chain(answerer) for name, answerer in answerers.items()}
     state = with_extractive_fallback(state)
     state.load_seconds = round(time.perf_counter() - started, 2)
     return state
@@ -164,18 +160,11 @@ def load_service(
 
 def with_llm(state: ServiceState, chat_model: BaseChatModel) -> ServiceState:
     """A copy of ``state`` whose llm mode uses ``chat_model`` (nothing is loaded again)."""
-    from answer.chains import build_chain
-
     answerer = LLMAnswerer(
         state.scorer, state.references, chat_model, top_k=state.settings.answer_top_k
     )
     return with_extractive_fallback(
-        replace(
-            state,
-            answerers={**state.answerers, "llm": answerer},
-            chains={**state.chains, "llm": build_chain(answerer)},
-            llm_problem=None,
-        )
+        replace(state, answerers={**state.answerers, "llm": answerer}, llm_problem=None)
     )
 
 
@@ -189,14 +178,7 @@ def with_extractive_fallback(state: ServiceState) -> ServiceState:
         return state
     extractive = state.answerers["extractive"]
     assert isinstance(extractive, ExtractiveAnswerer)
-    return replace(
-        state,
-        answerers={**state.answerers, "llm": ExtractiveFallback(llm, extractive)},
-        chains={
-            **state.chains,
-            "llm": with_fallback_chain(state.chains["llm"], state.chains["extractive"]),
-        },
-    )
+    return replace(state, answerers={**state.answerers, "llm": ExtractiveFallback(llm, extractive)})
 
 
 def _cpu_count() -> int:

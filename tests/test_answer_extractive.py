@@ -6,13 +6,15 @@ import re
 
 import pytest
 
-from answer.base import ABSTENTION_TEXT, Answer, Question
-from answer.chains import build_chain
+from answer.base import ABSTENTION_TEXT
+from answer.chains import as_runnable
 from answer.citations import render_quote
+from answer.extractive import ExtractiveAnswerer
 from eval.quality import load_eval_questions, score_answers
 from nenqa.settings import PROJECT_ROOT
 from nenqa.text import strip_citation_markers
-from retriever.search import Turn
+from nenqa.types import Answer, Question, Turn
+from tests.counting import CountingEmbedder, counting_scorer
 
 pytestmark = pytest.mark.slow
 
@@ -135,13 +137,48 @@ def test_answers_quote_a_few_sentences_at_most(answerer, service):
     assert len(quoted) == len(set(quoted))
 
 
-def test_the_lcel_chain_gives_the_answerers_answer(answerer, service):
-    chain = build_chain(answerer)
+def test_the_lcel_runnable_gives_the_answerers_answer(answerer, service):
+    chain = as_runnable(answerer)
     question = "CLARINET FORTE中增量兰瑞肽在中肠NET可额外获得多少个月的mPFS？"
     via_chain = chain.invoke({"question": question, "history": []})
     assert via_chain.text == ask(answerer, question).text
     assert "8.3个月" in via_chain.text
     assert set(via_chain.timings_ms) >= {"retrieve", "select", "total"}
+    pieces = list(chain.stream(question))
+    assert "".join(p.text for p in pieces[:-1]) == pieces[-1].answer.text == via_chain.text
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "SPINET研究中兰瑞肽组的治疗失败时间是多少？",
+        "How many patients did the TALENT trial of lenvatinib enrol?",
+        "二甲双胍每天最多能吃多少？",
+    ],
+)
+def test_a_streamed_answer_is_the_same_answer_as_a_plain_one(answerer, question):
+    plain = ask(answerer, question)
+    pieces = list(answerer.stream(Question(question)))
+    streamed = pieces[-1].answer
+    assert "".join(p.text for p in pieces[:-1]) == streamed.text == plain.text
+    assert streamed.citations == plain.citations and streamed.passages == plain.passages
+    assert streamed.abstained == plain.abstained
+
+
+def counting_answerer(service, embedder) -> tuple[ExtractiveAnswerer, CountingEmbedder]:
+    scorer, counting = counting_scorer(service, embedder)
+    top_k = service.settings.answer_top_k
+    return ExtractiveAnswerer(scorer.searcher, scorer, service.references, top_k=top_k), counting
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_question_is_embedded_once_and_scored_once(service, embedder, streamed):
+    answerer, counting = counting_answerer(service, embedder)
+    question = Question("What did the SEQTOR trial find?")
+    answer = list(answerer.stream(question))[-1].answer if streamed else answerer.answer(question)
+    assert "SEQTOR" in answer.text
+    assert len(counting.queries) == 1 and counting.queries[0].startswith("What did the SEQTOR")
+    assert answerer.scorer.calls == 1
 
 
 def test_quotes_are_sentences_of_the_indexed_passages(answerer, service):

@@ -6,8 +6,12 @@ import re
 
 import pytest
 
-from answer.base import LLMEndpointError, Question
-from answer.chains import build_chain
+from answer.base import LLMEndpointError
+from answer.chains import as_runnable
+from answer.fallback import ExtractiveFallback
+from answer.llm import LLMAnswerer, make_chat_model
+from nenqa.types import AnswerPiece, Question
+from tests.counting import counting_scorer
 
 pytestmark = pytest.mark.slow
 
@@ -135,14 +139,82 @@ def test_streamed_sentences_arrive_whole_with_their_markers(llm):
     assert final.unsupported == ("Lanreotide is curative [S77].",)
 
 
-def test_the_lcel_chain_checks_like_the_answerer(llm):
+def test_the_lcel_runnable_checks_like_the_answerer(llm):
     answerer = llm(
         [{"when": "SPINET", "reply": "兰瑞肽组的TTF为13.3个月{key:13.3个月}。它能治愈NEC[S50]。"}]
     )
-    answer = build_chain(answerer).invoke({"question": SPINET_Q})
+    answer = as_runnable(answerer).invoke({"question": SPINET_Q})
     assert answer.text == "兰瑞肽组的TTF为13.3个月[7]。"
     assert answer.mode == "llm"
     assert {"retrieve", "generate", "total"} <= set(answer.timings_ms)
+    pieces = list(as_runnable(answerer).stream(SPINET_Q))
+    assert [p.text for p in pieces[:-1]] == ["兰瑞肽组的TTF为13.3个月[7]。"]
+    assert pieces[-1].answer.text == answer.text
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Lanreotide gave a TTF of 13.3 months {key:13.3个月}. Lanreotide cures NEC [S99]. "
+        "Placebo gave 9.8 months {key:9.8个月}.",
+        "INSUFFICIENT_EVIDENCE",
+    ],
+)
+def test_a_streamed_answer_is_the_same_answer_as_a_plain_one(llm, reply):
+    answerer = llm([{"when": "SPINET", "reply": reply}])
+    plain = answerer.answer(Question(SPINET_Q))
+    pieces = list(answerer.stream(Question(SPINET_Q)))
+    streamed = pieces[-1].answer
+    assert "".join(p.text for p in pieces[:-1]) == streamed.text == plain.text
+    assert streamed.citations == plain.citations and streamed.passages == plain.passages
+    assert (streamed.abstained, streamed.unsupported) == (plain.abstained, plain.unsupported)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_question_is_embedded_once_and_scored_once(llm_service, scripted_llm, embedder, streamed):
+    scripted_llm.set_rules(
+        [{"when": "SPINET", "reply": "Lanreotide gave a TTF of 13.3 months {key:13.3个月}."}]
+    )
+    scorer, counting = counting_scorer(llm_service, embedder)
+    chat_model = make_chat_model(llm_service.settings)
+    answerer = LLMAnswerer(scorer, llm_service.references, chat_model)
+    question = Question(SPINET_Q)
+    answer = list(answerer.stream(question))[-1].answer if streamed else answerer.answer(question)
+    assert answer.text == "Lanreotide gave a TTF of 13.3 months [7]."
+    assert counting.queries == [counting.queries[0]] and SPINET_Q in counting.queries[0]
+    assert scorer.calls == 1
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_failing_endpoint_falls_back_to_the_extractive_answer(llm, llm_service, streamed):
+    failing = llm([{"when": "", "status": 500}])
+    fallback = ExtractiveFallback(failing, llm_service.answerers["extractive"])
+    question = Question(SPINET_Q)
+    extractive = fallback.extractive.answer(question)
+    if streamed:
+        pieces = list(fallback.stream(question))
+        answer = pieces[-1].answer
+        assert "".join(p.text for p in pieces[:-1]) == answer.text
+    else:
+        answer = fallback.answer(question)
+    assert answer.mode == "extractive" and answer.text == extractive.text
+    assert answer.citations == extractive.citations
+    assert "did not answer" in answer.fallback and "extractive mode" in answer.fallback
+
+
+def test_a_failing_endpoint_after_the_first_sentence_is_not_hidden_by_the_fallback(llm_service):
+    class FailsAfterOneSentence:
+        name = "llm"
+
+        def stream(self, question, *, incremental=True):
+            yield AnswerPiece(text="兰瑞肽组的TTF为13.3个月[7]。")
+            raise LLMEndpointError("the LLM endpoint did not answer (dropped)")
+
+    fallback = ExtractiveFallback(FailsAfterOneSentence(), llm_service.answerers["extractive"])
+    pieces = fallback.stream(Question(SPINET_Q))
+    assert next(pieces).text == "兰瑞肽组的TTF为13.3个月[7]。"
+    with pytest.raises(LLMEndpointError, match="dropped"):
+        next(pieces)
 
 
 def test_an_endpoint_failure_is_reported_as_such(llm):

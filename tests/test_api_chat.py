@@ -84,6 +84,47 @@ def test_an_llm_endpoint_failure_is_a_bad_gateway(llm_client, scripted_llm):
     assert "did not answer" in response.json()["detail"]
 
 
+def completion(client, question: str, model: str, *, stream: bool) -> tuple[str, list, bool]:
+    """The answer text, citations and abstention of a chat completion, streamed or not."""
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": stream}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    if not stream:
+        reply = response.json()
+        return reply["choices"][0]["message"]["content"], reply["citations"], reply["abstained"]
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: {")
+    ]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    return text, events[-1]["citations"], events[-1]["abstained"]
+
+
+@pytest.mark.parametrize(
+    ("question", "llm_answer"),
+    [
+        (SPINET, "兰瑞肽组TTF为13.3个月[7]。"),
+        ("二甲双胍每天最多能吃多少？", "综述中没有能回答这个问题的内容，因此不作回答。"),
+    ],
+)
+def test_streamed_and_plain_completions_and_chat_give_the_same_answer(
+    client, llm_client, scripted_llm, question, llm_answer
+):
+    scripted_llm.set_rules(
+        [{"when": "SPINET", "reply": "兰瑞肽组TTF为13.3个月{key:13.3个月}。它能治愈NEC[S50]。"}]
+    )
+    answers = {}
+    for test_client, mode in [(client, "extractive"), (llm_client, "llm")]:
+        plain = completion(test_client, question, f"nenqa-{mode}", stream=False)
+        streamed = completion(test_client, question, f"nenqa-{mode}", stream=True)
+        assert streamed == plain, mode
+        chat = test_client.post("/v1/chat", json={"question": question, "mode": mode}).json()
+        assert (chat["answer"], chat["citations"], chat["abstained"]) == plain, mode
+        answers[mode] = plain[0]
+    assert answers["llm"] == llm_answer
+
+
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retriever.search import SearchFilters, Turn
+from nenqa.types import Turn
+from retriever.search import SearchFilters
 
 pytestmark = pytest.mark.slow
 

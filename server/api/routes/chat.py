@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from answer.base import Question
 from nenqa.settings import Settings
-from retriever.search import Turn
+from nenqa.types import Question, Turn
 from server.api.deps import ServiceDep, SettingsDep
 from server.api.docs import COMMON, POST_BODY, error_responses
 from server.errors import QuestionTooLongError
@@ -36,8 +35,7 @@ def chat(body: ChatRequest, service: ServiceDep, settings: SettingsDep) -> ChatR
 
     `abstained` is true (and nothing is cited) when the review does not answer the question.
     """
-    mode = body.mode or settings.answer_mode
-    service.answerer(mode)  # 503 with the reason when the mode is not available
+    # 503 with the reason when the mode is not available.
+    answerer = service.answerer(body.mode or settings.answer_mode)
     question = question_from(settings, body.question, body.history, body.top_k)
-    answer = service.chains[mode].invoke(question)
-    return chat_response(answer)
+    return chat_response(answerer.answer(question))

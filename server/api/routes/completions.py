@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from answer.base import Answer, AnswerError, AnswerPiece
+from answer.base import AnswerError
+from nenqa.types import Answer, AnswerPiece
 from server.api.deps import ServiceDep, SettingsDep
 from server.api.docs import COMMON, POST_BODY, error_responses
 from server.api.routes.chat import question_from
@@ -96,7 +97,7 @@ def chat_completions(
     created = int(time.time())
     model = f"nenqa-{mode}"
     if not body.stream:
-        answer = service.chains[mode].invoke(question)
+        answer = answerer.answer(question)
         citations, passages = citations_out(answer)
         return CompletionResponse(
             id=completion_id,

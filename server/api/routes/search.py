@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from retriever.search import SearchFilters, Turn
+from nenqa.types import Turn
+from retriever.search import SearchFilters
 from server.api.deps import ServiceDep
 from server.api.docs import COMMON, POST_BODY, error_responses
 from server.schemas import EvidenceOut, SearchRequest, SearchResponse

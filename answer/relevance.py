@@ -1,0 +1,212 @@
+"""How well retrieved evidence answers a question, sentence by sentence; decides abstention.
+
+Both answer modes score once per answer with ``SentenceScorer.relevance(retrieval)``: the
+extractive mode quotes the best sentences, the llm mode shows them to the model; both abstain
+(``abstention``) when the evidence does not answer.
+
+Each sentence of the retrieved chunks is scored by
+``similarity + overlap_weight * overlap + rank_weight / (1 + chunk rank)``: ``similarity`` is the
+cosine of the retrieval's query vector (the question with the conversation's earlier user turns
+and the glossary expansions, as the searcher embedded it) and the sentence under the retrieval
+embedder, ``overlap`` the IDF-weighted share of the question's corpus words the sentence
+contains, the glossary's other-language forms counting for their terms. The question is
+answerable only when the best sentence reaches both ``min_similarity`` and ``min_overlap`` (or
+covers every specific word at ``strong_min_similarity``) and the question names no entity the
+review never mentions (``ScopeCheck``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from answer.base import ABSTENTION_TEXT
+from answer.scope import ScopeCheck
+from answer.sentences import SentenceBank
+from nenqa.types import Answer, Evidence, Question, Retrieval
+from retriever.lexical import normalize_text, tokenize
+from retriever.search import HybridSearcher
+
+_NUMBER_TOKEN = re.compile(r"^[\d.]+$")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Sentence scoring, selection and abstention parameters (calibrated on ``eval/qa.jsonl``)."""
+
+    max_sentences: int = 3
+    min_similarity: float = 0.78
+    min_overlap: float = 0.20
+    overlap_weight: float = 0.25
+    rank_weight: float = 0.05
+    margin: float = 0.15
+    history_weight: float = 0.5
+    # A further sentence must cover this share of what the best one covers of the question,
+    # so a SPINET question does not also quote the PROMID sentence next to it.
+    min_overlap_ratio: float = 0.4
+    # A question whose every specific word (a trial name) the best sentence covers is
+    # answerable at a lower similarity ("What did the SEQTOR trial find?").
+    strong_overlap: float = 0.9
+    strong_min_similarity: float = 0.70
+
+
+@dataclass(frozen=True)
+class ScoredSentence:
+    """A candidate sentence with its score parts; ``index`` points into the ``SentenceBank``."""
+
+    index: int
+    chunk_id: str
+    rank: int
+    similarity: float
+    overlap: float
+    score: float
+
+
+@dataclass
+class Relevance:
+    """How well the retrieved evidence matches the question; decides abstention."""
+
+    best_similarity: float = 0.0
+    best_overlap: float = 0.0
+    unknown_entities: list[str] = field(default_factory=list)
+    ranked: list[ScoredSentence] = field(default_factory=list)
+    # Every folded form of the trials the question names (SPINET; 兰瑞肽 is not a trial).
+    named_trials: frozenset[str] = frozenset()
+
+    def answerable(self, config: ScoringConfig) -> bool:
+        if self.unknown_entities or not self.ranked:
+            return False
+        top = self.ranked[0]
+        covered = top.overlap >= config.strong_overlap
+        return (
+            self.best_similarity >= config.min_similarity
+            and self.best_overlap >= config.min_overlap
+        ) or (covered and top.similarity >= config.strong_min_similarity)
+
+
+class SentenceScorer:
+    """Scores the sentences of retrieved evidence against its question (shared by both modes)."""
+
+    def __init__(
+        self,
+        searcher: HybridSearcher,
+        bank: SentenceBank,
+        scope: ScopeCheck,
+        config: ScoringConfig,
+    ) -> None:
+        self.searcher = searcher
+        self.bank = bank
+        self.scope = scope
+        self.config = config
+
+    def relevance(self, retrieval: Retrieval) -> Relevance:
+        """Every sentence of the retrieval's evidence scored, best first, with the abstention
+        signals; the retrieval's query vector is used as it is (nothing is embedded again)."""
+        question = retrieval.question
+        candidates: dict[int, tuple[str, int]] = {}
+        for rank, item in enumerate(retrieval.evidence):
+            for index in self.bank.sentences_of(item.chunk.chunk_id):
+                candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
+        relevance = Relevance(
+            unknown_entities=self.scope.unknown_entities(question.text),
+            named_trials=frozenset(
+                normalize_text(form)
+                for term in self.searcher.glossary.matches(question.text)
+                if term.type == "trial"
+                for form in term.forms
+            ),
+        )
+        if not candidates or retrieval.query_vector is None:
+            return relevance
+        units = self._query_units(question)
+        indices = list(candidates)
+        similarities = self.bank.vectors[indices] @ retrieval.query_vector
+        scored = []
+        for index, similarity in zip(indices, similarities, strict=True):
+            chunk_id, rank = candidates[index]
+            overlap = self._overlap(units, self.bank.tokens[index])
+            score = (
+                float(similarity)
+                + self.config.overlap_weight * overlap
+                + self.config.rank_weight / (1 + rank)
+            )
+            scored.append(ScoredSentence(index, chunk_id, rank, float(similarity), overlap, score))
+        scored.sort(key=lambda s: (-s.score, s.index))
+        relevance.ranked = scored
+        relevance.best_similarity = max(s.similarity for s in scored)
+        relevance.best_overlap = max(s.overlap for s in scored)
+        return relevance
+
+    def _query_units(self, question: Question) -> list[tuple[float, tuple[frozenset[str], ...]]]:
+        """What the question asks about, as (weight, alternatives) units a sentence can cover.
+
+        A glossary term the question names is one unit, covered by any of its forms in either
+        language (so ``lanreotide`` is covered by ``兰瑞肽``); every other corpus word is a unit of
+        its own. Weights are IDF, times ``history_weight`` for words of earlier turns only.
+        """
+        earlier = [t.content for t in question.history if t.role == "user"]
+        earlier = earlier[-self.searcher.weights.history_turns :]
+        texts = [*((t, self.config.history_weight) for t in earlier), (question.text, 1.0)]
+        units: dict[object, tuple[float, tuple[frozenset[str], ...]]] = {}
+        for text, weight in texts:
+            claimed: set[str] = set()
+            for term in self.searcher.glossary.matches(text):
+                forms = tuple(
+                    toks
+                    for form in term.forms
+                    if (toks := frozenset(t for t in tokenize(form) if self.bank.known(t)))
+                )
+                named = {t for form in term.forms for t in tokenize(form)} & set(tokenize(text))
+                claimed |= named
+                if not forms:
+                    continue
+                unit_weight = weight * max(self.bank.idf(t) for toks in forms for t in toks)
+                key = ("term", term.forms)
+                if units.get(key, (0.0,))[0] < unit_weight:
+                    units[key] = (unit_weight, forms)
+            for token in tokenize(text):
+                if token in claimed or not self.bank.known(token) or _NUMBER_TOKEN.match(token):
+                    continue
+                unit_weight = weight * self.bank.idf(token)
+                if units.get(token, (0.0,))[0] < unit_weight:
+                    units[token] = (unit_weight, (frozenset({token}),))
+        return list(units.values())
+
+    @staticmethod
+    def _overlap(
+        units: Sequence[tuple[float, tuple[frozenset[str], ...]]], tokens: frozenset[str]
+    ) -> float:
+        total = sum(weight for weight, _ in units)
+        if total <= 0:
+            return 0.0
+        found = sum(weight for weight, forms in units if any(f <= tokens for f in forms))
+        return found / total
+
+
+def abstention(
+    language: str,
+    mode: str,
+    evidence: Sequence[Evidence],
+    timings: dict[str, float],
+    *,
+    unsupported: tuple[str, ...] = (),
+    draft: str = "",
+) -> Answer:
+    """The answer when the evidence does not answer the question: no citations at all.
+
+    ``unsupported`` and ``draft`` are the llm mode's, when every sentence the model wrote failed
+    the checks.
+    """
+    text = ABSTENTION_TEXT[language]
+    return Answer(
+        text=text,
+        abstained=True,
+        mode=mode,  # type: ignore[arg-type]
+        language=language,
+        segments=(text,),
+        evidence=tuple(evidence),
+        unsupported=unsupported,
+        timings_ms=dict(timings),
+        draft=draft,
+    )
