@@ -15,13 +15,14 @@ from collections.abc import Iterable
 
 import jieba
 
+from nenqa.text import CJK_RANGE
 from retriever.lexical import normalize_text
 
 jieba.setLogLevel(logging.WARNING)
 
 # Chinese words ending like a disease, drug or vaccine (糖尿病, 乳腺癌, 胰岛素, 二甲双胍, 疫苗).
 _ZH_ENTITY_END = "癌瘤病症炎喘胍素苗药"
-_CJK_WORD = re.compile(r"^[\u3400-\u9fff]+$")
+_CJK_WORD = re.compile(f"^[{CJK_RANGE}]+$")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)*")
 # INN stems of drug names, disease and organ-system morphology (cabozantinib, metformin,
 # hepatitis, antihypertensive, corticosteroid).

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import MalformedRecordError
+from nenqa.text import CJK_RANGE as _CJK
+from nenqa.text import has_cjk
 from retriever.lexical import normalize_text
 
 TERM_TYPES = frozenset(
     {"drug", "regimen", "trial", "endpoint", "disease", "site", "biomarker", "class", "other"}
 )
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 # 中文(english words, ABBR) with either half- or full-width brackets.
 _DEFINITION = re.compile(
     rf"([{_CJK}A-Za-z0-9\-]*[{_CJK}])\s*[(（]\s*([A-Za-z][A-Za-z0-9 \-,'/]+?)"
@@ -136,7 +137,7 @@ def _split(cell: str) -> tuple[str, ...]:
 
 
 def _form_pattern(form: str, *, is_abbr: bool) -> re.Pattern[str] | None:
-    if re.search(f"[{_CJK}]", form):
+    if has_cjk(form):
         return (
             re.compile(re.escape(normalize_text(form)), re.IGNORECASE) if len(form) >= 2 else None
         )

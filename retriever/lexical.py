@@ -17,9 +17,10 @@ import bm25s
 import jieba
 import numpy as np
 
+from nenqa.text import CJK_RANGE as _CJK
+
 jieba.setLogLevel(logging.WARNING)
 
-_CJK = r"\u3400-\u4dbf\u4e00-\u9fff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[A-Za-z0-9αβγ]+(?:[.\-/][A-Za-z0-9αβγ]+)*")
 _CJK_RUN = re.compile(rf"^[{_CJK}]+$")
 
