@@ -173,7 +173,7 @@ _REVIEW_TRAILING = re.compile(rf"{REVIEW_MARKER.pattern}|[{re.escape(CLOSERS)}]"
 EVIDENCE_ZH = SentenceRules(re.compile(r"[。！？；!?]"), _REVIEW_TRAILING)
 # Evidence, English: . ! ? before a space and a capital, digit or Chinese character.
 EVIDENCE_EN = SentenceRules(
-    re.compile(r"[.!?](?=[\"'”’)\]]*\s+[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])"), _REVIEW_TRAILING
+    re.compile(rf"[.!?](?=[\"'”’)\]]*\s+[\"'“‘(\[]?[A-Z0-9{CJK_RANGE}])"), _REVIEW_TRAILING
 )
 # Answer text, either language at once: Chinese ends at 。！？ (not ；: a quoted review sentence
 # keeps its clauses), English at "." before a space and a capital, digit, bracket or Chinese
@@ -184,7 +184,7 @@ ANSWER = SentenceRules(
     re.compile(
         r"[。！？!?]|\n+"
         rf"|\.(?=(?:\s*(?:{_ANSWER_MARKER_AFTER})|[\"'”’)])*"
-        r"\s+[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])"
+        rf"\s+[\"'“‘(\[]?[A-Z0-9{CJK_RANGE}])"
     ),
     re.compile(rf"\s*(?:{_ANSWER_MARKER_AFTER}|[”’」』）)》])"),
 )
