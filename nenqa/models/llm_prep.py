@@ -353,7 +353,7 @@ def local_model_path(cache_dir: Path) -> Path:
 def check_local_llm_ready(cache_dir: Path, *, python: Path | None = None) -> Path:
     """The verified model's path, when the model and llama-cpp-python are both prepared.
 
-    Raises ``LocalLLMError`` saying to run ``make llm`` (or ``python -m nenqa.models.local_llm
+    Raises ``LocalLLMError`` saying to run ``make llm`` (or ``python -m nenqa.models.llm_prep
     prepare``) when either is missing; it never downloads or builds anything itself.
     """
     model_path = local_model_path(cache_dir)
