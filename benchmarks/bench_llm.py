@@ -46,15 +46,14 @@ from answer.citations import (  # noqa: E402
     FOREIGN_MARKER,
     KEY_MARKER,
     CheckedSentence,
-    numbers_in,
 )
 from answer.llm import LLMAnswerer, build_answer_prompt, make_chat_model  # noqa: E402
-from answer.sentences import detect_language, strip_citation_markers  # noqa: E402
 from eval.client import ChatReply  # noqa: E402
 from eval.judges import DeterministicJudge  # noqa: E402
 from eval.qa_schema import QAItem, load_qa  # noqa: E402
 from eval.report import score_item, summarize  # noqa: E402
 from nenqa.settings import Settings, get_settings  # noqa: E402
+from nenqa.text import detect_language, numbers_in, strip_citation_markers  # noqa: E402
 from nenqa.types import Answer, Question, Turn  # noqa: E402
 from retriever.search import build_glossary  # noqa: E402
 
