@@ -6,8 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 PYTHON=${PYTHON:-python3}
+KEEP_WORK=${WORK:+yes}  # a WORK given is kept (and its venv reused); a temporary one is removed
 WORK=${WORK:-$(mktemp -d /tmp/nenqa-wheel.XXXXXX)}
 PORT=${PORT:-8765}
+SERVER=
+cleanup() {
+    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+    if [ -z "$KEEP_WORK" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False
 
 echo "== building the wheel (in $WORK)"
@@ -15,10 +22,12 @@ rm -rf "$WORK/wheel"
 "$REPO/.venv/bin/pip" wheel --quiet --no-deps --no-build-isolation -w "$WORK/wheel" "$REPO"
 rm -rf "$REPO/build"  # setuptools' staging folder, not part of the checkout
 WHEEL=$(ls "$WORK"/wheel/nenqa-*.whl)
+# Listed once into a file: `unzip | grep -q` would fail under pipefail when grep stops early.
+unzip -l "$WHEEL" >"$WORK/wheel-files.txt"
 for shipped in nenqa/data/nen-drug-trials-review-2022.md nenqa/data/trials.jsonl \
     nenqa/data/glossary.tsv nenqa/data/PROVENANCE.md nenqa/prompts/answer_system.md \
     server/static/widget.js server/static/index.html eval/qa.jsonl eval/thresholds.toml; do
-    unzip -l "$WHEEL" | grep -q " $shipped\$" || { echo "the wheel lacks $shipped"; exit 1; }
+    grep -q " $shipped\$" "$WORK/wheel-files.txt" || { echo "the wheel lacks $shipped"; exit 1; }
 done
 
 echo "== installing it into a fresh venv (dependencies from the package index; pip's cache helps)"
@@ -41,14 +50,14 @@ export NENQA_INDEX_DIR="$WORK/index"
 echo "== nenqa serve on 127.0.0.1:$PORT"
 "$NENQA" serve --port "$PORT" --log-level warning >"$WORK/serve.log" 2>&1 &
 SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 1 180); do
     if curl -sf "127.0.0.1:$PORT/readyz" >/dev/null; then break; fi
     if ! kill -0 "$SERVER" 2>/dev/null; then cat "$WORK/serve.log"; exit 1; fi
     sleep 1
 done
 curl -sf "127.0.0.1:$PORT/readyz" >/dev/null || { echo "not ready in 180 s"; cat "$WORK/serve.log"; exit 1; }
-curl -sf "127.0.0.1:$PORT/" | grep -q "widget.js" || { echo "the chat page is missing"; exit 1; }
+PAGE=$(curl -sf "127.0.0.1:$PORT/")
+grep -q "widget.js" <<<"$PAGE" || { echo "the chat page is missing"; exit 1; }
 
 ANSWER=$(curl -sf "127.0.0.1:$PORT/v1/chat" -H 'Content-Type: application/json' \
     -d '{"question": "SPINET研究中兰瑞肽的治疗失败时间是多少？"}')
