@@ -2,7 +2,8 @@
 
 In a source checkout (or an editable install of one) they are the checkout's own ``data/`` and
 ``prompts/``; an installed wheel carries the same files as ``nenqa/data`` and ``nenqa/prompts``
-(pyproject's ``package-dir`` maps them), because its project root is just ``site-packages``.
+(links to them in the checkout, shipped as package data), because its project root is just
+``site-packages``.
 """
 
 from __future__ import annotations
