@@ -8,7 +8,6 @@ no reference marker is cited by its passage (``[§section]``) and never given a 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
@@ -70,8 +69,3 @@ def passage_marker(section: str) -> str:
 def reference_markers(refs: Sequence[int]) -> str:
     """``[4][5]`` for refs (4, 5): one bracket per number so no client has to parse ranges."""
     return "".join(f"[{n}]" for n in refs)
-
-
-def elapsed_ms(started: float, ended: float | None = None) -> float:
-    """Milliseconds from ``started`` (a ``time.perf_counter()``) to ``ended`` or now."""
-    return round(((ended or time.perf_counter()) - started) * 1000, 2)

@@ -31,7 +31,6 @@ from answer.base import (
     LLMEndpointError,
     LLMTimeoutError,
     LLMUnavailableError,
-    elapsed_ms,
     final_answer,
 )
 from answer.citations import (
@@ -48,6 +47,7 @@ from answer.prompts import PROMPTS_DIR, load_prompt
 from answer.relevance import Relevance, ScoredSentence, SentenceScorer, abstention
 from nenqa.settings import Settings
 from nenqa.text import detect_language, strip_citation_markers
+from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Chunk, Evidence, Question, Reference
 from retriever.glossary import Glossary, Term
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eval.qa_schema import QAItem
+from nenqa.timing import elapsed_ms
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ChatClient:
             return _failed(
                 f"POST /v1/chat answered {response.status_code}: {response.text[:300]}", started
             )
-        return parse_chat_response(response.json(), elapsed_ms(started))
+        return parse_chat_response(response.json(), elapsed_ms(started, digits=1))
 
     def close(self) -> None:
         if self._closer is not None:
@@ -103,9 +104,4 @@ def parse_chat_response(data: object, ms: float) -> ChatReply:
 
 
 def _failed(message: str, started: float) -> ChatReply:
-    return ChatReply("", False, [], [], "", elapsed_ms(started), message)
-
-
-def elapsed_ms(started: float) -> float:
-    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading), one decimal."""
-    return round((time.perf_counter() - started) * 1000, 1)
+    return ChatReply("", False, [], [], "", elapsed_ms(started, digits=1), message)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from eval.client import AskFunction, ChatReply, elapsed_ms
+from eval.client import AskFunction, ChatReply
 from eval.qa_schema import QAItem
 from nenqa.settings import Settings
+from nenqa.timing import elapsed_ms
 
 RECIPE_K = 4
 RECIPE_SECTION = "tutorial recipe"
@@ -69,7 +70,7 @@ def tutorial_recipe_answerer(settings: Settings, service: Any) -> AskFunction:
             evidence=[e.as_json() for e in answer.evidence],
             citations=[],
             mode="tutorial-recipe",
-            ms=elapsed_ms(started),
+            ms=elapsed_ms(started, digits=1),
         )
 
     return ask

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from nenqa.settings import Settings
+from nenqa.timing import elapsed_ms
 from nenqa.types import Chunk, ChunkKind, Evidence, Question, Retrieval, Turn
 from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
 from retriever.glossary import Glossary, harvest_definitions, load_glossary_table
@@ -133,7 +134,9 @@ class HybridSearcher:
             return Retrieval(question, query, expansions)
         dense_text = f"{query} ({'; '.join(expansions)})" if expansions else query
         vector = np.asarray(self.embedder.embed_queries([dense_text])[0], dtype=np.float32)
-        return Retrieval(question, query, expansions, vector, timings_ms={"embed": _ms(started)})
+        return Retrieval(
+            question, query, expansions, vector, timings_ms={"embed": elapsed_ms(started, digits=3)}
+        )
 
     def retrieve(
         self, question: Question, k: int | None = None, *, filters: SearchFilters | None = None
@@ -149,7 +152,7 @@ class HybridSearcher:
         prepared = self.prepare(question)
         vector = prepared.query_vector
         if vector is None:
-            return replace(prepared, timings_ms={"total": _ms(started)})
+            return replace(prepared, timings_ms={"total": elapsed_ms(started, digits=3)})
         timings = dict(prepared.timings_ms)
 
         chunks, position = self.chunks, self.position
@@ -161,7 +164,7 @@ class HybridSearcher:
             for cid, sim in self.store.query(vector, self.dense_candidates * widen, where=where)
             if cid in position and filters.accepts(chunks[position[cid]])
         ][: self.dense_candidates]
-        timings["dense"] = _ms(started) - timings["embed"]
+        timings["dense"] = elapsed_ms(started, digits=3) - timings["embed"]
 
         extra_tokens = [tok for term in prepared.expansions for tok in tokenize(term)]
         ranked_lexical = self.lexical.rank(
@@ -174,7 +177,7 @@ class HybridSearcher:
         fused = self._fuse(dense, lexical, filters)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], chunks[item[0]].chunk_id))
         evidence = tuple(Evidence(chunks[i], score) for i, score in ranked[:k])
-        timings["total"] = _ms(started)
+        timings["total"] = elapsed_ms(started, digits=3)
         return replace(prepared, evidence=evidence, timings_ms=timings)
 
     def search(
@@ -241,10 +244,6 @@ def lexical_text(chunk: Chunk) -> str:
 
 def _folded_list(value: object) -> list[str]:
     return [normalize_text(v) for v in decode_list(value)]
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def build_glossary(settings: Settings, chunks: Sequence[Chunk] = ()) -> Glossary:
