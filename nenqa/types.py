@@ -123,6 +123,11 @@ class Chunk:
     half-open ranges in ``text`` of the sentences an answer may quote, as ingest split them (a
     trial record: its ``综述原文 Review text:`` part; a reference entry: none); ``None`` where
     ingest did not record them (a chunk built elsewhere, or read from an older index).
+
+    ``language`` is the language of ``text``. A rendering chunk (a "twin") holds another
+    language's rendering of a parent chunk: ``metadata["rendering_of"]`` is the parent's
+    ``chunk_id`` and its ``sentence_offsets`` align one-to-one with the parent's (an empty span
+    where a sentence has no rendering). Search folds twins into their parents.
     """
 
     chunk_id: str
@@ -135,6 +140,13 @@ class Chunk:
     spans: tuple[Span, ...] = ()
     metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
     sentence_offsets: tuple[tuple[int, int], ...] | None = None
+    language: Literal["zh", "en"] = "zh"
+
+    @property
+    def rendering_of(self) -> str | None:
+        """The parent's ``chunk_id`` when this chunk is a rendering of it, else ``None``."""
+        parent = self.metadata.get("rendering_of")
+        return str(parent) if parent else None
 
 
 @dataclass(frozen=True)
@@ -212,11 +224,16 @@ class Turn:
 
 @dataclass(frozen=True)
 class Question:
-    """A question in Chinese or English, the conversation before it, and how much to retrieve."""
+    """A question in Chinese or English, the conversation before it, and how much to retrieve.
+
+    ``language`` is the answer language the asker chose (a request's ``lang``); ``None`` lets
+    ``answer.base.answer_language`` decide from the question and the conversation.
+    """
 
     text: str
     history: tuple[Turn, ...] = ()
     top_k: int | None = None
+    language: Literal["zh", "en"] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,20 +256,30 @@ class Retrieval:
 
 @dataclass(frozen=True)
 class Quote:
-    """A sentence of the review that an answer rests on, and the chunk it was retrieved in."""
+    """A sentence of the review that an answer rests on, and the chunk it was retrieved in.
+
+    ``text`` is what the answer shows: the sentence as printed or, in an answer in another
+    language, its rendering; then ``original`` is the sentence as printed (else ``None``).
+    """
 
     chunk_id: str
     text: str
     section: str
+    original: str | None = None
 
 
 @dataclass(frozen=True)
 class Citation:
-    """One reference of the review cited by an answer, with the quotes that cite it."""
+    """One reference of the review cited by an answer, with the quotes that cite it.
+
+    ``reference`` is the entry in the answer's language where a rendering exists; then
+    ``reference_original`` is the entry as printed (else ``None``).
+    """
 
     ref: int
     reference: str
     quotes: tuple[Quote, ...]
+    reference_original: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +298,8 @@ class Answer:
     so a stream can send them without splitting a citation. ``unsupported`` holds sentences a
     model wrote that failed the citation checks and were removed from ``text``; ``draft`` is the
     model's raw output before the checks (empty when no model wrote the answer).
+    ``untranslated`` counts the quoted sentences shown in the original language because they
+    have no rendering in the answer's language.
     """
 
     text: str
@@ -284,6 +313,7 @@ class Answer:
     unsupported: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
     draft: str = ""
+    untranslated: int = 0
     # Set when the llm mode was asked for, the endpoint failed and the extractive mode answered.
     fallback: str | None = None
 
