@@ -20,11 +20,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from answer.base import final_answer
 from answer.citations import QuotedSentence, collect_citations, render_quote
 from answer.relevance import Relevance, ScoringConfig, SentenceScorer, abstention
+from nenqa.glossary import Glossary, normalize_text
 from nenqa.text import detect_language, strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Question, Reference, Retrieval
-from retriever.glossary import Glossary
-from retriever.lexical import normalize_text
 from retriever.search import HybridSearcher
 
 QUOTE_PREFACE = {

@@ -45,11 +45,11 @@ from answer.citations import (
 )
 from answer.prompts import PROMPTS_DIR, load_prompt
 from answer.relevance import Relevance, ScoredSentence, SentenceScorer, abstention
+from nenqa.glossary import Glossary, Term
 from nenqa.settings import Settings
 from nenqa.text import detect_language, strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Chunk, Evidence, Question, Reference
-from retriever.glossary import Glossary, Term
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
 LANGUAGE_NAMES = {

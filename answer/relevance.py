@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from answer.base import ABSTENTION_TEXT
 from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
+from nenqa.glossary import normalize_text
 from nenqa.types import Answer, Evidence, Question, Retrieval
-from retriever.lexical import normalize_text, tokenize
+from retriever.lexical import tokenize
 from retriever.search import HybridSearcher
 
 _NUMBER_TOKEN = re.compile(r"^[\d.]+$")

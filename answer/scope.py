@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 import jieba
 
+from nenqa.glossary import normalize_text
 from nenqa.text import CJK_RANGE
-from retriever.lexical import normalize_text
 
 jieba.setLogLevel(logging.WARNING)
 

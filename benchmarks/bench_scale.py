@@ -41,8 +41,8 @@ def synthetic_texts(count: int, seed: int = 7) -> list[tuple[str, tuple[int, ...
     """Texts in the review's patterns: its passages with numbers, drugs and trials varied."""
     from ingest.chunking import chunk_document
     from ingest.review import parse_review
+    from nenqa.glossary import load_glossary_table
     from nenqa.settings import get_settings
-    from retriever.glossary import load_glossary_table
 
     settings = get_settings()
     document = parse_review(settings.data_dir / "nen-drug-trials-review-2022.md")

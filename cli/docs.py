@@ -204,7 +204,7 @@ def index_guard(settings: Settings, *, writing: bool = False) -> Iterator[None]:
 def parse_or_fail(settings: Settings, paths: Sequence[Path]) -> ParsedCorpus:
     """Parse ``paths`` (``ingest.corpus.parse_documents``); a bad file ends the command."""
     from ingest.corpus import parse_documents
-    from ingest.errors import IngestError
+    from nenqa.errors import IngestError
 
     try:
         return parse_documents(paths, settings.data_dir)

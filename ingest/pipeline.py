@@ -20,7 +20,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from ingest.errors import IngestError
 from ingest.registry import (
     DocumentConflictError,
     DocumentRecord,
@@ -35,6 +34,7 @@ from ingest.sources import (
     document_id,
     read_source,
 )
+from nenqa.errors import IngestError
 from nenqa.types import Chunk, Document, TrialRecord
 
 ProgressCallback = Callable[[int, int], None]

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ingest.errors import IngestError
+from nenqa.errors import IngestError
 from nenqa.types import Chunk
 
 RecordStatus = Literal["writing", "complete", "removing"]

@@ -27,13 +27,13 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.errors import (
+from ingest.references import DASHES, ReferenceDraft, join_reference
+from nenqa.errors import (
     EmptyFileError,
     EncodingError,
     MalformedRecordError,
     UnreadableFileError,
 )
-from ingest.references import DASHES, ReferenceDraft, join_reference
 from nenqa.text import (
     CLOSERS,
     detect_language,

@@ -102,7 +102,7 @@ def cited_document(path: Path) -> str:
 def read_source(path: Path, *, review_trials: Sequence[TrialRecord] = ()) -> ParsedSource:
     """Parse one source file by its type; ``review_trials`` are what CT.gov studies link to.
 
-    Raises the ``IngestError`` subclasses of ``ingest.errors``, each naming the file, the line
+    Raises the ``IngestError`` subclasses of ``nenqa.errors``, each naming the file, the line
     and the reason; nothing is written anywhere.
     """
     path = Path(path)

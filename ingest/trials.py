@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ingest.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
+from nenqa.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
 from nenqa.text import sentence_spans
 from nenqa.types import Chunk, TrialRecord
 

@@ -1,5 +1,8 @@
 """Errors raised while reading source files; each names the file, the line and what is wrong.
 
+Ground layer, so every reader of a file (ingest's sources, the glossary table) raises the same
+kinds.
+
 Every message has the form ``"{path}:{line}: {reason}"`` so an editor or a terminal can jump to
 it. ``line`` is 1-based; 0 means the problem concerns the file as a whole (missing, empty).
 """

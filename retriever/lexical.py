@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 
 import bm25s
 import jieba
 import numpy as np
 
+from nenqa.glossary import normalize_text
 from nenqa.text import CJK_RANGE as _CJK
 
 jieba.setLogLevel(logging.WARNING)
@@ -38,11 +38,6 @@ def register_terms(terms: Iterable[str]) -> None:
         folded = normalize_text(term)
         if _CJK_RUN.match(folded) and len(folded) >= 2:
             jieba.add_word(folded, freq=2_000_000)
-
-
-def normalize_text(text: str) -> str:
-    """NFKC-fold full-width forms and lowercase, so ＡＢＣ１ matches abc1."""
-    return unicodedata.normalize("NFKC", text).lower()
 
 
 def tokenize(text: str) -> list[str]:

@@ -20,12 +20,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from nenqa.glossary import Glossary, load_glossary_table, normalize_text
 from nenqa.settings import Settings
 from nenqa.timing import elapsed_ms
 from nenqa.types import Chunk, ChunkKind, Evidence, Question, Retrieval, Turn
 from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
-from retriever.glossary import Glossary, harvest_definitions, load_glossary_table
-from retriever.lexical import LexicalIndex, normalize_text, register_terms, tokenize
+from retriever.glossary import harvest_definitions
+from retriever.lexical import LexicalIndex, register_terms, tokenize
 from retriever.store import ChunkStore, IndexUnavailableError, decode_list
 
 

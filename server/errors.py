@@ -31,8 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from answer.base import AnswerError, LLMEndpointError, LLMTimeoutError
 from ingest.corpus import NothingToReindexError, OrphanChunksError, OutsideDataFolderError
-from ingest.errors import IngestError
 from ingest.registry import DocumentConflictError, UnknownDocumentError
+from nenqa.errors import IngestError
 from retriever.store import IndexUnavailableError, IndexUnreachableError
 
 log = logging.getLogger("nenqa.server")

@@ -12,9 +12,9 @@ from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank, dedup_key, quotable_sentence_offsets
 from ingest.pipeline import default_sources, parse_sources
 from ingest.trials import TRIAL_REVIEW_TEXT, review_text_start
+from nenqa.glossary import load_glossary_table
 from nenqa.settings import Settings
 from nenqa.text import sentence_spans
-from retriever.glossary import load_glossary_table
 
 
 class HashEmbedder:

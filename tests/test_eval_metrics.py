@@ -19,9 +19,9 @@ from eval.metrics import (
     score_answer,
 )
 from eval.qa_schema import QAItem
+from nenqa.glossary import Glossary, load_glossary_table
 from nenqa.settings import PROJECT_ROOT
 from nenqa.text import ANSWER, split_sentences
-from retriever.glossary import Glossary, load_glossary_table
 
 SPINET = (
     "在临床应用拓展方面,SPINET随机双盲Ⅲ期研究^[7]结果提示,SSA除可用于治疗胃肠胰及原发不明NET外,"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nenqa.glossary import Glossary
 from nenqa.types import Chunk
-from retriever.glossary import Glossary
 from retriever.search import HybridSearcher
 
 
@@ -50,3 +50,67 @@ def test_a_reference_lifts_only_the_passages_of_its_own_document():
 
 def ranked_position(store, target):
     return [c.chunk_id for c in store.dense_order].index(target.chunk_id)
+
+
+def twin(parent, text, language="en"):
+    """A rendering chunk of ``parent`` (same document, kind, section and refs)."""
+    return Chunk(
+        f"{parent.chunk_id}-{language}",
+        parent.doc_id,
+        parent.kind,
+        text,
+        parent.section,
+        parent.refs,
+        metadata={**parent.metadata, "rendering_of": parent.chunk_id},
+        language=language,
+    )
+
+
+def test_an_english_rendering_brings_back_its_chinese_parent_once():
+    spinet = chunk("p-spinet", "passage", "SPINET研究 兰瑞肽组 TTF 13.3个月", (7,), "a")
+    spinet_en = twin(spinet, "In SPINET the lanreotide group reached a TTF of 13.3 months")
+    filler = [chunk(f"p-f{i}", "passage", f"无关段落 {i}", (), "a") for i in range(5)]
+    # Dense finds the rendering first and the parent last: the parent takes the better place.
+    store = ListStore([spinet, spinet_en, *filler], [spinet_en, *filler, spinet])
+    searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]))
+    results = searcher.search("lanreotide group TTF months", 6)
+    ids = [e.chunk.chunk_id for e in results]
+    assert ids[0] == "p-spinet" and ids.count("p-spinet") == 1
+    assert all(e.chunk.rendering_of is None for e in results)
+    assert len(searcher) == 6 and searcher.twin_count == 1
+    assert searcher.rendering("p-spinet", "en") == spinet_en
+    assert searcher.rendering("p-spinet", "zh") is None
+    assert searcher.rendering("p-f0", "en") is None
+
+
+def test_a_parent_ranks_at_the_better_place_of_itself_and_its_rendering():
+    target = chunk("p-t", "passage", "仑伐替尼 ORR 44.2%", (17,), "a")
+    target_en = twin(target, "lenvatinib ORR 44.2%")
+    filler = [chunk(f"p-f{i}", "passage", f"无关段落 {i}", (), "a") for i in range(6)]
+    store = ListStore([target, target_en, *filler], [*filler[:3], target_en, *filler[3:], target])
+    searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]))
+    results = searcher.search("zzz", 10)  # no lexical hit: the dense ranking alone
+    scores = {e.chunk.chunk_id: e.score for e in results}
+    w = searcher.weights
+    # Dense place 4 (its rendering's), not 8 (its own); the fillers after it move up one place.
+    assert [e.chunk.chunk_id for e in results].index("p-t") == 3
+    assert abs(scores["p-t"] - w.dense / (w.rrf_k + 4)) < 1e-9
+    assert abs(scores["p-f3"] - w.dense / (w.rrf_k + 5)) < 1e-9
+
+
+def test_a_rendering_whose_parent_is_not_indexed_is_never_returned():
+    orphan = Chunk(
+        "p-gone-en",
+        "a",
+        "passage",
+        "lanreotide",
+        "s",
+        (),
+        metadata={"rendering_of": "p-gone"},
+        language="en",
+    )
+    kept = chunk("p-k", "passage", "兰瑞肽", (), "a")
+    store = ListStore([orphan, kept], [orphan, kept])
+    searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]))
+    assert [e.chunk.chunk_id for e in searcher.search("lanreotide", 5)] == ["p-k"]
+    assert len(searcher) == 1 and searcher.twin_count == 0

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.chunking import chunk_document, reference_chunks
-from ingest.errors import IngestError
 from ingest.readers.text import parse_text
 from ingest.sources import read_source
 from ingest.trials import load_trials
+from nenqa.errors import IngestError
 from nenqa.settings import PROJECT_ROOT
 
 DATA = PROJECT_ROOT / "data"

@@ -2,8 +2,9 @@
 
 import pytest
 
-from ingest.errors import MalformedRecordError
-from retriever.glossary import Glossary, Term, harvest_definitions, load_glossary_table
+from nenqa.errors import MalformedRecordError
+from nenqa.glossary import Glossary, Term, load_glossary_table
+from retriever.glossary import harvest_definitions
 
 
 def test_harvests_the_reviews_inline_definitions():

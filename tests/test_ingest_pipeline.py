@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.errors import IngestError
 from ingest.pipeline import default_sources, parse_sources, sync_index
+from nenqa.errors import IngestError
 from nenqa.settings import PROJECT_ROOT, Settings
 from retriever.store import ChunkStore
 

@@ -1,6 +1,7 @@
 """The lexical tokenizer and BM25 ranking over Chinese and Latin text."""
 
-from retriever.lexical import LexicalIndex, normalize_text, register_terms, tokenize
+from nenqa.glossary import normalize_text
+from retriever.lexical import LexicalIndex, register_terms, tokenize
 
 
 def test_tokens_keep_trial_names_numbers_and_drug_words():

@@ -11,10 +11,10 @@ import pytest
 
 from answer.citations import split_draft
 from answer.llm import ClaimWordCheck, NamedTermCheck, is_statement
+from nenqa.glossary import Glossary, load_glossary_table
 from nenqa.models.llm_prep import MODEL_ALIAS, LocalLLMError, check_local_llm_ready
 from nenqa.models.llm_server import LOCAL_MAX_TOKENS, local_llm_settings
 from nenqa.settings import PROJECT_ROOT, Settings
-from retriever.glossary import Glossary, load_glossary_table
 
 SURUFATINIB = (
     "索凡替尼联合特瑞普利单抗的ⅠB期临床研究共纳入22例NEN患者,结果显示,ORR为24.1%,DCR为79.3%。"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import (
+from ingest.review import normalise_for_matching, parse_review
+from nenqa.errors import (
     EmptyFileError,
     EncodingError,
     IngestError,
     MalformedRecordError,
     UnreadableFileError,
 )
-from ingest.review import normalise_for_matching, parse_review
 from nenqa.types import Document, Sentence
 
 REVIEW = Path(__file__).resolve().parent.parent / "data" / "nen-drug-trials-review-2022.md"

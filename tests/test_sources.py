@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import EmptyFileError, IngestError, MalformedRecordError
 from ingest.pipeline import default_sources, expand_sources, parse_sources
 from ingest.registry import citable_documents, format_citation
 from ingest.sources import document_label, read_source
 from ingest.trials import load_trials
+from nenqa.errors import EmptyFileError, IngestError, MalformedRecordError
 from nenqa.settings import PROJECT_ROOT
 from nenqa.types import FrontMatter
 

@@ -11,6 +11,7 @@ from answer.citations import QuotedSentence, check_draft_sentence
 from answer.sentences import EvidenceSentence
 from eval.judges import DeterministicJudge
 from eval.metrics import score_answer
+from nenqa.glossary import Glossary, load_glossary_table
 from nenqa.settings import PROJECT_ROOT
 from nenqa.text import (
     ANSWER,
@@ -25,7 +26,6 @@ from nenqa.text import (
     strip_citation_markers,
     strip_markers,
 )
-from retriever.glossary import Glossary, load_glossary_table
 
 # --- numbers -----------------------------------------------------------------------------------
 

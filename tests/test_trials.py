@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
 from ingest.trials import DRUG_CLASSES, load_trials, trial_chunks
+from nenqa.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
 from nenqa.settings import PROJECT_ROOT
 from nenqa.types import TrialRecord
 

@@ -40,8 +40,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ingest.errors import EmptyFileError, MalformedRecordError
 from ingest.trials import DRUG_CLASSES, SITE_ZH, review_sentence_offsets
+from nenqa.errors import EmptyFileError, MalformedRecordError
 from nenqa.types import Chunk, TrialArm, TrialRecord
 
 REGISTRY_SECTION = "ClinicalTrials.gov"

@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ingest.errors import EmptyFileError, IngestError, MalformedRecordError
 from ingest.readers.text import TextDocument, is_references_heading, parse_text
 from ingest.review import _ends_sentence
+from nenqa.errors import EmptyFileError, IngestError, MalformedRecordError
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _YEAR = re.compile(r"(?:19|20)\d{2}")

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ingest.errors import EmptyFileError, MalformedRecordError
 from ingest.references import parse_reference_entry, repair_reference
 from ingest.review import _ends_sentence, _Stitched
+from nenqa.errors import EmptyFileError, MalformedRecordError
 from nenqa.text import cited_numbers, detect_language, has_cjk, sentence_spans
 from nenqa.types import Document, FrontMatter, Paragraph, Reference, Section, Sentence, Span
 
