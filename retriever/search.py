@@ -8,6 +8,12 @@ The pipeline for one question:
    so "lanreotide" reaches 兰瑞肽 passages through reference titles;
 5. the best ``k`` chunks come back as ``Evidence``, in a ``Retrieval`` that also keeps the
    query, the expansions and the query vector, so the answer modes reuse them.
+
+Rendering chunks ("twins": another language's rendering of a chunk, ``Chunk.rendering_of``)
+are indexed like chunks, dense and lexical, and fold into their parents: in each ranking a
+parent takes the better rank of itself and its twins, so ``Evidence`` always carries the parent
+and an English question reaches a Chinese passage through its English rendering.
+``rendering(chunk_id, language)`` gives the twin.
 """
 
 from __future__ import annotations
@@ -95,27 +101,49 @@ class HybridSearcher:
         self.refresh()
 
     def refresh(self) -> None:
-        """Reload the chunk table and lexical index from the store (after an ingest)."""
-        chunks = self.store.all_chunks()
+        """Reload the chunk table and lexical index from the store (after an ingest).
+
+        ``chunks`` is every indexed chunk, parents first, then the twins whose parent is
+        indexed (a twin without one is never found); ``parents`` the chunks search returns.
+        """
+        stored = self.store.all_chunks()
+        parents = [c for c in stored if c.rendering_of is None]
+        parent_ids = {c.chunk_id for c in parents}
+        twins = [c for c in stored if c.rendering_of in parent_ids]
+        chunks = [*parents, *twins]
+        position = {c.chunk_id: i for i, c in enumerate(chunks)}
+        # Every position to the parent position it ranks for (a parent to itself).
+        folded = [position[c.rendering_of or c.chunk_id] for c in chunks]
+        renderings = {(c.rendering_of, c.language): c for c in twins}
         lexical = LexicalIndex([lexical_text(c) for c in chunks])
         citing: dict[tuple[str, int], list[int]] = defaultdict(list)
         naming: dict[str, list[int]] = defaultdict(list)
-        for position, chunk in enumerate(chunks):
+        for index, chunk in enumerate(parents):
             if chunk.kind != "passage":
                 continue
             for ref in chunk.refs:
-                citing[(cited_document(chunk), ref)].append(position)
+                citing[(cited_document(chunk), ref)].append(index)
             for trial in chunk.trials:
-                naming[normalize_text(trial)].append(position)
+                naming[normalize_text(trial)].append(index)
         with self._lock:
-            self.chunks = chunks
-            self.position = {c.chunk_id: i for i, c in enumerate(chunks)}
+            self.chunks, self.parents = chunks, parents
+            self.position, self._folded, self._renderings = position, folded, renderings
             self.lexical = lexical
             self._citing = dict(citing)
             self._naming = dict(naming)
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        """The number of retrievable chunks (parents); ``twin_count`` counts their renderings."""
+        return len(self.parents)
+
+    @property
+    def twin_count(self) -> int:
+        """How many rendering chunks the index holds beside the ``len(self)`` parents."""
+        return len(self.chunks) - len(self.parents)
+
+    def rendering(self, chunk_id: str, language: str) -> Chunk | None:
+        """The twin of a chunk in ``language``, or ``None`` where the index has none."""
+        return self._renderings.get((chunk_id, language))
 
     def retrieval_query(self, question: str, history: Sequence[Turn] = ()) -> str:
         """The question, preceded by the last user turns so follow-ups keep their subject."""
@@ -156,22 +184,24 @@ class HybridSearcher:
             return replace(prepared, timings_ms={"total": elapsed_ms(started, digits=3)})
         timings = dict(prepared.timings_ms)
 
-        chunks, position = self.chunks, self.position
-        # Filters are applied to a wider candidate pool; kind is pushed down to Chroma.
-        widen = 10 if filters.active else 1
+        chunks, position, folded = self.chunks, self.position, self._folded
+        # Filters are applied to a wider candidate pool; kind is pushed down to Chroma. Twins
+        # take places in both lists, so each asks for as many more as there are renderings.
+        widen = (10 if filters.active else 1) * (1 + min(1, self.twin_count))
         where = {"kind": filters.kind} if filters.kind else None
-        dense = [
-            (position[cid], sim)
-            for cid, sim in self.store.query(vector, self.dense_candidates * widen, where=where)
-            if cid in position and filters.accepts(chunks[position[cid]])
-        ][: self.dense_candidates]
+        dense_hits = self.store.query(vector, self.dense_candidates * widen, where=where)
+        dense = fold_renderings(
+            [(folded[position[cid]], sim) for cid, sim in dense_hits if cid in position],
+            chunks,
+            filters,
+        )[: self.dense_candidates]
         timings["dense"] = elapsed_ms(started, digits=3) - timings["embed"]
 
         extra_tokens = [tok for term in prepared.expansions for tok in tokenize(term)]
         ranked_lexical = self.lexical.rank(
             prepared.query, self.lexical_candidates * widen, extra_tokens=extra_tokens
         )
-        lexical = [(i, s) for i, s in ranked_lexical if filters.accepts(chunks[i])][
+        lexical = fold_renderings([(folded[i], s) for i, s in ranked_lexical], chunks, filters)[
             : self.lexical_candidates
         ]
 
@@ -233,6 +263,20 @@ class HybridSearcher:
         return fused
 
 
+def fold_renderings(
+    hits: Sequence[tuple[int, float]], chunks: Sequence[Chunk], filters: SearchFilters
+) -> list[tuple[int, float]]:
+    """A ranking whose twins already stand for their parents, each parent once, at the better
+    place of itself and its twins (the places after it close up)."""
+    seen: set[int] = set()
+    ranking = []
+    for i, score in hits:
+        if i not in seen and filters.accepts(chunks[i]):
+            seen.add(i)
+            ranking.append((i, score))
+    return ranking
+
+
 def cited_document(chunk: Chunk) -> str:
     """The document whose reference list the chunk's numbers belong to ([7] of which review)."""
     return str(chunk.metadata.get("cites") or chunk.doc_id)
@@ -254,7 +298,7 @@ def build_glossary(settings: Settings, chunks: Sequence[Chunk] = ()) -> Glossary
     if table.exists():
         terms.extend(load_glossary_table(table))
     for chunk in chunks:
-        if chunk.kind == "passage":
+        if chunk.kind == "passage" and chunk.rendering_of is None:
             terms.extend(harvest_definitions(chunk.text))
     register_terms(form for term in terms for form in term.zh)
     return Glossary(terms)

@@ -221,7 +221,12 @@ class ReadyResponse(BaseModel):
 
     status: Literal["ready", "loading", "failed", "unavailable"]
     detail: str | None = None
-    chunks: int | None = None
+    chunks: int | None = Field(
+        default=None, description="retrievable chunks (renderings not counted: `renderings`)"
+    )
+    renderings: int | None = Field(
+        default=None, description="rendering chunks: other-language twins of those chunks"
+    )
     sentences: int | None = None
     references: int | None = None
     trials: int | None = None

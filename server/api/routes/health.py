@@ -48,7 +48,8 @@ def readyz(request: Request) -> ReadyResponse | JSONResponse:
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
     return ReadyResponse(
         status="ready",
-        chunks=len(service.searcher.chunks),
+        chunks=len(service.searcher),
+        renderings=service.searcher.twin_count,
         sentences=len(service.bank),
         references=len(service.references),
         trials=len(service.trials),
