@@ -8,9 +8,11 @@ no reference marker is cited by its passage (``[§section]``) and never given a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
+from nenqa.text import has_cjk
 from nenqa.types import Answer, AnswerModeName, AnswerPiece, Question
 
 ANSWER_MODES: tuple[AnswerModeName, ...] = ("extractive", "llm")
@@ -19,6 +21,33 @@ ABSTENTION_TEXT = {
     "zh": "综述中没有能回答这个问题的内容，因此不作回答。",
     "en": "The review does not contain evidence that answers this question, so I cannot answer it.",
 }
+
+
+# A word of running English: a letter and at least two lower-case ones ("What", "lanreotide");
+# an acronym or trial name alone ("SPINET?", "mPFS") says nothing about the asker's language.
+_ENGLISH_WORD = re.compile(r"\b[A-Za-z][a-z]{2,}\b")
+
+
+def clear_language(text: str) -> Literal["zh", "en"] | None:
+    """``"zh"`` for any Chinese character, ``"en"`` for English words and no Chinese, else
+    ``None`` (names, abbreviations or numbers alone: "SPINET?", "13.3?")."""
+    if has_cjk(text):
+        return "zh"
+    return "en" if _ENGLISH_WORD.search(text) else None
+
+
+def answer_language(question: Question) -> Literal["zh", "en"]:
+    """The language to answer in: the asker's choice (``Question.language``), else the
+    question's own when it is clear, else the last user turn's that is, else Chinese."""
+    if question.language is not None:
+        return question.language
+    for text in [
+        question.text,
+        *(t.content for t in reversed(question.history) if t.role == "user"),
+    ]:
+        if (language := clear_language(text)) is not None:
+            return language
+    return "zh"
 
 
 class AnswerError(RuntimeError):
