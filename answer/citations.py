@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -41,11 +41,17 @@ _LATEX = (("$", ""), ("\\geq", "≥"), ("\\leq", "≤"))
 _DRAFT_END = re.compile(r"[。！？；!?\n]|\.(?=\s)")
 
 
-def render_quote(sentence: EvidenceSentence, known_refs: Iterable[int] | None = None) -> str:
+def render_quote(
+    sentence: EvidenceSentence,
+    known_refs: Iterable[int] | None = None,
+    *,
+    rendering: str | None = None,
+) -> str:
     """A review sentence as an answer prints it: ``[n]`` markers in place, or ``[§section]``.
 
     LaTeX-ish extraction residue (``$P>0.05$``, ``\\geq``) is shown as plain text; numbers
-    outside ``known_refs`` (when given) are never printed as citations.
+    outside ``known_refs`` (when given) are never printed as citations. With ``rendering`` (the
+    sentence in another language, markers kept) that text is printed, with the same markers.
     """
     known = None if known_refs is None else set(known_refs)
 
@@ -53,7 +59,7 @@ def render_quote(sentence: EvidenceSentence, known_refs: Iterable[int] | None = 
         refs = [n for n in parse_citation_markers(match.group()) if known is None or n in known]
         return reference_markers(refs)
 
-    text = REVIEW_MARKER.sub(replace, sentence.text)
+    text = REVIEW_MARKER.sub(replace, rendering or sentence.text)
     for raw, shown in _LATEX:
         text = text.replace(raw, shown)
     text = re.sub(r"\s{2,}", " ", text).strip()
@@ -64,22 +70,44 @@ def render_quote(sentence: EvidenceSentence, known_refs: Iterable[int] | None = 
 
 @dataclass(frozen=True)
 class QuotedSentence:
-    """A sentence an answer rests on and the retrieved chunk it came from."""
+    """A sentence an answer rests on and the retrieved chunk it came from.
+
+    ``rendering`` is the sentence in the answer's language when the answer shows that instead
+    of the sentence as printed.
+    """
 
     sentence: EvidenceSentence
     chunk_id: str
+    rendering: str | None = None
 
     @property
     def quote(self) -> Quote:
-        return Quote(self.chunk_id, self.sentence.text, self.sentence.section)
+        if self.rendering is None:
+            return Quote(self.chunk_id, self.sentence.text, self.sentence.section)
+        return Quote(self.chunk_id, self.rendering, self.sentence.section, self.sentence.text)
+
+    def shown_in(self, language: str) -> QuotedSentence:
+        """This sentence as an answer in ``language`` shows it: its rendering where it has one
+        (``rendering`` stays ``None`` where it has none, or is already in that language)."""
+        if self.sentence.language == language:
+            return self
+        return QuotedSentence(self.sentence, self.chunk_id, self.sentence.renderings.get(language))
+
+    @property
+    def untranslated(self) -> bool:
+        """Shown as printed although the answer is in another language (no rendering)."""
+        return self.rendering is None
 
 
 def collect_citations(
-    quoted: Sequence[QuotedSentence], references: Mapping[int, Reference]
+    quoted: Sequence[QuotedSentence],
+    references: Mapping[int, Reference],
+    reference_rendering: Callable[[str], str | None] | None = None,
 ) -> tuple[tuple[Citation, ...], tuple[PassageCitation, ...]]:
     """Citations in order of first appearance; sentences without refs become passage citations.
 
-    A number missing from ``references`` is never cited.
+    A number missing from ``references`` is never cited. ``reference_rendering`` gives an
+    entry in the answer's language where one exists (the printed entry is then kept beside it).
     """
     by_ref: dict[int, list[Quote]] = {}
     by_section: dict[str, list[Quote]] = {}
@@ -90,10 +118,23 @@ def collect_citations(
         for ref in refs:
             _append_once(by_ref.setdefault(ref, []), item.quote)
     citations = tuple(
-        Citation(ref, references[ref].text, tuple(quotes)) for ref, quotes in by_ref.items()
+        _citation(ref, references[ref].text, tuple(quotes), reference_rendering)
+        for ref, quotes in by_ref.items()
     )
     passages = tuple(PassageCitation(section, tuple(q)) for section, q in by_section.items())
     return citations, passages
+
+
+def _citation(
+    ref: int,
+    entry: str,
+    quotes: tuple[Quote, ...],
+    reference_rendering: Callable[[str], str | None] | None,
+) -> Citation:
+    rendering = reference_rendering(entry) if reference_rendering else None
+    if rendering is None:
+        return Citation(ref, entry, quotes)
+    return Citation(ref, rendering, quotes, reference_original=entry)
 
 
 def _append_once(quotes: list[Quote], quote: Quote) -> None:

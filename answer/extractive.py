@@ -4,6 +4,12 @@ Faithful by construction: the answer is made only of the review's own sentences,
 own reference numbers where the review prints them (or its passage's ``[§section]`` when it has
 none), in the review's reading order, behind one line saying that it quotes the source.
 
+An answer in another language than the review's (``answer.base.answer_language``) shows each
+sentence's rendering from the index (looked up, never translated per question) with the same
+markers, keeps the printed sentence in ``Quote.original`` and says that it is translated; a
+sentence without a rendering is quoted as printed and counted in ``Answer.untranslated``. The
+sentences are chosen on the printed text either way, so both languages cite the same evidence.
+
 The sentences are scored once per answer by ``answer.relevance.SentenceScorer``. The best
 sentence is kept, then others within ``margin`` of it, up to ``max_sentences``; a sentence that
 continues one with references (``结果显示…``) brings that one along. When the relevance gate says
@@ -17,11 +23,11 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from answer.base import final_answer
+from answer.base import answer_language, final_answer
 from answer.citations import QuotedSentence, collect_citations, render_quote
 from answer.relevance import Relevance, ScoringConfig, SentenceScorer, abstention
 from nenqa.glossary import Glossary, normalize_text
-from nenqa.text import detect_language, strip_citation_markers
+from nenqa.text import strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Question, Reference, Retrieval
 from retriever.search import HybridSearcher
@@ -29,6 +35,15 @@ from retriever.search import HybridSearcher
 QUOTE_PREFACE = {
     "zh": "以下为综述原文摘录：",
     "en": "Quoted from the review (original Chinese text):",
+}
+# When the quotes are renderings: the preface says so, and how many are not.
+TRANSLATED_PREFACE = {
+    "zh": "以下摘录译自综述原文（每条摘录附原文）：",
+    "en": "Translated from the review's Chinese text (each quote keeps its original):",
+}
+UNTRANSLATED_NOTE = {
+    "zh": "（{n}句尚无译文，按原文引用）",
+    "en": " ({n} without a translation, quoted in the original)",
 }
 # A sentence opening like these reports on the study named in the sentence before it.
 _CONTINUATION = re.compile(r"^(?:结果显示|结果提示|该研究|该药|其中|研究显示|亚组分析)")
@@ -77,15 +92,19 @@ class ExtractiveAnswerer:
         eval's tutorial recipe calls this with evidence ranked by other means.
         """
         started = time.perf_counter()
-        language = detect_language(retrieval.question.text)
+        language = answer_language(retrieval.question)
         evidence = retrieval.evidence
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.config):
             return abstention(language, "extractive", evidence, {"select": elapsed_ms(started)})
-        quoted = self.select(relevance)
-        segments = [QUOTE_PREFACE[language]]
-        segments += [render_quote(q.sentence, self.references) for q in quoted]
-        citations, passages = collect_citations(quoted, self.references)
+        quoted = [q.shown_in(language) for q in self.select(relevance)]
+        segments = [quote_preface(quoted, language)]
+        segments += [
+            render_quote(q.sentence, self.references, rendering=q.rendering) for q in quoted
+        ]
+        citations, passages = collect_citations(
+            quoted, self.references, self.scorer.bank.entries_in(language)
+        )
         return Answer(
             text=_join(segments, language),
             abstained=False,
@@ -96,6 +115,7 @@ class ExtractiveAnswerer:
             passages=passages,
             evidence=tuple(evidence),
             timings_ms={"select": elapsed_ms(started)},
+            untranslated=sum(q.untranslated for q in quoted if q.sentence.language != language),
         )
 
     def select(self, relevance: Relevance) -> list[QuotedSentence]:
@@ -137,6 +157,19 @@ class ExtractiveAnswerer:
             return None
         previous = in_chunk[position - 1]
         return previous if self.scorer.bank.sentences[previous].refs else None
+
+
+def quote_preface(quoted: Sequence[QuotedSentence], language: str) -> str:
+    """The line before the quotes: "quoted from" as printed, or "translated from" when any
+    quote is a rendering (with the number quoted as printed for want of one)."""
+    foreign = [q for q in quoted if q.sentence.language != language]
+    rendered = sum(q.rendering is not None for q in foreign)
+    if not rendered:
+        return QUOTE_PREFACE[language]
+    preface = TRANSLATED_PREFACE[language]
+    if missing := len(foreign) - rendered:
+        preface = preface[:-1] + UNTRANSLATED_NOTE[language].format(n=missing) + preface[-1]
+    return preface
 
 
 def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:

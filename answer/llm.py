@@ -31,6 +31,7 @@ from answer.base import (
     LLMEndpointError,
     LLMTimeoutError,
     LLMUnavailableError,
+    answer_language,
     final_answer,
 )
 from answer.citations import (
@@ -47,7 +48,7 @@ from answer.prompts import PROMPTS_DIR, load_prompt
 from answer.relevance import Relevance, ScoredSentence, SentenceScorer, abstention
 from nenqa.glossary import Glossary, Term
 from nenqa.settings import Settings
-from nenqa.text import detect_language, strip_citation_markers
+from nenqa.text import strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Chunk, Evidence, Question, Reference
 
@@ -286,7 +287,7 @@ class LLMAnswerer:
         )
 
     def prompt_inputs(self, question: Question, keyed: KeyedEvidence) -> dict[str, str]:
-        language = detect_language(question.text)
+        language = answer_language(question)
         return {
             "evidence": keyed.text,
             "history": format_history(question),
@@ -312,7 +313,7 @@ class LLMAnswerer:
         happens before the first piece, since the model is asked for its whole answer at once.
         """
         started = time.perf_counter()
-        language = detect_language(question.text)
+        language = answer_language(question)
         retrieval = self.searcher.retrieve(question, question.top_k or self.top_k)
         evidence = retrieval.evidence
         timings = {"retrieve": elapsed_ms(started)}
@@ -405,8 +406,12 @@ class LLMAnswerer:
                 language, "llm", evidence, timings, unsupported=unsupported, draft=draft
             )
         segments = [_spaced(c.text, i == 0, language) for i, c in enumerate(kept)]
-        quoted = list(dict.fromkeys(q for c in kept for q in c.cited))
-        citations, passages = collect_citations(quoted, self.references)
+        # The model writes in the answer's language; its citations show the evidence so too,
+        # each rendering with the sentence as printed beside it.
+        quoted = [q.shown_in(language) for q in dict.fromkeys(q for c in kept for q in c.cited)]
+        citations, passages = collect_citations(
+            quoted, self.references, self.scorer.bank.entries_in(language)
+        )
         return Answer(
             text="".join(segments),
             abstained=False,

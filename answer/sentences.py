@@ -6,6 +6,11 @@ the sentences it was built from; a trial chunk is a structured rendering of a re
 ``综述原文 Review text:`` line (the review's own sentences, with their citation markers) is
 quotable, and a sentence the review also prints in a passage is the passage's sentence.
 Reference entries are never quoted.
+
+Rendering chunks (twins, ``Chunk.rendering_of``) hold no quotable sentence of their own: their
+sentence offsets align one-to-one with their parent's, so each gives the parent's sentences
+their ``renderings`` (language -> text, markers kept). A twin of a reference entry gives
+``reference_rendering`` its entry.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from nenqa.types import Chunk, ChunkKind
 from retriever.lexical import tokenize
 
 _NOT_FOR_DEDUP = re.compile(r"[\s$]+")
+_REFERENCE_NUMBER = re.compile(r"^\s*\[\d+\]\s*")
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,8 @@ class EvidenceSentence:
     """One quotable sentence: its text as printed (markers kept), refs, and where it lives.
 
     ``chunk_ids`` lists every chunk the sentence appears in (overlapping windows, trial
-    records); ``position`` orders sentences as the review prints them.
+    records); ``position`` orders sentences as the review prints them. ``language`` is the
+    language of ``text``; ``renderings`` its renderings in other languages, from the twins.
     """
 
     text: str
@@ -42,6 +49,8 @@ class EvidenceSentence:
     kind: ChunkKind
     position: float
     chunk_ids: tuple[str, ...]
+    language: str = "zh"
+    renderings: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 def dedup_key(text: str) -> str:
@@ -74,6 +83,7 @@ class SentenceBank:
         self._by_chunk: dict[str, list[int]] = {}
         self._idf: dict[str, float] = {}
         self._max_idf = 1.0
+        self._reference_renderings: dict[str, dict[str, str]] = {}
         self.rebuild(chunks)
 
     def __len__(self) -> int:
@@ -81,7 +91,9 @@ class SentenceBank:
 
     def rebuild(self, chunks: Sequence[Chunk]) -> None:
         """Split, deduplicate and embed the sentences of ``chunks`` (cached vectors reused)."""
-        sentences, by_chunk = _collect_sentences(chunks)
+        parents = [c for c in chunks if c.rendering_of is None]
+        sentences, by_chunk = _collect_sentences(parents, _rendered_sentences(chunks))
+        reference_renderings = _rendered_references(chunks)
         missing = [s.text for s in sentences if s.text not in self._vector_cache]
         if missing:
             vectors = np.asarray(self.embedder.embed_passages(missing), dtype=np.float32)  # type: ignore[attr-defined]
@@ -99,6 +111,15 @@ class SentenceBank:
             self.sentences, self.vectors, self.tokens = sentences, matrix, tokens
             self._by_chunk = by_chunk
             self._idf, self._max_idf = idf, math.log(1 + total)
+            self._reference_renderings = reference_renderings
+
+    def reference_rendering(self, entry: str, language: str) -> str | None:
+        """A reference entry (as printed) rendered in ``language``, if a twin renders it."""
+        return self._reference_renderings.get(dedup_key(entry), {}).get(language)
+
+    def entries_in(self, language: str) -> Callable[[str], str | None]:
+        """``reference_rendering`` for one language, as ``collect_citations`` takes it."""
+        return lambda entry: self.reference_rendering(entry, language)
 
     def sentences_of(self, chunk_id: str) -> list[int]:
         """Indices of the quotable sentences of one chunk, in reading order."""
@@ -119,8 +140,40 @@ class SentenceBank:
         return token in self._idf
 
 
+def _rendered_sentences(chunks: Sequence[Chunk]) -> dict[str, dict[str, str]]:
+    """Dedup key of a parent's sentence -> language -> its rendering, from the twins."""
+    parents = {c.chunk_id: c for c in chunks if c.rendering_of is None}
+    renderings: dict[str, dict[str, str]] = {}
+    for twin in chunks:
+        parent = parents.get(twin.rendering_of or "")
+        if parent is None or twin.sentence_offsets is None:
+            continue
+        for (lo, hi), (tlo, thi) in zip(
+            quotable_sentence_offsets(parent), twin.sentence_offsets, strict=False
+        ):
+            rendering = twin.text[tlo:thi].strip()
+            if rendering:
+                key = dedup_key(parent.text[lo:hi])
+                renderings.setdefault(key, {}).setdefault(twin.language, rendering)
+    return renderings
+
+
+def _rendered_references(chunks: Sequence[Chunk]) -> dict[str, dict[str, str]]:
+    """Dedup key of a reference entry -> language -> its rendering (``[n]`` and the printed
+    alternate form left out)."""
+    parents = {c.chunk_id: c for c in chunks if c.kind == "reference" and c.rendering_of is None}
+    renderings: dict[str, dict[str, str]] = {}
+    for twin in chunks:
+        parent = parents.get(twin.rendering_of or "")
+        if parent is not None:
+            entry = _REFERENCE_NUMBER.sub("", parent.text.split("\n")[0])
+            rendering = _REFERENCE_NUMBER.sub("", twin.text).strip()
+            renderings.setdefault(dedup_key(entry), {})[twin.language] = rendering
+    return renderings
+
+
 def _collect_sentences(
-    chunks: Iterable[Chunk],
+    chunks: Iterable[Chunk], renderings: Mapping[str, Mapping[str, str]]
 ) -> tuple[list[EvidenceSentence], dict[str, list[int]]]:
     ordered = sorted(
         (c for c in chunks if c.kind != "reference"),
@@ -147,6 +200,7 @@ def _collect_sentences(
                     "kind": chunk.kind,
                     "position": base + lo,
                     "chunk_ids": [],
+                    "language": chunk.language,
                 },
             )
             if chunk.chunk_id not in entry["chunk_ids"]:
@@ -162,6 +216,8 @@ def _collect_sentences(
             kind=found[k]["kind"],
             position=found[k]["position"],
             chunk_ids=tuple(found[k]["chunk_ids"]),
+            language=found[k]["language"],
+            renderings=dict(renderings.get(k, {})),
         )
         for k in keys
     ]
