@@ -1,17 +1,25 @@
-"""The text rules ingest, answers and eval share: language, sentences, citation markers, numbers.
+"""The text rules ingest, answers and eval share: language, sentences, citation markers, numbers,
+unit IDs and the translation check.
 
 One definition each, so the three can never disagree about what a sentence, an abbreviation, a
-citation marker, a number or a language is. Where earlier copies differed, the choice is noted
-at the rule. Ground layer: imports the standard library only.
+citation marker, a number, a language or a faithful rendering is. Where earlier copies differed,
+the choice is noted at the rule. Ground layer: imports the standard library only (the glossary
+a rendering check takes is passed in).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from nenqa.glossary import Glossary
 
 # --- language ----------------------------------------------------------------------------------
 
@@ -228,3 +236,119 @@ def sentence_spans(text: str, rules: SentenceRules | None = None) -> list[tuple[
 def split_sentences(text: str, rules: SentenceRules | None = None) -> list[str]:
     """The sentences of ``text`` as strings (``sentence_spans`` cut out)."""
     return [text[lo:hi] for lo, hi in sentence_spans(text, rules)]
+
+
+# --- units and their renderings ----------------------------------------------------------------
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def unit_id(text: str) -> str:
+    """The stable ID of a quotable unit: ``"u"`` and 16 hex digits of sha256 over the text
+    NFKC-folded with all whitespace removed, so a re-ingest or another splitter's spacing gives
+    the same ID."""
+    folded = _WHITESPACE.sub("", unicodedata.normalize("NFKC", text))
+    return "u" + hashlib.sha256(folded.encode("utf-8")).hexdigest()[:16]
+
+
+COMPARISON_SIGNS = "<>≤≥=±"
+
+
+_DIGIT_RUN = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?!\d)")
+
+
+def digit_runs(text: str) -> set[Decimal]:
+    """Every number written in ``text``, names included (``PD-1`` gives 1, ``5th`` 5,
+    ``12-month`` 12); citation markers are not numbers."""
+    folded = unicodedata.normalize("NFKC", strip_markers(text))
+    folded = _THOUSANDS.sub(lambda m: m.group().replace(",", ""), folded)
+    return {Decimal(m.group()).normalize() for m in _DIGIT_RUN.finditer(folded)}
+
+
+def cited_in(text: str) -> Counter[int]:
+    """How often each reference number is cited in ``text``: the review's ``^[n]`` markers and
+    an answer's ``[n]`` markers, ranges expanded."""
+    counts: Counter[int] = Counter()
+    for marker in REVIEW_MARKER.finditer(text):
+        counts.update(cited_numbers(marker.group("body"), widest=MAX_CITED_RANGE))
+    for marker in ANSWER_MARKER.finditer(REVIEW_MARKER.sub(" ", text)):
+        if marker.group("refs"):
+            counts.update(cited_numbers(marker.group("refs"), widest=MAX_CITED_RANGE))
+    return counts
+
+
+def comparison_signs(text: str) -> Counter[str]:
+    """The comparison signs of ``text`` (full-width folded, ``\\geq`` read as ≥, ``\\leq`` as ≤)."""
+    shown = strip_markers(unicodedata.normalize("NFKC", text))
+    return Counter(c for c in shown if c in COMPARISON_SIGNS)
+
+
+def rendering_problems(
+    original: str,
+    rendering: str,
+    glossary: Glossary,
+    target: Literal["zh", "en"] | None = None,
+    *,
+    waive: Collection[str] = (),
+) -> list[str]:
+    """What makes ``rendering`` an unfaithful translation of ``original``; empty when none.
+
+    The one translation check (the shipped renderings' test, translation at ingest, the eval
+    judge): the numbers are the same set (a number written into a name or compound of the
+    other text, ``PD-1`` or ``12-month``, counts as present there); the cited reference
+    numbers the same multiset; the comparison signs the same multiset; no Chinese character is
+    left in an English rendering;
+    every glossary term the original names appears in one of its ``target``-language forms
+    (English forms or abbreviation for ``en``, a Chinese form for ``zh``; a term without forms
+    in that language keeps any of its forms). ``target`` defaults to the language the original
+    is not in. ``waive`` names terms (by any of their forms) that the original uses only inside
+    a longer word, e.g. ``一线`` in ``一线曙光``: a reviewed exception, never a default.
+    """
+    target = target or ("en" if detect_language(original) == "zh" else "zh")
+    problems: list[str] = []
+    # A quantity may be written into a compound or a name in the other language ("12个月的PFS率"
+    # is "12-month PFS rate", "第5版" "5th edition", "程序性死亡[蛋白]-1" "PD-1"), so a number
+    # counts as present wherever its digits stand whole; the quantities themselves are compared.
+    if missing := numbers_in(original) - digit_runs(rendering):
+        problems.append(f"numbers missing from the rendering: {_listed(missing)}")
+    if added := numbers_in(rendering) - digit_runs(original):
+        problems.append(f"numbers the original does not have: {_listed(added)}")
+    cited, recited = cited_in(original), cited_in(rendering)
+    if cited != recited:
+        problems.append(
+            f"citation markers differ: original cites {_listed(cited.elements())}, "
+            f"rendering {_listed(recited.elements())}"
+        )
+    signs, resigned = comparison_signs(original), comparison_signs(rendering)
+    if signs != resigned:
+        problems.append(
+            f"comparison signs differ: original {''.join(sorted(signs.elements())) or 'none'}, "
+            f"rendering {''.join(sorted(resigned.elements())) or 'none'}"
+        )
+    if target == "en" and has_cjk(rendering):
+        left = "".join(dict.fromkeys(_CJK.findall(rendering)))
+        problems.append(f"Chinese characters left in the English rendering: {left[:20]}")
+    for term in glossary.matches(original):
+        if waive and any(form in waive for form in term.forms):
+            continue
+        forms = (term.zh if target == "zh" else (*term.en, *term.abbr)) or term.forms
+        if not any(_names_form(rendering, form, short=form in term.abbr) for form in forms):
+            named = next((f for f in term.forms if f in original), term.forms[0])
+            problems.append(f"glossary term {named} is not rendered as any of: {', '.join(forms)}")
+    return problems
+
+
+def _names_form(text: str, form: str, *, short: bool) -> bool:
+    """Whether ``text`` names ``form``: a Chinese form anywhere, an English one as whole words
+    (a plural counts), a short abbreviation case-sensitively."""
+    text, form = unicodedata.normalize("NFKC", text), unicodedata.normalize("NFKC", form)
+    if has_cjk(form):
+        return form in text
+    flags = 0 if short and len(form) <= 4 else re.IGNORECASE
+    pattern = rf"(?<![A-Za-z0-9]){re.escape(form)}(?:e?s)?(?![A-Za-z0-9])"
+    return re.search(pattern, text, flags) is not None
+
+
+def _listed(values: Iterable[Decimal | int]) -> str:
+    # ``:f`` so a normalised 100 prints as 100, not 1E+2.
+    return ", ".join(f"{v:f}" if isinstance(v, Decimal) else str(v) for v in sorted(values))
