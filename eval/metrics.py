@@ -450,11 +450,24 @@ def _share(part: int | float, whole: int) -> float | None:
 # --- correctness and abstention ----------------------------------------------------------------
 
 _FACT_FOLD = re.compile(r"[\s$]+")
+# Hyphens, dashes and minus signs all read as "-"; the hyphen of a word (Ki-67, 12-month,
+# multi-target) reads as the space it may be written as, which is folded away; a dash between
+# numbers (3–4) stays a range.
+_DASHES = re.compile(r"[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
+_WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-|-(?=[^\W\d_])")
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 
 
 def fold_for_facts(text: str) -> str:
-    """Text as key facts are compared: NFKC, lower case, no spaces, ``$`` or citation markers."""
-    return _FACT_FOLD.sub("", unicodedata.normalize("NFKC", strip_markers(text))).lower()
+    """Text as key facts are compared, in either language: NFKC, lower case, no spaces, ``$``
+    or citation markers, every dash a hyphen, a word's hyphen as a space, curly quotes straight.
+
+    So ``12-month PFS rate`` matches ``12 month PFS rate``, ``Ki67`` matches ``Ki-67`` and
+    ``3–4`` matches ``3-4``.
+    """
+    folded = unicodedata.normalize("NFKC", strip_markers(text)).translate(_QUOTES)
+    folded = _DASHES.sub("-", folded)
+    return _FACT_FOLD.sub("", _WORD_HYPHEN.sub(" ", folded)).lower()
 
 
 def missing_key_facts(answer: str, facts: Sequence[str]) -> list[str]:

@@ -2,8 +2,10 @@
 
 ``gold_refs`` are the review's own reference numbers (1-50) that the review attaches to the
 statement the answer rests on; trials the review discusses without a marker have none.
-``key_facts`` are strings exactly as the review prints them (after page-break repair), so an
-English question still lists Chinese drug names or numbers. Citations written in
+``key_facts`` are strings exactly as the review prints them (after page-break repair): a
+Chinese item's in the review's Chinese, an English item's in the review's English rendering of
+the same fact (``data/nen-drug-trials-review-2022.en.jsonl``; numbers as printed), so each is
+looked for in an answer in its own language. Citations written in
 ``gold_answer`` (``[7]``, ``[9-10]``, ``[4,5]``) must be exactly the ``gold_refs``.
 """
 

@@ -11,11 +11,11 @@ import json
 import math
 import re
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.metrics import fold_for_facts
 from eval.qa_schema import QAItem, load_qa
 from nenqa.settings import Settings
 
@@ -30,11 +30,6 @@ class Hit:
 
     text: str
     refs: frozenset[int]
-
-
-def fold(text: str) -> str:
-    """Comparison form: NFKC, lowercase, no whitespace (page breaks and spacing vary)."""
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).lower())
 
 
 def marker_refs(text: str) -> frozenset[int]:
@@ -54,8 +49,8 @@ def is_relevant(hit: Hit, item: QAItem) -> bool:
     """A hit is relevant if it cites a gold reference, or (no gold refs) holds a key fact."""
     if item.gold_refs:
         return bool(hit.refs & set(item.gold_refs))
-    text = fold(hit.text)
-    return any(fold(fact) in text for fact in item.key_facts)
+    text = fold_for_facts(hit.text)
+    return any(fold_for_facts(fact) in text for fact in item.key_facts)
 
 
 def score_item(hits: Sequence[Hit], item: QAItem, n_relevant_total: int) -> dict[str, float]:
@@ -68,10 +63,10 @@ def score_item(hits: Sequence[Hit], item: QAItem, n_relevant_total: int) -> dict
             found = set().union(*(h.refs for h in top)) if top else set()
             scores[f"ref_recall@{k}"] = len(gold & found) / len(gold)
         if item.key_facts:
-            text = fold(" ".join(h.text for h in top))
-            scores[f"fact_recall@{k}"] = sum(fold(f) in text for f in item.key_facts) / len(
-                item.key_facts
-            )
+            text = fold_for_facts(" ".join(h.text for h in top))
+            scores[f"fact_recall@{k}"] = sum(
+                fold_for_facts(f) in text for f in item.key_facts
+            ) / len(item.key_facts)
     relevance = [is_relevant(h, item) for h in hits[:10]]
     scores["mrr@10"] = next((1 / (i + 1) for i, r in enumerate(relevance) if r), 0.0)
     dcg = sum(1 / math.log2(i + 2) for i, r in enumerate(relevance) if r)
@@ -130,12 +125,20 @@ def run_retrieval_eval(
 
     items = load_qa(qa_path)
     searcher = load_searcher(settings)
-    corpus = [Hit(c.text, frozenset(c.refs)) for c in searcher.chunks]
+
+    def hit(chunk) -> Hit:
+        # A chunk is found in every language it is rendered in: an English question's key
+        # facts are in the English rendering of the (Chinese) chunk the search returns.
+        twin = searcher.rendering(chunk.chunk_id, "en")
+        text = chunk.text if twin is None else f"{chunk.text}\n{twin.text}"
+        return Hit(text, frozenset(chunk.refs))
+
+    corpus = [hit(c) for c in searcher.chunks if not c.metadata.get("rendering_of")]
 
     def ours(item: QAItem) -> list[Hit]:
         history = [Turn(t.role, t.content) for t in item.history]
         results = searcher.search(item.question, max(KS), history=history)
-        return [Hit(e.chunk.text, frozenset(e.chunk.refs)) for e in results]
+        return [hit(e.chunk) for e in results]
 
     summary, per_item = evaluate(items, ours, corpus)
     report: dict = {"summary": {"nenqa": summary}, "items": {"nenqa": per_item}}

@@ -253,6 +253,19 @@ def test_key_facts_ignore_width_spacing_and_citation_markers():
     assert missing_key_facts(answer, ["13.3个月", "PFS达21.9个月", "9.8"]) == ["9.8"]
 
 
+def test_english_key_facts_ignore_case_hyphens_and_dash_variants():
+    answer = (
+        "The primary endpoint was the 12 month PFS rate [§3 化疗]. Temozolomide-based "
+        "regimens with a Ki67 proliferation index <10% had grade 3–4 toxicity in 45%."
+    )
+
+    facts = ["12-month PFS rate", "temozolomide based", "Ki-67 proliferation index <10%"]
+    assert missing_key_facts(answer, [*facts, "grade 3-4", "grade 34", "15-month"]) == [
+        "grade 34",
+        "15-month",
+    ]
+
+
 def test_cohen_kappa_of_known_ratings():
     agreement = cohen_kappa([True, True, False, False], [True, False, False, False])
 

@@ -9,6 +9,10 @@ punctuation stay, so paragraphs stay apart.
 A gold reference counts as attached to a statement when its marker sits in a sentence (split at
 ``。``) holding one of the item's key facts, or in the sentence just before one that carries no
 marker of its own (the review puts the marker on a trial's first sentence, its results follow).
+
+An English item's key facts are the English words of the review's English rendering of the
+same fact (``data/nen-drug-trials-review-2022.en.jsonl``): they are checked against the
+renderings in the same way, sentence by sentence in the review's order.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from nenqa.settings import PROJECT_ROOT
 
 QA_PATH = PROJECT_ROOT / "eval" / "qa.jsonl"
 REVIEW_PATH = PROJECT_ROOT / "data" / "nen-drug-trials-review-2022.md"
+RENDERINGS_PATH = PROJECT_ROOT / "data" / "nen-drug-trials-review-2022.en.jsonl"
 REFERENCE_LIST_HEADING = "[参 考 文 献]"
 SECTION_HEADINGS = ("1 生物治疗", "2 靶向治疗", "3 化疗", "4 免疫治疗", "5 新药研究", "6 总结")
 
@@ -67,6 +72,18 @@ def review_body() -> str:
     return join_page_breaks(text.split(REFERENCE_LIST_HEADING)[0])
 
 
+@pytest.fixture(scope="module")
+def english_sentences() -> list[str]:
+    """The English renderings of the review's sentences, in the review's order."""
+    lines = RENDERINGS_PATH.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["en"] for line in lines if line.strip()]
+
+
+def _printed_in(item: QAItem, review_body: str, english_sentences: list[str]) -> list[str]:
+    """The texts an item's key facts are checked against: the review body, or its renderings."""
+    return [review_body] if item.lang == "zh" else english_sentences
+
+
 def test_page_break_repair_rejoins_split_words_but_not_paragraphs():
     text = "予以兰\n\n瑞肽维持，6\n\n个月的PFS率。\n\n1 生物治疗\n\n常用的药物"
     repaired = "予以兰瑞肽维持，6个月的PFS率。\n\n1 生物治疗\n\n常用的药物"
@@ -90,6 +107,17 @@ def test_questions_and_answers_are_in_their_declared_language(items):
     assert not wrong, f"language does not match text: {wrong}"
 
 
+def test_english_items_have_english_key_facts(items):
+    chinese = [
+        (item.id, fact)
+        for item in items
+        if item.lang == "en"
+        for fact in item.key_facts
+        if _CJK.search(fact)
+    ]
+    assert not chinese, f"English items with Chinese key facts: {chinese}"
+
+
 def test_category_mix_covers_every_kind_of_question(items):
     counts = Counter(item.category for item in items)
     assert counts["out_of_scope"] >= 10
@@ -107,11 +135,16 @@ def test_out_of_scope_items_expect_abstention(items):
         assert not item.answerable and not item.gold_refs and not item.key_facts, item.id
 
 
-def test_every_key_fact_is_printed_in_the_review(items, review_body):
+def test_every_key_fact_is_printed_in_the_review_or_its_rendering(
+    items, review_body, english_sentences
+):
     missing = [
-        (item.id, fact) for item in items for fact in item.key_facts if fact not in review_body
+        (item.id, fact)
+        for item in items
+        for fact in item.key_facts
+        if not any(fact in text for text in _printed_in(item, review_body, english_sentences))
     ]
-    assert not missing, f"key facts not in the review body: {missing}"
+    assert not missing, f"key facts not in the review body or its English rendering: {missing}"
 
 
 def test_every_number_in_a_gold_answer_is_printed_in_the_review(items, review_body):
@@ -137,27 +170,47 @@ def attributed_sentences(body: str) -> list[tuple[set[int], str]]:
     return attributed
 
 
-def test_gold_refs_are_the_markers_beside_the_key_facts(items, review_body):
-    sentences = attributed_sentences(review_body)
+def attributed_renderings(sentences: list[str]) -> list[tuple[set[int], str]]:
+    """Each English rendering with the references it is attributed to, as for the body."""
+    attributed = []
+    previous: set[int] = set()
+    for sentence in sentences:
+        own = marker_numbers(sentence)
+        attributed.append((own or previous, sentence))
+        previous = own
+    return attributed
+
+
+def test_gold_refs_are_the_markers_beside_the_key_facts(items, review_body, english_sentences):
+    by_language = {
+        "zh": attributed_sentences(review_body),
+        "en": attributed_renderings(english_sentences),
+    }
     unattached = [
         (item.id, ref)
         for item in items
         for ref in item.gold_refs
         if not any(
-            ref in refs and any(fact in text for fact in item.key_facts) for refs, text in sentences
+            ref in refs and any(fact in text for fact in item.key_facts)
+            for refs, text in by_language[item.lang]
         )
     ]
     assert not unattached, f"gold ref not cited beside any key fact: {unattached}"
 
 
-def test_no_marker_facts_come_from_sentences_without_a_marker(items, review_body):
-    unmarked = [text for text in re.split(r"(?<=。)", review_body) if not marker_numbers(text)]
+def test_no_marker_facts_come_from_sentences_without_a_marker(
+    items, review_body, english_sentences
+):
+    unmarked = {
+        "zh": [text for text in re.split(r"(?<=。)", review_body) if not marker_numbers(text)],
+        "en": [text for text in english_sentences if not marker_numbers(text)],
+    }
     marked_only = [
         (item.id, fact)
         for item in items
         if item.category == "no_marker"
         for fact in item.key_facts
-        if not any(fact in text for text in unmarked)
+        if not any(fact in text for text in unmarked[item.lang])
     ]
     assert not marked_only, f"no_marker key facts found only in cited sentences: {marked_only}"
 
