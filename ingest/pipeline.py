@@ -27,6 +27,7 @@ from ingest.registry import (
     UnknownDocumentError,
     now,
 )
+from ingest.renderings import is_renderings_file
 from ingest.sources import (
     DEFAULT_SOURCES,
     SUPPORTED_SUFFIXES,
@@ -116,15 +117,27 @@ def default_sources(data_dir: Path) -> list[Path]:
 
 
 def expand_sources(paths: Sequence[Path]) -> list[Path]:
-    """Files named directly, plus the supported files inside named folders (sorted)."""
+    """Files named directly, plus the supported files inside named folders (sorted).
+
+    Renderings files (``<stem>.zh.jsonl``, ``<stem>.en.jsonl``) are read with their source,
+    never as sources of their own.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix.lower() in SUPPORTED_SUFFIXES and not is_renderings_file(p)
+                )
             )
         elif not path.exists():
             raise IngestError(path, 0, "no such file or folder")
+        elif is_renderings_file(path):
+            raise IngestError(
+                path, 0, "a renderings file is read with the source beside it; add that source"
+            )
         elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise IngestError(
                 path,

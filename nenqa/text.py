@@ -297,11 +297,10 @@ def rendering_problems(
     judge): the numbers are the same set (a number written into a name or compound of the
     other text, ``PD-1`` or ``12-month``, counts as present there); the cited reference
     numbers the same multiset; the comparison signs the same multiset; no Chinese character is
-    left in an English rendering;
-    every glossary term the original names appears in one of its ``target``-language forms
-    (English forms or abbreviation for ``en``, a Chinese form for ``zh``; a term without forms
-    in that language keeps any of its forms). ``target`` defaults to the language the original
-    is not in. ``waive`` names terms (by any of their forms) that the original uses only inside
+    left in an English rendering; every glossary term the original names appears in one of its
+    ``target``-language forms or its abbreviation (a term without either keeps any of its
+    forms). ``target`` defaults to the language the original is not in. ``waive`` names terms
+    (by any of their forms) that the original uses only inside
     a longer word, e.g. ``一线`` in ``一线曙光``: a reviewed exception, never a default.
     """
     target = target or ("en" if detect_language(original) == "zh" else "zh")
@@ -331,7 +330,8 @@ def rendering_problems(
     for term in glossary.matches(original):
         if waive and any(form in waive for form in term.forms):
             continue
-        forms = (term.zh if target == "zh" else (*term.en, *term.abbr)) or term.forms
+        # Abbreviations belong to both languages: the review's Chinese writes NEN and mPFS.
+        forms = (*(term.zh if target == "zh" else term.en), *term.abbr) or term.forms
         if not any(_names_form(rendering, form, short=form in term.abbr) for form in forms):
             named = next((f for f in term.forms if f in original), term.forms[0])
             problems.append(f"glossary term {named} is not rendered as any of: {', '.join(forms)}")
