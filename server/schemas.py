@@ -8,6 +8,7 @@ at most ``MAX_QUESTION_CHARS`` characters and contains a non-whitespace characte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +34,11 @@ UNICODE_WHITESPACE = (
 NOT_BLANK_PATTERN = f"[^{UNICODE_WHITESPACE}]"
 
 ModeName = Literal["extractive", "llm"]
+AnswerLanguage = Literal["zh", "en"]
+LANG_DESCRIPTION = (
+    "answer language: 'zh' or 'en'; default: the question's own (any Chinese character: zh, "
+    'English words: en), for a question with neither ("SPINET?") the last user turn\'s'
+)
 
 
 def _whole_number(value: object) -> object:
@@ -114,17 +120,32 @@ class ChatRequest(BaseModel):
     mode: ModeName | None = Field(
         default=None, description="'extractive' (quotes, offline) or 'llm'; default: server's"
     )
+    lang: AnswerLanguage | None = Field(default=None, description=LANG_DESCRIPTION)
 
 
 class QuoteOut(BaseModel):
     chunk_id: str
-    text: str = Field(description="the review's sentence as printed, markers included")
+    text: str = Field(
+        description="the review's sentence as printed, markers included; in an answer in "
+        "another language, its rendering (same markers)"
+    )
     section: str
+    original: str | None = Field(
+        default=None,
+        description="the sentence as printed when `text` is a rendering; null when `text` is "
+        "already the original",
+    )
 
 
 class CitationOut(BaseModel):
     ref: int = Field(description="the review's own reference number, 1-50")
-    reference: str = Field(description="the reference entry as printed in the review")
+    reference: str = Field(
+        description="the reference entry as printed in the review, or its rendering in the "
+        "answer's language where one exists"
+    )
+    reference_original: str | None = Field(
+        default=None, description="the entry as printed when `reference` is a rendering"
+    )
     quotes: list[QuoteOut]
 
 
@@ -135,11 +156,16 @@ class PassageCitationOut(BaseModel):
 
 class EvidenceOut(BaseModel):
     chunk_id: str
-    text: str
+    text: str = Field(description="the chunk, or its rendering in the answer's language")
     refs: list[int]
     score: float
     section: str
     kind: Literal["passage", "trial", "reference"]
+    original: str | None = Field(
+        default=None,
+        description="the chunk as indexed when `text` is a rendering; null when `text` is "
+        "already the original",
+    )
 
 
 class ChatResponse(BaseModel):
@@ -295,6 +321,9 @@ class CompletionRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
     mode: ModeName | None = Field(default=None, description="nenqa extension: answer mode")
     top_k: AnswerTopK | None = Field(default=None, description="nenqa extension")
+    lang: AnswerLanguage | None = Field(
+        default=None, description=f"nenqa extension: {LANG_DESCRIPTION}"
+    )
 
     @model_validator(mode="after")
     def _has_user_message(self) -> CompletionRequest:
@@ -418,13 +447,20 @@ class RemovedDocument(BaseModel):
 
 
 def quote_out(quote: Any) -> QuoteOut:
-    return QuoteOut(chunk_id=quote.chunk_id, text=quote.text, section=quote.section)
+    return QuoteOut(
+        chunk_id=quote.chunk_id, text=quote.text, section=quote.section, original=quote.original
+    )
 
 
 def citations_out(answer: Any) -> tuple[list[CitationOut], list[PassageCitationOut]]:
     """An ``Answer``'s citations and passage citations as response models."""
     citations = [
-        CitationOut(ref=c.ref, reference=c.reference, quotes=[quote_out(q) for q in c.quotes])
+        CitationOut(
+            ref=c.ref,
+            reference=c.reference,
+            reference_original=c.reference_original,
+            quotes=[quote_out(q) for q in c.quotes],
+        )
         for c in answer.citations
     ]
     passages = [
@@ -434,15 +470,35 @@ def citations_out(answer: Any) -> tuple[list[CitationOut], list[PassageCitationO
     return citations, passages
 
 
-def chat_response(answer: Any) -> ChatResponse:
-    """The ``/v1/chat`` response for an ``Answer``."""
+def evidence_out(evidence: Any, language: str, rendering: Callable[[str, str], Any]) -> EvidenceOut:
+    """One piece of evidence as an answer in ``language`` shows it: the chunk's twin in that
+    language where ``rendering(chunk_id, language)`` has one, the chunk in ``original``."""
+    twin = (
+        None
+        if evidence.chunk.language == language
+        else rendering(evidence.chunk.chunk_id, language)
+    )
+    if twin is None:
+        return EvidenceOut(**evidence.as_json())
+    return EvidenceOut(**{**evidence.as_json(), "text": twin.text, "original": evidence.chunk.text})
+
+
+def _no_rendering(chunk_id: str, language: str) -> None:
+    return None
+
+
+def chat_response(
+    answer: Any, rendering: Callable[[str, str], Any] = _no_rendering
+) -> ChatResponse:
+    """The ``/v1/chat`` response for an ``Answer``; ``rendering(chunk_id, language)`` gives the
+    twin an answer in another language shows its evidence in (``HybridSearcher.rendering``)."""
     citations, passages = citations_out(answer)
     return ChatResponse(
         answer=answer.text,
         abstained=answer.abstained,
         citations=citations,
         passages=passages,
-        evidence=[EvidenceOut(**e.as_json()) for e in answer.evidence],
+        evidence=[evidence_out(e, answer.language, rendering) for e in answer.evidence],
         mode=answer.mode,
         language=answer.language,
         unsupported=list(answer.unsupported),

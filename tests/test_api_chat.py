@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import server.app as server_app
+from nenqa.text import has_cjk
 from server.app import create_app
 
 pytestmark = pytest.mark.slow
@@ -39,8 +40,49 @@ def test_a_question_gets_a_cited_answer_with_its_evidence(client):
     assert "SPINET" in citation["reference"]
     assert "SPINET随机双盲Ⅲ期研究^[7]" in citation["quotes"][0]["text"]
     assert citation["quotes"][0]["section"] == "1 生物治疗"
-    assert set(body["evidence"][0]) == {"chunk_id", "text", "refs", "score", "section", "kind"}
+    keys = {"chunk_id", "text", "refs", "score", "section", "kind", "original"}
+    assert set(body["evidence"][0]) == keys
+    # A Chinese answer shows the review as printed: nothing is a rendering.
+    assert body["language"] == "zh" and body["evidence"][0]["original"] is None
+    assert citation["quotes"][0]["original"] is None and citation["reference_original"] is None
     assert {"retrieve", "total"} <= set(body["timings_ms"])
+
+
+TALENT_EN = "How many patients did the TALENT trial of lenvatinib enrol?"
+
+
+def test_an_english_answer_quotes_renderings_whose_chinese_original_is_beside_them(client):
+    body = client.post("/v1/chat", json={"question": TALENT_EN}).json()
+    assert body["language"] == "en" and body["abstained"] is False
+    assert body["answer"].startswith("Translated from the review")
+    assert "[17]" in body["answer"] and "55" in body["answer"]
+    quote = next(c for c in body["citations"] if c["ref"] == 17)["quotes"][0]
+    assert not has_cjk(quote["text"]) and "^[17]" in quote["text"]
+    assert has_cjk(quote["original"]) and "55例胰腺和56例胃肠NET" in quote["original"]
+    shown = [e for e in body["evidence"] if e["original"] is not None]
+    assert shown and all(has_cjk(e["original"]) for e in shown)
+    assert any("TALENT" in e["text"] and "lenvatinib" in e["text"] for e in shown)
+
+
+def test_lang_chooses_the_answer_language_and_anything_else_is_refused(client):
+    english = client.post("/v1/chat", json={"question": SPINET, "lang": "en"}).json()
+    assert english["language"] == "en" and "13.3 months" in english["answer"]
+    assert "[7]" in english["answer"] and "13.3个月" not in english["answer"]
+    chinese = client.post("/v1/chat", json={"question": TALENT_EN, "lang": "zh"}).json()
+    assert chinese["answer"].startswith("以下为综述原文摘录")
+    refused = client.post("/v1/chat", json={"question": SPINET, "lang": "fr"})
+    assert refused.status_code == 422 and "lang" in refused.json()["detail"]
+    lang = client.get("/openapi.json").json()["components"]["schemas"]["ChatRequest"]
+    assert "lang" in lang["properties"]
+
+
+def test_an_ambiguous_follow_up_is_answered_in_the_conversations_language(client):
+    history = [
+        {"role": "user", "content": "What did SPINET show for lanreotide?"},
+        {"role": "assistant", "content": "Translated from the review: ... [7]"},
+    ]
+    body = client.post("/v1/chat", json={"question": "SPINET TTF?", "history": history}).json()
+    assert body["language"] == "en" and body["answer"].startswith("Translated from the review")
 
 
 def test_history_carries_a_follow_up(client):
@@ -84,9 +126,13 @@ def test_an_llm_endpoint_failure_is_a_bad_gateway(llm_client, scripted_llm):
     assert "did not answer" in response.json()["detail"]
 
 
-def completion(client, question: str, model: str, *, stream: bool) -> tuple[str, list, bool]:
+def completion(
+    client, question: str, model: str, *, stream: bool, lang: str | None = None
+) -> tuple[str, list, bool]:
     """The answer text, citations and abstention of a chat completion, streamed or not."""
     body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": stream}
+    if lang:
+        body["lang"] = lang
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     if not stream:
@@ -125,6 +171,21 @@ def test_streamed_and_plain_completions_and_chat_give_the_same_answer(
     assert answers["llm"] == llm_answer
 
 
+def test_an_english_answer_is_the_same_streamed_plain_and_through_chat(client):
+    plain = completion(client, SPINET, "nenqa-extractive", stream=False, lang="en")
+    streamed = completion(client, SPINET, "nenqa-extractive", stream=True, lang="en")
+    assert streamed == plain
+    chat = client.post("/v1/chat", json={"question": SPINET, "lang": "en"}).json()
+    assert (chat["answer"], chat["citations"], chat["abstained"]) == plain
+    quotes = [q for c in plain[1] for q in c["quotes"]]
+    assert quotes and all(q["original"] and has_cjk(q["original"]) for q in quotes)
+    refused = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": SPINET}], "lang": "de"},
+    )
+    assert refused.status_code == 422
+
+
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
@@ -132,6 +193,7 @@ def test_streamed_and_plain_completions_and_chat_give_the_same_answer(
         ({"question": " \n\t\u3000"}, "question", "empty or only whitespace"),
         ({"question": "x" * 2001}, "question", "at most 2000 characters"),
         ({"question": SPINET, "mode": "creative"}, "mode", "'extractive' or 'llm'"),
+        ({"question": SPINET, "lang": "fr"}, "lang", "'zh' or 'en'"),
         (
             {"question": SPINET, "history": [{"role": "system", "content": "be brief"}]},
             "history.0.role",

@@ -76,6 +76,8 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["chunks"] > 100 and ready["modes"] == ["extractive"]
+    # Rendering chunks are counted apart from the chunks they render.
+    assert ready["renderings"] > 100
 
 
 def test_openapi_documents_every_endpoint(client):

@@ -92,7 +92,7 @@ def chat_completions(
     mode = body.mode or MODEL_MODES.get(body.model) or settings.answer_mode
     answerer = service.answerer(mode)
     text, history = split_messages(body.messages)
-    question = question_from(settings, text, history, body.top_k)
+    question = question_from(settings, text, history, body.top_k, body.lang)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     model = f"nenqa-{mode}"
