@@ -35,6 +35,7 @@ RATE_LIMIT_PER_MINUTE = 20
 ZH_QUESTION = "SPINET里兰瑞肽和安慰剂相比，治疗失败时间分别是多少？"
 EN_QUESTION = "In AXINET, what did adding axitinib to octreotide LAR achieve versus SSA alone?"
 EN_FOLLOW_UP = "Which patients did that trial enrol?"
+TALENT_EN_QUESTION = "How many patients did the TALENT trial of lenvatinib enrol?"
 MARKUP_QUESTION = '<img src=x onerror="window.__xss=1">二甲双胍治疗2型糖尿病的起始剂量是多少？'
 WIDGET_GZIP_BUDGET = 10 * 1024
 ANSWER_TIMEOUT_S = 90
@@ -366,6 +367,39 @@ def test_english_conversation_by_keyboard_alone_keeps_history_until_a_new_conver
     stored = browser.driver.execute_script("return sessionStorage.getItem(arguments[0])",
                                            "nenqa-chat:" + api_server.url)  # fmt: skip
     assert json.loads(stored) == []
+
+
+@in_browser
+def test_an_english_answer_quotes_english_and_a_quote_reveals_its_chinese_original(
+    browser, api_server, host_pages
+):
+    from selenium.webdriver.common.keys import Keys
+
+    # data-lang=en: the page chose English, so the widget asks for English answers.
+    widget = Widget(browser, host_pages.page_url(api_server.url, lang="en", key=API_KEY, fresh="1"))
+    widget.find(".launcher").click()
+    widget.ask(TALENT_EN_QUESTION)
+    outcome = widget.wait_for_outcome(1)
+    assert outcome["type"] == "answer", outcome
+    assert json.loads(widget.recorded()["requests"][-1]["body"])["lang"] == "en"
+    assert widget.last_assistant_text().startswith("Translated from the review")
+    citation = next(c for c in outcome["detail"]["citations"] if c["ref"] == 17)
+    english, chinese = citation["quotes"][0]["text"], citation["quotes"][0]["original"]
+    assert not re.search(r"[\u4e00-\u9fff]", english) and "55例" in chinese
+
+    widget.js("[...root.querySelectorAll('.msg.assistant .cite')]"
+              ".find((b) => b.textContent === '[17]').click();")  # fmt: skip
+    quote = widget.find(".ref .quote")
+    original = widget.find(".ref blockquote .orig[lang='zh-CN']")
+    assert quote.get_property("textContent") == english
+    assert not original.is_displayed() and quote.get_attribute("aria-expanded") == "false"
+    quote.click()
+    assert original.is_displayed() and chinese in original.get_property("textContent")
+    assert quote.get_attribute("aria-expanded") == "true"
+    quote.send_keys(Keys.ENTER)  # the keyboard hides it again
+    assert not original.is_displayed()
+    quote.send_keys(Keys.SPACE)
+    assert original.is_displayed()
 
 
 @in_browser

@@ -8,6 +8,7 @@
   const attr = (name) => script.getAttribute("data-" + name);
   const api = (attr("api") || new URL(script.src, location.href).origin).replace(/\/+$/, "");
   const lang = /^zh/i.test(attr("lang") || navigator.language || "") ? "zh" : "en";
+  const answerLang = attr("lang") ? lang : null; // sent as "lang" only when the page chose it
   const apiKey = attr("api-key");
   const pageLayout = attr("layout") === "page";
   const storeKey = "nenqa-chat:" + api;
@@ -36,6 +37,8 @@
       passage: "Passage without a reference number",
       section: "Section: {s}",
       quotes: "Quoted by this answer",
+      original: "Chinese original: ",
+      reveal: "Translated quote: click to show the Chinese original",
       back: "Back to the conversation",
       intro: "Ask in Chinese or English about drug trials in neuroendocrine neoplasms.",
       foot: "Answers quote the review with its reference numbers. Check the source before clinical use.",
@@ -70,6 +73,8 @@
       passage: "无参考文献编号的段落",
       section: "章节：{s}",
       quotes: "本回答引用的原文",
+      original: "原文：",
+      reveal: "译文：点击显示原文",
       back: "返回对话",
       intro: "可用中文或英文提问神经内分泌肿瘤药物试验的相关问题。",
       foot: "回答引用综述原文及其参考文献编号。用于临床前请核对原文。",
@@ -118,6 +123,8 @@ header button{background:none;color:#fff;border:1px solid #fff;border-radius:6px
 .ref h3,.ref h4{margin:0;font-size:15px}.ref p{margin:0}.ref ul{margin:0;padding-left:18px}
 blockquote{margin:4px 0;padding:4px 10px;border-left:3px solid #0b5394;background:#f5f7fa}
 .sec{display:block;font-size:13px;color:#4a5560}
+.quote{all:unset;display:block;cursor:pointer}.quote:focus-visible{outline:3px solid #0b5394}
+.orig{display:block;margin-top:4px;font-size:14px;color:#2f3a45}
 form{display:flex;gap:8px;padding:10px 12px;border-top:1px solid #d5dbe2}
 textarea{flex:1;min-height:44px;max-height:140px;resize:vertical;padding:8px;color:#1b1f24;
  background:#fff;border:1px solid #6b7785;border-radius:8px}
@@ -173,30 +180,16 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
   const refQuotes = el("ul");
   const backButton = el("button", { class: "secondary back", type: "button", text: T.back });
   const refView = el("section", { class: "ref", "aria-labelledby": "ref-title", hidden: true }, [
-    refTitle,
-    refEntry,
-    refQuotesTitle,
-    refQuotes,
+    ...[refTitle, refEntry, refQuotesTitle, refQuotes],
     el("div", {}, [backButton]),
   ]);
-  const input = el("textarea", {
-    id: "q",
-    rows: "2",
-    maxlength: "2000",
-    placeholder: T.placeholder,
-  });
+  const input = el("textarea", { id: "q", rows: "2", maxlength: "2000" });
+  input.placeholder = T.placeholder;
   const sendButton = el("button", { class: "primary send", type: "submit", text: T.send });
-  const cancelButton = el("button", {
-    class: "secondary cancel",
-    type: "button",
-    text: T.cancel,
-    hidden: true,
-  });
+  const cancelButton = el("button", { class: "secondary cancel", type: "button", text: T.cancel });
+  cancelButton.hidden = true;
   const form = el("form", {}, [
-    el("label", { class: "sr", for: "q", text: T.label }),
-    input,
-    sendButton,
-    cancelButton,
+    ...[el("label", { class: "sr", for: "q", text: T.label }), input, sendButton, cancelButton],
   ]);
   const panel = el(
     "section",
@@ -320,11 +313,14 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
     refTitle.textContent = ref != null ? fmt(T.cite, { n: ref }) : T.passage;
     refEntry.textContent =
       ref != null ? (citation && citation.reference) || "…" : fmt(T.section, { s: section });
+    const entryOriginal = citation && citation.reference_original;
+    if (entryOriginal)
+      refEntry.append(el("span", { class: "orig", lang: "zh-CN", text: entryOriginal }));
     const quotes = (citation || passage || {}).quotes || [];
     refQuotes.replaceChildren(
       ...quotes.map((q) =>
         el("li", {}, [
-          el("blockquote", { text: q.text }),
+          quoteBlock(q),
           el("span", { class: "sec", text: fmt(T.section, { s: q.section }) }),
         ]),
       ),
@@ -343,6 +339,22 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
         refEntry.textContent = T.refFail;
       }
     }
+  }
+
+  // A translated quote is a button: a click, Enter or Space shows (or hides) its original.
+  function quoteBlock(q) {
+    if (!q.original) return el("blockquote", { text: q.text });
+    const original = el("span", { class: "orig", lang: "zh-CN", hidden: true }, [
+      el("b", { text: T.original }),
+      q.original,
+    ]);
+    const button = el("button", { class: "quote", type: "button", title: T.reveal, text: q.text });
+    button.setAttribute("aria-expanded", "false");
+    button.addEventListener("click", () => {
+      original.hidden = !original.hidden;
+      button.setAttribute("aria-expanded", String(!original.hidden));
+    });
+    return el("blockquote", {}, [button, original]);
   }
 
   function closeReference() {
@@ -458,6 +470,7 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
           model: "nenqa",
           stream: true,
           messages: [...context, { role: "user", content: question }],
+          ...(answerLang ? { lang: answerLang } : {}),
         }),
         signal: controller.signal,
       });
