@@ -240,14 +240,16 @@ def split_sentences(text: str, rules: SentenceRules | None = None) -> list[str]:
 
 # --- units and their renderings ----------------------------------------------------------------
 
-_WHITESPACE = re.compile(r"\s+")
+# Whitespace and the ``$`` of LaTeX residue: the review prints ``$P>0.05$`` where a trial
+# record's summary quotes the same sentence as ``P>0.05``; both are one unit.
+_NOT_IN_UNIT_ID = re.compile(r"[\s$]+")
 
 
 def unit_id(text: str) -> str:
     """The stable ID of a quotable unit: ``"u"`` and 16 hex digits of sha256 over the text
-    NFKC-folded with all whitespace removed, so a re-ingest or another splitter's spacing gives
-    the same ID."""
-    folded = _WHITESPACE.sub("", unicodedata.normalize("NFKC", text))
+    NFKC-folded with all whitespace and ``$`` removed, so a re-ingest, another splitter's
+    spacing or a quote without the LaTeX dollars gives the same ID."""
+    folded = _NOT_IN_UNIT_ID.sub("", unicodedata.normalize("NFKC", text))
     return "u" + hashlib.sha256(folded.encode("utf-8")).hexdigest()[:16]
 
 

@@ -173,6 +173,7 @@ class TrialArm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field(description="arm label, e.g. 'lanreotide' or '安慰剂'")
+    label_en: str | None = Field(default=None, description="the label in English, e.g. 'placebo'")
     drugs_zh: list[str] = Field(default_factory=list)
     drugs_en: list[str] = Field(default_factory=list)
 
@@ -185,6 +186,8 @@ class TrialEndpoint(BaseModel):
     name: str = Field(description="endpoint, e.g. 'mPFS', 'ORR', 'TTF'")
     value: str = Field(description="the value exactly as the review states it, e.g. '13.3个月'")
     arm: str | None = Field(default=None, description="arm or subgroup the value belongs to")
+    value_en: str | None = Field(default=None, description="the value in English: '13.3 months'")
+    arm_en: str | None = Field(default=None, description="the arm or subgroup in English")
 
 
 class TrialRecord(BaseModel):
@@ -207,6 +210,9 @@ class TrialRecord(BaseModel):
     refs: list[int] = Field(default_factory=list, description="review reference numbers")
     section: str = Field(description="section of the review that discusses it, e.g. '1 生物治疗'")
     summary_zh: str = Field(description="the review's own sentence(s) about the study")
+    summary_en: str | None = Field(
+        default=None, description="the English renderings of the summary's sentences, joined"
+    )
 
 
 # --- a conversation: questions, retrieval results, answers ------------------------------------

@@ -25,7 +25,7 @@ EN = (
 
 
 def test_unit_ids_ignore_width_and_whitespace_but_not_content():
-    assert unit_id("兰瑞肽 组 13.3个月") == unit_id("兰瑞肽组１３.３个月\n")
+    assert unit_id("兰瑞肽 组 13.3个月($P>0.05$)") == unit_id("兰瑞肽组１３.３个月\n(P>0.05)")
     assert unit_id("兰瑞肽组13.3个月") != unit_id("兰瑞肽组13.4个月")
     assert unit_id(ZH).startswith("u") and len(unit_id(ZH)) == 17
 

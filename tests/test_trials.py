@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ingest.renderings import load_renderings
 from ingest.trials import DRUG_CLASSES, load_trials, trial_chunks
 from nenqa.errors import EmptyFileError, EncodingError, MalformedRecordError, UnreadableFileError
+from nenqa.glossary import Glossary
 from nenqa.settings import PROJECT_ROOT
+from nenqa.text import rendering_problems, sentence_spans, unit_id
 from nenqa.types import TrialRecord
 
 DATA = PROJECT_ROOT / "data"
@@ -310,3 +313,24 @@ def test_json_that_cannot_be_decoded_at_all_is_a_malformed_line(tmp_path):
     path.write_text('{"patients": ' + "9" * 5000 + "}\n" + "[" * 100_000 + "\n")
     with pytest.raises(MalformedRecordError, match=r"trials\.jsonl:1: JSON cannot be read"):
         load_trials(path)
+
+
+def test_every_english_field_renders_its_chinese_field_faithfully():
+    renderings = load_renderings(DATA / "nen-drug-trials-review-2022.en.jsonl", "en")
+    no_terms = Glossary([])  # labels and values: numbers, signs and no Chinese left
+    failures = []
+    for trial in load_trials(TRIALS_PATH):
+        pairs = [(arm.label, arm.label_en) for arm in trial.arms]
+        pairs += [(e.value, e.value_en) for e in trial.endpoints]
+        pairs += [(e.arm, e.arm_en) for e in trial.endpoints if e.arm is not None]
+        failures += [(trial.id, zh) for zh, en in pairs if en is None]
+        failures += [
+            (trial.id, zh, problems)
+            for zh, en in pairs
+            if en is not None and (problems := rendering_problems(zh, en, no_terms, "en"))
+        ]
+        assert all(e.arm_en is None for e in trial.endpoints if e.arm is None), trial.id
+        sentences = [trial.summary_zh[lo:hi] for lo, hi in sentence_spans(trial.summary_zh)]
+        joined = " ".join(renderings[unit_id(s)].text for s in sentences)
+        assert trial.summary_en == joined, trial.id
+    assert not failures
