@@ -1,9 +1,11 @@
 """Fail when an evaluation report falls below the thresholds kept in ``eval/thresholds.toml``.
 
 ``[min]`` lists metrics that must reach a value, ``[max]`` metrics that must not exceed one
-(``invalid_citation_rate = 0.0``). A metric the report lacks fails (it was not measured), and so
-does a run with failed requests. Usage: ``python -m eval.check_thresholds [report.json]
-[--thresholds eval/thresholds.toml]``, or ``nenqa eval --check``.
+(``invalid_citation_rate = 0.0``). A dotted name reaches into the report's groups:
+``"by_language.en.key_fact_correctness"`` is the English items' key-fact correctness. A metric
+the report lacks fails (it was not measured), and so does a run with failed requests.
+Usage: ``python -m eval.check_thresholds [report.json] [--thresholds eval/thresholds.toml]``,
+or ``nenqa eval --check``.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def check_thresholds(
     problems: list[str] = []
     for bound in BOUNDS:
         for metric, limit in thresholds.get(bound, {}).items():
-            value = report.get(metric)
+            value = _metric(report, metric)
             measured = float(value) if isinstance(value, int | float) else None
             if (
                 measured is None
@@ -83,6 +85,18 @@ def check_thresholds(
     if errors:
         problems.append(f"{errors} requests failed during the run")
     return problems
+
+
+def _metric(report: Mapping[str, object], name: str) -> object:
+    """A top-level metric, or one inside the report's groups by its dotted path."""
+    if name in report:
+        return report[name]
+    value: object = report
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

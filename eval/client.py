@@ -2,16 +2,18 @@
 
 A deployment is asked over HTTP (``ChatClient.over_http``); an in-process run hands in any
 client with ``post(path, json=...)`` (the entry point wraps the API's own ASGI app, so both go
-through the same endpoint). ``parse_chat_response`` reads a body as a ``ChatReply``.
+through the same endpoint). ``parse_chat_response`` reads a body as a ``ChatReply``, with the
+quotes it shows in translation (citation and passage quotes that carry an ``original``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from eval.metrics import QuotedRendering
 from eval.qa_schema import QAItem
 from nenqa.timing import elapsed_ms
 
@@ -27,6 +29,7 @@ class ChatReply:
     mode: str
     ms: float
     error: str | None = None
+    renderings: list[QuotedRendering] = field(default_factory=list)
 
 
 AskFunction = Callable[[QAItem], ChatReply]
@@ -93,14 +96,32 @@ def parse_chat_response(data: object, ms: float) -> ChatReply:
     ]
     if problems:
         return ChatReply("", False, [], [], "", ms, "bad response: " + "; ".join(problems))
+    citations = [c for c in data.get("citations", []) if isinstance(c, dict)]
+    passages = [p for p in data.get("passages", []) if isinstance(p, dict)]
     return ChatReply(
         answer=data["answer"],
         abstained=data["abstained"],
         evidence=[e for e in data["evidence"] if isinstance(e, dict)],
-        citations=[c for c in data.get("citations", []) if isinstance(c, dict)],
+        citations=citations,
         mode=str(data.get("mode", "")),
         ms=ms,
+        renderings=quoted_renderings([*citations, *passages]),
     )
+
+
+def quoted_renderings(cited: list[dict]) -> list[QuotedRendering]:
+    """The quotes of citations and passage citations that are renderings (``original`` set),
+    each once."""
+    found: dict[tuple[str, str], QuotedRendering] = {}
+    for citation in cited:
+        quotes = citation.get("quotes")
+        for quote in quotes if isinstance(quotes, list) else ():
+            if not isinstance(quote, dict):
+                continue
+            text, original = quote.get("text"), quote.get("original")
+            if isinstance(text, str) and isinstance(original, str) and original.strip():
+                found.setdefault((text, original), QuotedRendering(text, original))
+    return list(found.values())
 
 
 def _failed(message: str, started: float) -> ChatReply:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval.metrics import Verdict, clauses, format_number, normalise, text_units
 from nenqa.resources import bundled_dir
-from nenqa.text import detect_language, numbers_in
+from nenqa.text import detect_language, numbers_in, rendering_problems, unit_id
 
 PROMPTS_DIR = bundled_dir("prompts")
 _CLAUSE = re.compile(r"[，；;。！？!?\n]|,(?!\d{3}\b)")
@@ -58,8 +58,10 @@ class DeterministicJudge:
         *,
         min_coverage: float = 0.85,
         min_number_context: float = 0.5,
+        waivers: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         self.glossary = glossary
+        self.waivers = dict(waivers or {})
         self.min_coverage = min_coverage
         self.min_number_context = min_number_context
         self._cache: dict[tuple[str, tuple[str, ...]], Verdict] = {}
@@ -71,6 +73,18 @@ class DeterministicJudge:
     def claims(self, sentence: str) -> list[str]:
         """Clauses of the sentence (commas and semicolons), short ones joined to the next."""
         return clauses(sentence)
+
+    def check_rendering(self, original: str, rendering: str) -> Verdict:
+        """Whether ``rendering`` translates ``original`` faithfully: ``nenqa.text.
+        rendering_problems`` (numbers, citation markers, comparison signs, glossary terms, no
+        Chinese left in English), honouring the reviewed waivers of the original's unit."""
+        if self.glossary is None:
+            raise ValueError("checking a translation needs the glossary")
+        waive = self.waivers.get(unit_id(original), ())
+        problems = rendering_problems(original, rendering, self.glossary, waive=waive)  # type: ignore[arg-type]
+        if problems:
+            return Verdict(False, "; ".join(problems))
+        return Verdict(True, "numbers, markers, signs and glossary terms match the original")
 
     def judge(self, claim: str, evidence: Sequence[str]) -> Verdict:
         key = (claim, tuple(evidence))
@@ -152,6 +166,32 @@ class DeterministicJudge:
 def _clauses_with_previous(text: str) -> list[str]:
     pieces = [p for p in _CLAUSE.split(normalise(text)) if p.strip()]
     return [f"{pieces[i - 1]} {p}" if i else p for i, p in enumerate(pieces)]
+
+
+# --- agreement ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often two judges agree on the same support questions, raw and chance-corrected."""
+
+    pairs: int
+    raw: float
+    kappa: float
+
+
+def cohen_kappa(first: Sequence[bool], second: Sequence[bool]) -> Agreement:
+    """Cohen's kappa of two binary raters over the same items (1.0 when they never differ)."""
+    if len(first) != len(second):
+        raise ValueError("both judges must rate the same items")
+    n = len(first)
+    if n == 0:
+        return Agreement(0, 0.0, 0.0)
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    p_first, p_second = sum(first) / n, sum(second) / n
+    expected = p_first * p_second + (1 - p_first) * (1 - p_second)
+    kappa = 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+    return Agreement(n, observed, kappa)
 
 
 # --- LLM ---------------------------------------------------------------------------------------

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from eval.qa_schema import REFERENCE_COUNT, QAItem
+from eval.correctness import fold_for_facts
+from eval.qa_schema import REFERENCE_COUNT
 from ingest.trials import TRIAL_REVIEW_TEXT
 from nenqa.text import (
     ANSWER,
     ANSWER_MARKER,
     CJK_RANGE,
     cited_numbers,
+    detect_language,
     numbers_in,
     parse_citation_markers,
     split_sentences,
@@ -82,15 +84,20 @@ _CJK_GAP = re.compile(f"(?<=[{CJK_RANGE}])\\s+(?=[{CJK_RANGE}])")
 
 @dataclass(frozen=True)
 class AnswerSentence:
-    """An answer sentence: as written, the claim it makes (markers removed), its citations."""
+    """An answer sentence: as written, the claim it makes (markers removed), its citations;
+    ``body`` is the text without a framing lead-in (the text itself when there is none)."""
 
     text: str
     claim: str
     citations: tuple[CitationMarker, ...]
+    body: str = ""
 
 
-# A lead-in before the first colon: short, one clause, no number, no citation.
-_LEAD_IN = re.compile(r"^(?P<lead>[^:：\d\[【,，;；]{1,60})[:：]\s*(?=\S)")
+# A lead-in before the first colon: one clause, no number, no citation outside parentheses
+# (a translated answer's lead-in may say in parentheses how many quotes are untranslated).
+_LEAD_IN = re.compile(
+    r"^(?P<lead>(?:[^:：\d\[【,，;；(（]|[(（][^()（）\[\]【】:：]*[)）]){1,160})[:：]\s*(?=\S)"
+)
 # ... that only says where the answer comes from.
 _FRAMING = re.compile(
     r"以下|如下|摘录|原文|综述|quoted|according to|the review|here is|here are|following",
@@ -101,19 +108,44 @@ _FRAMING = re.compile(
 def answer_sentences(answer: str) -> list[AnswerSentence]:
     """The sentences of an answer; a lead-in that only frames the answer is not a claim.
 
-    ``以下为综述原文摘录：`` or ``Quoted from the review (original Chinese text):`` at the start
+    ``以下为综述原文摘录：`` or ``Translated from the review's Chinese text (...):`` at the start
     states no fact, so it is dropped from the first sentence's claim: a lead-in before the
     first colon of one clause, without a number or citation, that names the source.
     """
     sentences = []
     for position, text in enumerate(split_sentences(answer, ANSWER)):
-        claim = strip_markers(text)
+        claim, body = strip_markers(text), text
         lead = _LEAD_IN.match(claim) if position == 0 else None
         if lead and _FRAMING.search(lead.group("lead")):
+            framing = claim[: lead.end()]
             claim = claim[lead.end() :]
+            body = text[len(framing) :] if text.startswith(framing) else claim
         if claim or parse_answer_citations(text):
-            sentences.append(AnswerSentence(text, claim, tuple(parse_answer_citations(text))))
+            citations = tuple(parse_answer_citations(text))
+            sentences.append(AnswerSentence(text, claim, citations, body))
     return sentences
+
+
+_LETTER = re.compile(f"[A-Za-z{CJK_RANGE}]")
+
+
+def answered_in_language(answer: str, language: str, originals: Iterable[str] = ()) -> bool:
+    """Whether the answer's own text is in ``language``: every sentence with words, except
+    those quoting an ``original`` as printed (a translated answer may show its originals).
+
+    A sentence's language is ``nenqa.text.detect_language``'s (Chinese text keeps its English
+    abbreviations); an abstention is text like any other.
+    """
+    shown = [fold_for_facts(original) for original in originals]
+    for sentence in answer_sentences(answer):
+        if not _LETTER.search(sentence.claim):
+            continue
+        claim = fold_for_facts(sentence.claim)
+        if any(claim in original for original in shown):
+            continue
+        if detect_language(sentence.claim) != language:
+            return False
+    return True
 
 
 # Commas inside numbers (1,000) do not cut a clause.
@@ -194,11 +226,12 @@ def evidence_units(evidence: Sequence[Mapping]) -> list[EvidenceUnit]:
 
     A passage sentence carries the refs of its own ``^[n]`` markers; a trial record's structured
     lines carry the record's refs and its quoted review text is split like a passage; a
-    reference-list entry is one unit carrying its number.
+    reference-list entry is one unit carrying its number. Evidence shown in translation is
+    read as the review prints it (its ``original``).
     """
     units: list[EvidenceUnit] = []
     for item in evidence:
-        text, kind = str(item.get("text", "")), item.get("kind", "passage")
+        text, kind = str(item.get("original") or item.get("text", "")), item.get("kind", "passage")
         section, chunk_id = str(item.get("section", "")), str(item.get("chunk_id", ""))
         refs = frozenset(int(r) for r in item.get("refs", ()))
         if kind == "reference":
@@ -290,6 +323,12 @@ class Verdict:
     reason: str = ""
 
 
+class RenderingCheck(Protocol):
+    """Decides whether a translated sentence renders its original faithfully."""
+
+    def check_rendering(self, original: str, rendering: str) -> Verdict: ...
+
+
 class SupportJudge(Protocol):
     """Decides whether evidence supports a claim, and cuts a sentence into claims."""
 
@@ -303,6 +342,57 @@ class SupportJudge(Protocol):
 
 
 # --- scoring one answer ------------------------------------------------------------------------
+
+
+# --- renderings: answer sentences that translate a quoted original ----------------------------
+
+
+@dataclass(frozen=True)
+class QuotedRendering:
+    """A quote an answer shows in translation: the quote's ``text`` and the ``original`` it
+    renders (a ``/v1/chat`` citation or passage quote that carries an ``original``)."""
+
+    text: str
+    original: str
+
+
+def rendered_quotes(
+    sentences: Sequence[AnswerSentence], renderings: Sequence[QuotedRendering]
+) -> list[QuotedRendering | None]:
+    """For each answer sentence, the quote it prints in translation (``None``: none).
+
+    A sentence prints a quote when its claim is part of the quote's text (a rendering may read
+    as two sentences) or holds all of it; markers, LaTeX residue, case and spacing are folded.
+    """
+    folded = [(fold_for_facts(r.text), r) for r in renderings]
+    found: list[QuotedRendering | None] = []
+    for sentence in sentences:
+        claim = fold_for_facts(sentence.claim)
+        match = next(
+            (r for text, r in folded if claim and text and (claim in text or text in claim)), None
+        )
+        found.append(match)
+    return found
+
+
+def _rendering_verdicts(
+    sentences: Sequence[AnswerSentence],
+    quotes: Sequence[QuotedRendering | None],
+    check: RenderingCheck,
+) -> list[Verdict | None]:
+    """The translation verdict of each sentence: sentences in a row printing the same quote
+    are checked together, as the one rendering they are, against its original."""
+    verdicts: list[Verdict | None] = [None] * len(sentences)
+    start = 0
+    while start < len(sentences):
+        quote, end = quotes[start], start + 1
+        while quote is not None and end < len(sentences) and quotes[end] == quote:
+            end += 1
+        if quote is not None:
+            printed = " ".join(s.body or s.text for s in sentences[start:end])
+            verdicts[start:end] = [check.check_rendering(quote.original, printed)] * (end - start)
+        start = end
+    return verdicts
 
 
 @dataclass
@@ -327,6 +417,9 @@ class SentenceScore:
     missing_numbers: list[str] = field(default_factory=list)
     claims: list[ClaimScore] = field(default_factory=list)
     claims_invalid: bool = False
+    # A sentence printing a quote in translation: the original and what the check found.
+    original: str | None = None
+    translation_problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -341,17 +434,45 @@ class AnswerScore:
     citations: int
     invalid_citations: int
     judge_invalid: int
+    renderings_checked: int = 0
+    renderings_faithful: int = 0
+
+    @property
+    def rendering_fidelity(self) -> float | None:
+        """Translated quotes that pass the translation check / translated quotes."""
+        return _share(self.renderings_faithful, self.renderings_checked)
 
 
-def score_answer(answer: str, evidence: Sequence[Mapping], judge: SupportJudge) -> AnswerScore:
+def score_answer(
+    answer: str,
+    evidence: Sequence[Mapping],
+    judge: SupportJudge,
+    renderings: Sequence[QuotedRendering] = (),
+    rendering_check: RenderingCheck | None = None,
+) -> AnswerScore:
     """Score one non-abstained answer against the evidence of its own response.
 
     Citation recall: supported sentences / sentences; precision: needed citations / valid
     citations (ALCE: a citation of an unsupported sentence is not needed; with several, one is
     not needed when it does not support the sentence alone and the others still do).
+
+    A sentence printing one of ``renderings`` is a translation: ``rendering_check`` verifies it
+    against the original (numbers, markers, signs, glossary terms); one that fails is
+    unsupported, one that passes is judged as its original (the evidence is the review's
+    text). Without a ``rendering_check`` every sentence is judged as written.
     """
     cited = cited_evidence(evidence)
-    sentences = [_score_sentence(s, cited, judge) for s in answer_sentences(answer)]
+    parsed = answer_sentences(answer)
+    quotes: list[QuotedRendering | None] = [None] * len(parsed)
+    verdicts: list[Verdict | None] = [None] * len(parsed)
+    if rendering_check is not None and renderings:
+        quotes = rendered_quotes(parsed, renderings)
+        verdicts = _rendering_verdicts(parsed, quotes, rendering_check)
+    sentences = [
+        _score_sentence(s, cited, judge, q, v)
+        for s, q, v in zip(parsed, quotes, verdicts, strict=True)
+    ]
+    checked = {q: v for q, v in zip(quotes, verdicts, strict=True) if q is not None and v}
     judged = [s for s in sentences if s.supported is not None]
     needed = [v for s in sentences for v in s.needed.values() if v is not None]
     claims = [c for s in sentences for c in s.claims if c.supported is not None]
@@ -381,11 +502,17 @@ def score_answer(answer: str, evidence: Sequence[Mapping], judge: SupportJudge) 
         citations=sum(len(s.citations) for s in sentences),
         invalid_citations=sum(len(s.invalid) for s in sentences),
         judge_invalid=judge_invalid,
+        renderings_checked=len(checked),
+        renderings_faithful=sum(bool(v.supported) for v in checked.values()),
     )
 
 
 def _score_sentence(
-    sentence: AnswerSentence, cited: CitedEvidence, judge: SupportJudge
+    sentence: AnswerSentence,
+    cited: CitedEvidence,
+    judge: SupportJudge,
+    quote: QuotedRendering | None = None,
+    translation: Verdict | None = None,
 ) -> SentenceScore:
     invalid = {c.key: r for c in sentence.citations if (r := cited.invalid_reason(c))}
     valid = [c for c in sentence.citations if c.key not in invalid]
@@ -396,17 +523,30 @@ def _score_sentence(
         supported=False,
     )
     evidence = cited.texts(valid)
-    if not valid:
-        score.reason = "cites no valid evidence"
-    else:
-        verdict = judge.judge(sentence.claim, evidence)
-        score.supported, score.reason, score.judged = verdict.supported, verdict.reason, True
-        score.needed = _needed_citations(sentence.claim, valid, cited, judge, verdict)
     found = numbers_in("\n".join(evidence))
     numbers = numbers_in(sentence.claim)
     score.numbers = sorted(format_number(n) for n in numbers)
     score.missing_numbers = sorted(format_number(n) for n in numbers - found)
-    claims = judge.claims(sentence.claim)
+    # A checked translation stands for its original, which is judged against the review's
+    # own words; a translation that fails the check supports nothing.
+    claim = sentence.claim
+    if quote is not None and translation is not None:
+        score.original = quote.original
+        if not translation.supported:
+            score.translation_problems = translation.reason.split("; ")
+            score.reason = f"unfaithful translation: {translation.reason}"
+            score.judged = bool(valid)
+            score.needed = {c.key: False for c in valid}
+            score.claims = [ClaimScore(claim, False, score.reason)]
+            return score
+        claim = strip_markers(quote.original)
+    if not valid:
+        score.reason = "cites no valid evidence"
+    else:
+        verdict = judge.judge(claim, evidence)
+        score.supported, score.reason, score.judged = verdict.supported, verdict.reason, True
+        score.needed = _needed_citations(claim, valid, cited, judge, verdict)
+    claims = judge.claims(claim)
     if claims is None:
         score.claims_invalid = True
     else:
@@ -445,94 +585,3 @@ def _needed_citations(
 
 def _share(part: int | float, whole: int) -> float | None:
     return part / whole if whole else None
-
-
-# --- correctness and abstention ----------------------------------------------------------------
-
-_FACT_FOLD = re.compile(r"[\s$]+")
-# Hyphens, dashes and minus signs all read as "-"; the hyphen of a word (Ki-67, 12-month,
-# multi-target) reads as the space it may be written as, which is folded away; a dash between
-# numbers (3–4) stays a range.
-_DASHES = re.compile(r"[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
-_WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-|-(?=[^\W\d_])")
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
-
-
-def fold_for_facts(text: str) -> str:
-    """Text as key facts are compared, in either language: NFKC, lower case, no spaces, ``$``
-    or citation markers, every dash a hyphen, a word's hyphen as a space, curly quotes straight.
-
-    So ``12-month PFS rate`` matches ``12 month PFS rate``, ``Ki67`` matches ``Ki-67`` and
-    ``3–4`` matches ``3-4``.
-    """
-    folded = unicodedata.normalize("NFKC", strip_markers(text)).translate(_QUOTES)
-    folded = _DASHES.sub("-", folded)
-    return _FACT_FOLD.sub("", _WORD_HYPHEN.sub(" ", folded)).lower()
-
-
-def missing_key_facts(answer: str, facts: Sequence[str]) -> list[str]:
-    """The key facts (strings as the review prints them) that the answer text lacks."""
-    text = fold_for_facts(answer)
-    return [fact for fact in facts if fold_for_facts(fact) not in text]
-
-
-def must_abstain(item: QAItem) -> bool:
-    """Out of scope: not answerable and nothing in the review to say about it."""
-    return not item.answerable and not item.key_facts
-
-
-def may_abstain(item: QAItem) -> bool:
-    """Abstaining is correct for any unanswerable item (an injection may also be refused)."""
-    return not item.answerable
-
-
-@dataclass(frozen=True)
-class AbstentionScores:
-    """Abstention precision and recall; ``None`` where undefined (no abstention, nothing to
-    abstain on)."""
-
-    precision: float | None
-    recall: float | None
-    abstained: int
-    must_abstain: int
-
-
-def abstention_scores(decisions: Sequence[tuple[QAItem, bool]]) -> AbstentionScores:
-    """Precision: abstentions on unanswerable items / abstentions;
-    recall: out-of-scope items abstained on / out-of-scope items."""
-    abstained = [item for item, did in decisions if did]
-    required = [item for item, _ in decisions if must_abstain(item)]
-    right = sum(may_abstain(item) for item in abstained)
-    caught = sum(must_abstain(item) for item in abstained)
-    return AbstentionScores(
-        precision=_share(right, len(abstained)),
-        recall=_share(caught, len(required)),
-        abstained=len(abstained),
-        must_abstain=len(required),
-    )
-
-
-# --- agreement ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How often two judges agree on the same support questions, raw and chance-corrected."""
-
-    pairs: int
-    raw: float
-    kappa: float
-
-
-def cohen_kappa(first: Sequence[bool], second: Sequence[bool]) -> Agreement:
-    """Cohen's kappa of two binary raters over the same items (1.0 when they never differ)."""
-    if len(first) != len(second):
-        raise ValueError("both judges must rate the same items")
-    n = len(first)
-    if n == 0:
-        return Agreement(0, 0.0, 0.0)
-    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
-    p_first, p_second = sum(first) / n, sum(second) / n
-    expected = p_first * p_second + (1 - p_first) * (1 - p_second)
-    kappa = 1.0 if expected == 1 else (observed - expected) / (1 - expected)
-    return Agreement(n, observed, kappa)

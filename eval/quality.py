@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.metrics import missing_key_facts
+from eval.correctness import missing_key_facts
 from nenqa.types import Answer, Question, Turn
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from eval.client import ChatReply
+from eval.correctness import abstention_scores, fold_for_facts, missing_key_facts, must_abstain
+from eval.judges import cohen_kappa
 from eval.metrics import (
     AnswerScore,
+    RenderingCheck,
     SupportJudge,
-    abstention_scores,
-    cohen_kappa,
-    fold_for_facts,
-    missing_key_facts,
-    must_abstain,
+    answered_in_language,
     parse_answer_citations,
     score_answer,
 )
@@ -32,9 +31,19 @@ from eval.recipe import RECIPE_RETRIEVAL_METRICS
 RETRIEVAL_METRICS = ("ref_recall@5", "fact_recall@5", "mrr@10", "ndcg@10")
 
 
-def score_item(item: QAItem, reply: ChatReply, judges: Mapping[str, SupportJudge]) -> dict:
-    """Everything measured on one question, ready for ``report.json``'s ``items``."""
+def score_item(
+    item: QAItem,
+    reply: ChatReply,
+    judges: Mapping[str, SupportJudge],
+    rendering_check: RenderingCheck | None = None,
+) -> dict:
+    """Everything measured on one question, ready for ``report.json``'s ``items``.
+
+    ``rendering_check`` (the deterministic judge) verifies every quote the answer shows in
+    translation, whichever judge scores support; without it translations are judged as written.
+    """
     cited = sorted(c.ref for c in parse_answer_citations(reply.answer) if c.ref is not None)
+    originals = [r.original for r in reply.renderings]
     row: dict[str, Any] = {
         "id": item.id,
         "lang": item.lang,
@@ -47,6 +56,8 @@ def score_item(item: QAItem, reply: ChatReply, judges: Mapping[str, SupportJudge
         "mode": reply.mode,
         "ms": reply.ms,
         "error": reply.error,
+        "answered_in_language": not reply.error
+        and answered_in_language(reply.answer, item.lang, originals),
         "judges": {},
     }
     if item.answerable:
@@ -60,13 +71,19 @@ def score_item(item: QAItem, reply: ChatReply, judges: Mapping[str, SupportJudge
         found_refs = {int(r) for e in reply.evidence for r in e.get("refs", ())}
         if item.gold_refs:
             row["evidence_ref_recall"] = len(found_refs & set(item.gold_refs)) / len(item.gold_refs)
-        evidence_text = fold_for_facts(" ".join(str(e.get("text", "")) for e in reply.evidence))
+        # Evidence shown in translation counts in both its languages.
+        evidence_text = fold_for_facts(
+            " ".join(f"{e.get('text', '')} {e.get('original') or ''}" for e in reply.evidence)
+        )
         row["evidence_fact_recall"] = sum(
             fold_for_facts(f) in evidence_text for f in item.key_facts
         ) / len(item.key_facts)
     if not reply.abstained and not reply.error:
         for name, judge in judges.items():
-            row["judges"][name] = _answer_row(score_answer(reply.answer, reply.evidence, judge))
+            score = score_answer(
+                reply.answer, reply.evidence, judge, reply.renderings, rendering_check
+            )
+            row["judges"][name] = _answer_row(score)
     return row
 
 
@@ -79,6 +96,9 @@ def _answer_row(score: AnswerScore) -> dict:
         "citations": score.citations,
         "invalid_citations": score.invalid_citations,
         "judge_invalid": score.judge_invalid,
+        "rendering_fidelity": score.rendering_fidelity,
+        "renderings_checked": score.renderings_checked,
+        "renderings_faithful": score.renderings_faithful,
         "sentences": [
             {
                 "text": s.text,
@@ -95,6 +115,8 @@ def _answer_row(score: AnswerScore) -> dict:
                     {"claim": c.claim, "supported": c.supported, "reason": c.reason}
                     for c in s.claims
                 ],
+                "original": s.original,
+                "translation_problems": s.translation_problems,
             }
             for s in score.sentences
         ],
@@ -118,6 +140,8 @@ def summarize(rows: Sequence[dict], items: Mapping[str, QAItem], judge: str) -> 
         "key_fact_correctness": _mean(not r["missing_key_facts"] for r in answerable),
         "key_fact_recall": _mean(r["key_fact_share"] for r in answerable),
         "gold_reference_hit_rate": _mean(r.get("gold_reference_hit") for r in answerable),
+        "answered_in_language": _mean(r.get("answered_in_language") for r in rows),
+        "rendering_fidelity": _mean(s.get("rendering_fidelity") for s in scored),
         "abstention_precision": abstention.precision,
         "abstention_recall": abstention.recall,
         "evidence_ref_recall": _mean(r.get("evidence_ref_recall") for r in answerable),
@@ -162,6 +186,8 @@ def failures(rows: Sequence[dict], items: Mapping[str, QAItem], judge: str) -> l
         problems: list[str] = []
         if row["error"]:
             problems.append(f"request failed: {row['error']}")
+        elif row.get("answered_in_language") is False:
+            problems.append(f"not answered in the question's language ({item.lang})")
         if row["abstained"] and item.answerable:
             problems.append("abstained on an answerable question")
         if must_abstain(item) and not row["abstained"]:
@@ -260,6 +286,10 @@ def _run_info(rows: Sequence[dict], judges: list[str], primary: str) -> dict:
         "citations": sum(s["citations"] for s in scored),
         "invalid_citations": sum(s["invalid_citations"] for s in scored),
         "judge_invalid_outputs": sum(s["judge_invalid"] for s in scored),
+        "renderings_checked": sum(s.get("renderings_checked", 0) for s in scored),
+        "renderings_unfaithful": sum(
+            s.get("renderings_checked", 0) - s.get("renderings_faithful", 0) for s in scored
+        ),
         "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
     }
 
@@ -282,6 +312,8 @@ _TABLE_COLUMNS = (
     ("numeric_fidelity", "numbers"),
     ("key_fact_correctness", "key facts"),
     ("gold_reference_hit_rate", "gold ref cited"),
+    ("answered_in_language", "in question's lang"),
+    ("rendering_fidelity", "translations faithful"),
     ("abstention_precision", "abst. precision"),
     ("abstention_recall", "abst. recall"),
 )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.metrics import fold_for_facts
+from eval.correctness import fold_for_facts
 from eval.qa_schema import QAItem, load_qa
 from nenqa.settings import Settings
 

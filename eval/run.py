@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from eval.client import AskFunction, ChatClient
 from eval.judges import DeterministicJudge, LLMJudge
-from eval.metrics import SupportJudge
+from eval.metrics import RenderingCheck, SupportJudge
 from eval.qa_schema import QAItem, load_qa
 from eval.recipe import RECIPE_RETRIEVAL_METRICS, tutorial_recipe_answerer
 from eval.report import assemble_report, score_item, summarize, write_reports
@@ -82,12 +82,14 @@ def run_eval(
     phases: dict[str, float] = {}
     items = _select(load_qa(qa_path), ids)
     by_id = {item.id: item for item in items}
-    judges = _judges(settings, judge, judge_url, judge_model)
+    # Translations are checked by the deterministic judge whichever judge scores support.
+    translation = deterministic_judge(settings)
+    judges = _judges(settings, translation, judge, judge_url, judge_model)
 
     service = None
     with _timed(phases, "answers"):
         if ask is not None:
-            rows = _ask_all(items, ask, judges, console, "asking")
+            rows = _ask_all(items, ask, judges, translation, console, "asking")
         else:
             if url:
                 chat = ChatClient.over_http(url, mode=mode, api_key=api_key)
@@ -97,7 +99,9 @@ def run_eval(
                 chat = in_process(mode)
                 service = chat.service
             try:
-                rows = _ask_all(items, chat.ask, judges, console, f"asking {chat.where}")
+                rows = _ask_all(
+                    items, chat.ask, judges, translation, console, f"asking {chat.where}"
+                )
             finally:
                 chat.close()
 
@@ -112,7 +116,9 @@ def run_eval(
     recipe: dict | None = None
     if with_baseline and url is None:
         with _timed(phases, "tutorial_recipe"):
-            recipe = _recipe_scores(settings, service, items, judges, retrieval, console)
+            recipe = _recipe_scores(
+                settings, service, items, judges, translation, retrieval, console
+            )
 
     report = assemble_report(rows, by_id, judge, judges, retrieval, recipe)
     answered_modes = ", ".join(report["run"]["modes_answered"])
@@ -159,12 +165,13 @@ def _recipe_scores(
     service: Any,  # the loaded chat service behind the in-process client
     items: Sequence[QAItem],
     judges: Mapping[str, SupportJudge],
+    translation: RenderingCheck,
     retrieval: dict | None,
     console,
 ) -> dict:
     ask = tutorial_recipe_answerer(settings, service)
     deterministic = {"deterministic": judges["deterministic"]}
-    rows = _ask_all(items, ask, deterministic, console, "tutorial recipe")
+    rows = _ask_all(items, ask, deterministic, translation, console, "tutorial recipe")
     recipe: dict[str, Any] = summarize(rows, {i.id: i for i in items}, "deterministic")
     if retrieval and "tutorial_recipe" in retrieval["summary"]:
         theirs, ours = retrieval["summary"]["tutorial_recipe"], retrieval["summary"]["nenqa"]
@@ -184,14 +191,30 @@ def _select(items: list[QAItem], ids: Sequence[str] | None) -> list[QAItem]:
     return [item for item in items if item.id in wanted]
 
 
-def _judges(
-    settings: Settings, judge: str, judge_url: str | None, judge_model: str | None
-) -> dict[str, SupportJudge]:
+def deterministic_judge(settings: Settings) -> DeterministicJudge:
+    """The offline judge with the curated glossary and the reviewed waivers of the renderings
+    shipped in the data folder (``<stem>.<lang>.jsonl``), so it checks translations as the
+    renderings' own test does."""
+    from ingest.renderings import load_renderings
     from retriever.search import build_glossary
 
-    judges: dict[str, SupportJudge] = {
-        "deterministic": DeterministicJudge(build_glossary(settings))
-    }
+    waivers: dict[str, tuple[str, ...]] = {}
+    for language in ("en", "zh"):
+        for path in sorted(settings.data_dir.glob(f"*.{language}.jsonl")):
+            for unit, rendering in load_renderings(path, language).items():
+                if rendering.waive:
+                    waivers[unit] = rendering.waive
+    return DeterministicJudge(build_glossary(settings), waivers=waivers)
+
+
+def _judges(
+    settings: Settings,
+    deterministic: DeterministicJudge,
+    judge: str,
+    judge_url: str | None,
+    judge_model: str | None,
+) -> dict[str, SupportJudge]:
+    judges: dict[str, SupportJudge] = {"deterministic": deterministic}
     if judge == "llm":
         judges["llm"] = LLMJudge(
             base_url=judge_url or settings.llm_base_url or "",
@@ -206,6 +229,7 @@ def _ask_all(
     items: Sequence[QAItem],
     ask: AskFunction,
     judges: Mapping[str, SupportJudge],
+    translation: RenderingCheck,
     console,
     label: str,
 ) -> list[dict]:
@@ -222,7 +246,7 @@ def _ask_all(
     ) as progress:
         task = progress.add_task(label, total=len(items))
         for item in items:
-            rows.append(score_item(item, ask(item), judges))
+            rows.append(score_item(item, ask(item), judges, translation))
             progress.advance(task)
     return rows
 

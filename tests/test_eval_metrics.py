@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from eval.judges import DeterministicJudge, parse_claims, parse_verdict
+from eval.correctness import abstention_scores, missing_key_facts
+from eval.judges import DeterministicJudge, cohen_kappa, parse_claims, parse_verdict
 from eval.metrics import (
+    QuotedRendering,
     Verdict,
-    abstention_scores,
     answer_sentences,
-    cohen_kappa,
-    missing_key_facts,
+    answered_in_language,
     parse_answer_citations,
     score_answer,
 )
@@ -63,6 +63,28 @@ FORTE_QUOTE = (
     "CLARINET FORTE前瞻性Ⅱ期临床试验[8]结果显示,"
     "增量使用兰瑞肽可分别额外获得8.3个月和5.6个月的mPFS。"
 )
+
+
+# The shipped English rendering of SPINET, as /v1/chat shows it: the evidence in translation
+# with its original, the quote with its original, the answer behind the translated preface.
+SPINET_EN = (
+    "Regarding the extension of clinical use, the results of the randomized, double-blind, "
+    "phase III SPINET study^[7] suggested that, besides being usable for gastroenteropancreatic "
+    "NETs and NETs of unknown primary, SSA is likewise effective in pulmonary typical/atypical "
+    "carcinoids; the study enrolled 77 patients with advanced pulmonary typical/atypical "
+    "carcinoid, and after standard-dose lanreotide treatment the time to treatment failure (TTF) "
+    "was 13.3 months in the lanreotide group versus 9.8 months in the placebo group, with the "
+    "PFS reaching 21.9 months in the typical carcinoid group and 13.8 months in the atypical "
+    "carcinoid group."
+)
+TRANSLATED = "Translated from the review's Chinese text (each quote keeps its original):"
+EVIDENCE_EN = [{**EVIDENCE[0], "text": SPINET_EN, "original": SPINET}]
+
+
+def translated_answer(rendering: str) -> tuple[str, list[QuotedRendering]]:
+    """An English answer printing ``rendering`` of SPINET, and the quote it came from."""
+    printed = rendering.replace("^[7]", "[7]")
+    return f"{TRANSLATED} {printed}", [QuotedRendering(rendering, SPINET)]
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +319,59 @@ def test_citation_markers_parse_ranges_lists_and_passages():
     ]
 
     assert keys == ["4", "5", "6", "9", "12", "7", "§3 化疗", "2022", "8", "25"]
+
+
+def test_a_faithful_translation_is_checked_and_judged_as_its_original(judge):
+    answer, quotes = translated_answer(SPINET_EN)
+
+    score = score_answer(answer, EVIDENCE_EN, judge, quotes, judge)
+
+    (sentence,) = score.sentences
+    assert sentence.original == SPINET and sentence.translation_problems == []
+    assert score.renderings_checked == 1 and score.rendering_fidelity == 1.0
+    assert score.citation_recall == 1.0 and score.faithfulness == 1.0
+    assert score.numeric_fidelity == 1.0
+
+
+@pytest.mark.parametrize(
+    ("unfaithful", "problem"),
+    [
+        (SPINET_EN.replace("13.3 months", "15.3 months"), "numbers"),
+        (SPINET_EN.replace("^[7]", ""), "citation markers differ"),
+        (SPINET_EN.replace("lanreotide", "the study drug"), "兰瑞肽"),
+    ],
+    ids=["changed number", "dropped marker", "missing glossary term"],
+)
+def test_an_unfaithful_translation_supports_nothing(judge, unfaithful, problem):
+    answer, quotes = translated_answer(unfaithful)
+
+    score = score_answer(answer, EVIDENCE_EN, judge, quotes, judge)
+
+    (sentence,) = score.sentences
+    assert sentence.supported is False and "unfaithful translation" in sentence.reason
+    assert any(problem in p for p in sentence.translation_problems), sentence.translation_problems
+    assert score.rendering_fidelity == 0.0
+    assert score.citation_recall == 0.0 and score.faithfulness == 0.0
+
+
+def test_without_the_check_a_translation_is_judged_as_written(judge):
+    answer, quotes = translated_answer(SPINET_EN.replace("13.3 months", "15.3 months"))
+
+    score = score_answer(answer, EVIDENCE_EN, judge, quotes)
+
+    assert score.renderings_checked == 0 and score.sentences[0].original is None
+    assert score.sentences[0].missing_numbers == ["15.3"]  # still caught, as any number is
+
+
+def test_answered_in_the_question_language_counts_the_answer_own_text():
+    english, quotes = translated_answer(SPINET_EN)
+    untranslated = f"{english} 该研究共纳入77例晚期肺典型/非典型类癌[7]。"
+    shown_original = f"{english} {SPINET.replace('^[7]', '[7]')}"
+
+    assert answered_in_language(english, "en")
+    assert not answered_in_language(english, "zh")
+    assert not answered_in_language(untranslated, "en")  # a quote left in Chinese
+    assert answered_in_language(shown_original, "en", [q.original for q in quotes])
+    assert answered_in_language(f"以下为综述原文摘录：{SPINET_QUOTE}", "zh")
+    assert answered_in_language("The review does not answer this question.", "en")
+    assert not answered_in_language("综述未涉及该问题。", "en")

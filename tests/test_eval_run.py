@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -21,9 +22,18 @@ from eval.check_thresholds import main as check_main
 from eval.client import ChatClient, ChatReply
 from eval.judges import JudgeUnavailableError, LLMJudge
 from eval.metrics import score_answer
-from eval.run import run_eval
+from eval.report import assemble_report, failures, render_markdown, score_item
+from eval.run import deterministic_judge, run_eval
 from nenqa.settings import PROJECT_ROOT, Settings
-from tests.test_eval_metrics import EVIDENCE, FORTE_QUOTE, SPINET_QUOTE
+from tests.test_eval_metrics import (
+    EVIDENCE,
+    EVIDENCE_EN,
+    FORTE_QUOTE,
+    SPINET,
+    SPINET_EN,
+    SPINET_QUOTE,
+    translated_answer,
+)
 
 QA_PATH = PROJECT_ROOT / "eval" / "qa.jsonl"
 THRESHOLDS = PROJECT_ROOT / "eval" / "thresholds.toml"
@@ -183,6 +193,21 @@ def test_thresholds_name_what_is_missed():
     ]
 
 
+def test_a_dotted_threshold_checks_one_language_of_the_report():
+    report = {"by_language": {"en": {"key_fact_correctness": 0.9}, "zh": {}}}
+    limits = {
+        "min": {
+            "by_language.en.key_fact_correctness": 0.94,
+            "by_language.zh.key_fact_correctness": 0.94,
+        }
+    }
+
+    assert check_thresholds(report, limits) == [
+        "by_language.en.key_fact_correctness = 0.9000 is below the minimum 0.94",
+        "by_language.zh.key_fact_correctness: not in the report (threshold min 0.94)",
+    ]
+
+
 def test_the_project_thresholds_cover_every_target_of_the_issue():
     limits = load_thresholds(THRESHOLDS)
 
@@ -194,6 +219,10 @@ def test_the_project_thresholds_cover_every_target_of_the_issue():
     assert limits["min"]["abstention_recall"] == 1.0
     assert limits["min"]["abstention_precision"] >= 0.9
     assert limits["max"]["invalid_citation_rate"] == 0.0
+    assert limits["min"]["answered_in_language"] >= 0.98
+    for language in ("zh", "en"):
+        assert limits["min"][f"by_language.{language}.key_fact_correctness"] >= 0.94
+        assert limits["min"][f"by_language.{language}.gold_reference_hit_rate"] >= 0.99
 
 
 def test_a_malformed_thresholds_file_is_refused_with_its_entry(tmp_path):
@@ -246,6 +275,55 @@ def test_a_failed_or_malformed_response_is_an_error_not_an_answer(status, body, 
     reply = _deployment(lambda request: httpx.Response(status, json=body)).ask(item)
 
     assert reply.error is not None and message in reply.error
+
+
+def test_atranslated_answer_is_scored_for_its_language_and_its_translation():
+    """An English question answered with the review's English rendering, over HTTP: the reply's
+    quotes carry their originals, the translation is checked, the language is reported."""
+    from eval.qa_schema import QAItem
+
+    item = QAItem(
+        id="q900",
+        lang="en",
+        category="comparison",
+        question="For lung carcinoids treated with lanreotide in SPINET, how did PFS differ?",
+        gold_answer="21.9 months in typical and 13.8 months in atypical carcinoids [7].",
+        gold_refs=[7],
+        key_facts=["21.9", "13.8", "typical carcinoid"],
+        answerable=True,
+    )
+    answer, quotes = translated_answer(SPINET_EN)
+    quote = {"chunk_id": "p-spinet", "text": SPINET_EN, "section": "1 生物治疗"}
+    body = {
+        "answer": answer,
+        "abstained": False,
+        "evidence": EVIDENCE_EN,
+        "citations": [{"ref": 7, "reference": "[7]", "quotes": [{**quote, "original": SPINET}]}],
+        "passages": [],
+    }
+    reply = _deployment(lambda request: httpx.Response(200, json=body)).ask(item)
+    judge = deterministic_judge(Settings())
+
+    assert reply.renderings == quotes
+    row = score_item(item, reply, {"deterministic": judge}, judge)
+    report = assemble_report([row], {item.id: item}, "deterministic", {"deterministic": judge})
+
+    assert row["answered_in_language"] is True and row["missing_key_facts"] == []
+    assert row["judges"]["deterministic"]["rendering_fidelity"] == 1.0
+    english = report["by_language"]["en"]
+    assert english["answered_in_language"] == 1.0 and english["key_fact_correctness"] == 1.0
+    assert english["gold_reference_hit_rate"] == 1.0 and report["run"]["renderings_checked"] == 1
+    report["run"].update(qa="qa.jsonl", target="test", mode="extractive", seconds={"total": 0})
+    assert "in question's lang" in render_markdown(report)
+
+    wrong = score_item(
+        item, replace(reply, answer=f"以下为综述原文摘录：{SPINET_QUOTE}"), {}, judge
+    )
+    assert wrong["answered_in_language"] is False
+    assert (
+        "not answered in the question's language (en)"
+        in failures([wrong], {item.id: item}, "deterministic")[0]["problems"]
+    )
 
 
 # --- the LLM judge -----------------------------------------------------------------------------
