@@ -133,7 +133,7 @@ def run_retrieval_eval(
         text = chunk.text if twin is None else f"{chunk.text}\n{twin.text}"
         return Hit(text, frozenset(chunk.refs))
 
-    corpus = [hit(c) for c in searcher.chunks if not c.metadata.get("rendering_of")]
+    corpus = [hit(c) for c in searcher.chunks if c.rendering_of is None]
 
     def ours(item: QAItem) -> list[Hit]:
         history = [Turn(t.role, t.content) for t in item.history]
