@@ -6,7 +6,7 @@ import numpy as np
 
 from nenqa.glossary import Glossary
 from nenqa.types import Chunk
-from retriever.search import HybridSearcher
+from retriever.search import FusionWeights, HybridSearcher
 
 
 class StaticEmbedder:
@@ -88,7 +88,8 @@ def test_a_parent_ranks_at_the_better_place_of_itself_and_its_rendering():
     target_en = twin(target, "lenvatinib ORR 44.2%")
     filler = [chunk(f"p-f{i}", "passage", f"无关段落 {i}", (), "a") for i in range(6)]
     store = ListStore([target, target_en, *filler], [*filler[:3], target_en, *filler[3:], target])
-    searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]))
+    weights = FusionWeights(dense_renderings=True)
+    searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]), weights=weights)
     results = searcher.search("zzz", 10)  # no lexical hit: the dense ranking alone
     scores = {e.chunk.chunk_id: e.score for e in results}
     w = searcher.weights
@@ -114,3 +115,18 @@ def test_a_rendering_whose_parent_is_not_indexed_is_never_returned():
     searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]))
     assert [e.chunk.chunk_id for e in searcher.search("lanreotide", 5)] == ["p-k"]
     assert len(searcher) == 1 and searcher.twin_count == 0
+
+
+def test_by_default_a_rendering_counts_in_the_lexical_ranking_of_a_question_in_its_language():
+    target = chunk("p-t", "passage", "仑伐替尼组客观缓解率较高", (17,), "a")
+    target_en = twin(target, "lenvatinib objective response rate TALENT")
+    filler = [chunk(f"p-f{i}", "passage", f"无关段落 TALENT {i}", (), "a") for i in range(6)]
+    # Dense: the rendering first, the parent last; by default dense twins are not counted.
+    store = ListStore([target, target_en, *filler], [target_en, *filler, target])
+    searcher = HybridSearcher(store, StaticEmbedder(), Glossary([]))
+    english = [e.chunk.chunk_id for e in searcher.search("lenvatinib objective response", 7)]
+    assert english[0] == "p-t"
+    # A Chinese question's Latin word (TALENT) does not reach the English rendering.
+    chinese = {e.chunk.chunk_id: e.score for e in searcher.search("TALENT研究结果", 7)}
+    w = searcher.weights
+    assert abs(chinese["p-t"] - w.dense / (w.rrf_k + 7)) < 1e-9
