@@ -44,9 +44,9 @@ from answer.citations import (
     collect_citations,
     split_draft,
 )
-from answer.prompts import PROMPTS_DIR, load_prompt
 from answer.relevance import Relevance, ScoredSentence, SentenceScorer, abstention
 from nenqa.glossary import Glossary, Term
+from nenqa.prompt_files import PROMPTS_DIR, load_prompt
 from nenqa.settings import Settings
 from nenqa.text import strip_citation_markers
 from nenqa.timing import elapsed_ms

@@ -18,9 +18,14 @@ from cli.console import console, fail, out
 from nenqa.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from contextlib import ExitStack
+
     from ingest.pipeline import DocumentChange, ParsedCorpus
     from ingest.registry import DocumentRegistry
+    from ingest.translation import TranslationReport, Translator
     from retriever.store import ChunkStore
+
+NO_TRANSLATE_HELP = "Use shipped and cached renderings only; never ask an LLM to translate."
 
 docs_app = typer.Typer(
     help="Manage the indexed documents: list, add, remove, reindex.", no_args_is_help=True
@@ -91,10 +96,16 @@ def docs_add(
         typer.Argument(help="Markdown, .txt, .pdf, trials .jsonl or ClinicalTrials.gov .json."),
     ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    no_translate: Annotated[bool, typer.Option("--no-translate", help=NO_TRANSLATE_HELP)] = False,
 ) -> None:
-    """Index documents and record their provenance; an unchanged file is a no-op."""
+    """Index documents and record their provenance; an unchanged file is a no-op.
+
+    Each quotable unit gets a rendering in the other language (shipped file, cache, or the LLM:
+    NENQA_LLM_BASE_URL, else the prepared local model, started only when a unit needs it).
+    """
     settings = get_settings()
     corpus = parse_or_fail(settings, paths)
+    render_or_report(settings, corpus, translate=not no_translate, quiet=quiet)
     write_documents(settings, corpus, reembed=False, rebuild=False, quiet=quiet)
 
 
@@ -130,6 +141,7 @@ def docs_reindex(
         list[str] | None, typer.Argument(help="Document ids; none means every document.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    no_translate: Annotated[bool, typer.Option("--no-translate", help=NO_TRANSLATE_HELP)] = False,
 ) -> None:
     """Parse documents again from their recorded paths and embed them again.
 
@@ -153,6 +165,7 @@ def docs_reindex(
         except (UnknownDocumentError, OrphanChunksError, NothingToReindexError) as error:
             fail(str(error))
         corpus = parse_or_fail(settings, paths)
+        render_or_report(settings, corpus, translate=not no_translate, quiet=quiet)
         model_id = load_embedder(settings).model_id
         model_changed = built_with is not None and built_with != model_id
         if model_changed and doc_ids:
@@ -210,6 +223,77 @@ def parse_or_fail(settings: Settings, paths: Sequence[Path]) -> ParsedCorpus:
         return parse_documents(paths, settings.data_dir)
     except IngestError as error:
         fail(f"{error} (the index was not changed)")
+
+
+def render_or_report(
+    settings: Settings, corpus: ParsedCorpus, *, translate: bool, quiet: bool
+) -> TranslationReport:
+    """Give the corpus its renderings (``ingest.translation``) and print where they came from.
+
+    An unreachable LLM does not stop the command: the units it would have rendered are counted
+    as missing, and the next run fills them in.
+    """
+    from contextlib import ExitStack
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ingest.translation import renderer_for
+
+    with (
+        ExitStack() as stack,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("translating units", total=None)
+        renderer = renderer_for(
+            settings,
+            translator=(lambda: _translator(settings, stack)) if translate else None,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+        report = renderer.render(corpus)
+    if report.units:
+        console.print(
+            f"renderings: {report.units} units; {report.shipped} from data, {report.cached} "
+            f"from the cache, {report.translated} by the model; {report.failed_checks} failed "
+            f"the translation check, {report.missing} missing",
+            highlight=False,
+        )
+    for problem in report.problems[:5]:
+        console.print(f"  failed check: {problem}", highlight=False, soft_wrap=True)
+    if report.missing:
+        why = report.translator_error or "translation is off (--no-translate)"
+        console.print(
+            f"{report.missing} units lack a rendering ({why}); they are indexed in their "
+            "original language, and a later run with the LLM reachable fills them in",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return report
+
+
+def _translator(settings: Settings, stack: ExitStack) -> Translator:
+    """The configured endpoint, else the prepared local model started now (stopped with
+    ``stack``); an unavailable model raises ``TranslatorUnavailableError``."""
+    from ingest.translation import ChatTranslator, TranslatorUnavailableError
+
+    if settings.llm_base_url:
+        return ChatTranslator.from_settings(settings)
+    from nenqa.models.llm_prep import LocalLLMError
+    from nenqa.models.llm_server import local_llm
+
+    console.print("starting the local LLM to translate (llama.cpp on 127.0.0.1) ...")
+    try:
+        _, local = stack.enter_context(local_llm(settings))
+    except LocalLLMError as error:
+        raise TranslatorUnavailableError(f"the local LLM cannot start: {error}") from error
+    return ChatTranslator.from_settings(local)
 
 
 def write_documents(

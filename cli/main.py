@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from cli.console import console, fail, out
-from cli.docs import docs_app, parse_or_fail, write_documents
+from cli.docs import NO_TRANSLATE_HELP, docs_app, parse_or_fail, render_or_report, write_documents
 from cli.evaluate import eval_app
 from cli.local_llm import start_local_llm
 from nenqa.settings import Settings, get_settings
@@ -37,10 +37,12 @@ def ingest(
         bool, typer.Option(help="Drop the index and embed everything again.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    no_translate: Annotated[bool, typer.Option("--no-translate", help=NO_TRANSLATE_HELP)] = False,
 ) -> None:
     """Parse, chunk, embed and index the corpus; unchanged chunks are not rewritten.
 
-    Each source is recorded in the document registry, as `nenqa docs add` does.
+    Each source is recorded in the document registry, as `nenqa docs add` does. Each quotable
+    unit is indexed with its rendering in the other language (see `nenqa docs add`).
     """
     import time
 
@@ -49,6 +51,7 @@ def ingest(
     settings = get_settings()
     started = time.perf_counter()
     corpus = parse_or_fail(settings, paths or default_sources(settings.data_dir))
+    translation = render_or_report(settings, corpus, translate=not no_translate, quiet=quiet)
     # The corpus folder may move (a new checkout, a read-only copy): its records follow it.
     changes = write_documents(
         settings, corpus, reembed=False, rebuild=rebuild, quiet=quiet, relocate=True
@@ -58,10 +61,19 @@ def ingest(
     )
     summary = summarize(corpus, counts, started)
     table = Table(title="ingest summary")
-    for key in ("documents", "chunks", "references", "trials", "added", "removed", "unchanged"):
+    row = {**summary.as_dict()}
+    seconds = row.pop("seconds")
+    row |= {
+        "rendered (data/cache/model)": (
+            f"{translation.shipped}/{translation.cached}/{translation.translated}"
+        ),
+        "failed checks": translation.failed_checks,
+        "missing": translation.missing,
+        "seconds": seconds,
+    }
+    for key in row:
         table.add_column(key, justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_row(*(str(v) for v in summary.as_dict().values()))
+    table.add_row(*(str(v) for v in row.values()))
     console.print(table)
 
 

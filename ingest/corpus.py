@@ -25,6 +25,7 @@ from ingest.pipeline import (
     remove_document,
 )
 from ingest.registry import DocumentRegistry, UnknownDocumentError
+from ingest.translation import Renderer
 from ingest.trials import load_trials
 
 TRIALS_FILE = "trials.jsonl"
@@ -147,13 +148,17 @@ def update_documents(
     model_id: str,
     reembed: bool,
     batch_size: int,
+    renderer: Renderer | None = None,
 ) -> list[DocumentChange]:
-    """Parse ``paths`` and bring their chunks and records up to date (``add_documents``).
+    """Parse ``paths``, give them their renderings (``renderer``; its ``report`` says where
+    they came from) and bring their chunks and records up to date (``add_documents``).
 
     Everything is parsed before the index is touched: an ``IngestError`` or a
     ``DocumentConflictError`` leaves it as it was.
     """
     corpus = parse_documents(paths, data_dir)
+    if renderer is not None:
+        renderer.render(corpus)
     return add_documents(
         corpus, index, registry, embedder, model_id=model_id, reembed=reembed, batch_size=batch_size
     )

@@ -64,8 +64,11 @@ class ParsedCorpus:
 
 @dataclass
 class IngestSummary:
+    """What one ingest did; ``chunks`` counts the parents, ``renderings`` their twins."""
+
     documents: int
     chunks: int
+    renderings: int
     references: int
     trials: int
     added: int
@@ -319,7 +322,8 @@ def summarize(corpus: ParsedCorpus, counts: tuple[int, int, int], started: float
     added, removed, unchanged = counts
     return IngestSummary(
         documents=len(corpus.sources),
-        chunks=len(corpus.chunks),
+        chunks=sum(1 for c in corpus.chunks if c.rendering_of is None),
+        renderings=sum(1 for c in corpus.chunks if c.rendering_of is not None),
         references=sum(len(d.references) for d in corpus.documents),
         trials=len(corpus.trials),
         added=added,

@@ -48,7 +48,8 @@ from ingest.review import (
     parse_review,
     read_source_bytes,
 )
-from ingest.trials import load_trials, trial_chunks
+from ingest.trials import load_trials, review_text_start, trial_chunks
+from nenqa.text import detect_language
 from nenqa.types import Chunk, Document, FrontMatter, TrialRecord
 
 SourceKind = Literal["review", "markdown", "text", "pdf", "trials", "ctgov"]
@@ -183,9 +184,29 @@ def _document_source(
 
 def _with_document_metadata(source: ParsedSource) -> ParsedSource:
     extra = {"doc_label": source.label, "cites": source.cites, "source_kind": source.kind}
-    chunks = [replace(c, metadata={**c.metadata, **extra}) for c in source.chunks]
+    chunks = [
+        replace(c, metadata={**c.metadata, **extra}, language=chunk_language(c))
+        for c in source.chunks
+    ]
     source.chunks = [replace(c, chunk_id=stored_record_id(c)) for c in chunks]
     return source
+
+
+def chunk_language(chunk: Chunk) -> Literal["zh", "en"]:
+    """The language of what a chunk says: a paragraph's, a trial's review text's, an entry's."""
+    if chunk.kind == "reference":
+        return detect_language(reference_entry(chunk))
+    if chunk.kind == "trial" and (start := review_text_start(chunk.text)) is not None:
+        return detect_language(chunk.text[start:])
+    language = chunk.metadata.get("language")  # a passage's paragraph language
+    return "en" if language == "en" else "zh" if language == "zh" else detect_language(chunk.text)
+
+
+def reference_entry(chunk: Chunk) -> str:
+    """The entry as printed, without its ``[n]`` label and the alternate form after it."""
+    first = chunk.text.split("\n", 1)[0]
+    label = f"[{chunk.refs[0]}] " if chunk.refs else ""
+    return first.removeprefix(label)
 
 
 def stored_record_id(chunk: Chunk) -> str:

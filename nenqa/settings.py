@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     )
     llm_max_tokens: int = 512
 
+    # Translation at ingest: each quotable unit of a new document is rendered into the other
+    # language once (shipped renderings file, then this cache, then the LLM above).
+    translation_cache: Path | None = Field(
+        default=None,
+        description="JSONL cache of renderings by unit ID and language; unset = "
+        "model_cache_dir/translations.jsonl",
+    )
+    translation_cache_enabled: bool = True
+
+    @property
+    def translation_cache_path(self) -> Path | None:
+        """Where renderings are cached, or ``None`` when the cache is off."""
+        if not self.translation_cache_enabled:
+            return None
+        return self.translation_cache or self.model_cache_dir / "translations.jsonl"
+
     @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:

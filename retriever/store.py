@@ -30,6 +30,7 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError
 
 from nenqa.settings import Settings
+from nenqa.text import detect_language
 from nenqa.types import Chunk, Span
 
 _LIST_FIELDS = ("refs", "trials")
@@ -139,6 +140,7 @@ def chunk_metadata(chunk: Chunk) -> dict[str, str | int | float | bool]:
         "refs": encode_list(chunk.refs),
         "trials": encode_list(chunk.trials),
         "spans": json.dumps([[s.start, s.end] for s in chunk.spans]),
+        "language": chunk.language,
     }
     if chunk.sentence_offsets is not None:
         meta["sentence_offsets"] = json.dumps([list(pair) for pair in chunk.sentence_offsets])
@@ -155,6 +157,8 @@ def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
     # An index written before chunks carried their sentences has no "sentence_offsets": the
     # chunk loads with None and SentenceBank splits its text with the one splitter instead.
     offsets = meta.get("sentence_offsets")
+    # An index written before chunks said their language: the text says it.
+    language = meta.get("language")
     return Chunk(
         chunk_id=chunk_id,
         doc_id=str(meta["doc_id"]),
@@ -170,6 +174,7 @@ def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
             if offsets is None
             else tuple((int(lo), int(hi)) for lo, hi in json.loads(str(offsets)))
         ),
+        language=language if language in ("zh", "en") else detect_language(text),
     )
 
 

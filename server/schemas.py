@@ -434,8 +434,22 @@ class ChangeOut(BaseModel):
     kind: str
 
 
+class TranslationOut(BaseModel):
+    """Where the renderings of the added documents' quotable units came from."""
+
+    units: int = Field(description="units that needed a rendering in the other language")
+    shipped: int = Field(description="rendered from a renderings file beside the source")
+    cached: int
+    translated: int = Field(description="rendered by the LLM and passing the translation check")
+    failed_checks: int = Field(description="model renderings refused by the translation check")
+    missing: int = Field(description="units without a rendering; a later add fills them in")
+    twins: int = Field(description="rendering chunks indexed")
+    translator_error: str | None = None
+
+
 class ChangeList(BaseModel):
     changes: list[ChangeOut]
+    translation: TranslationOut | None = None
 
 
 class RemovedDocument(BaseModel):

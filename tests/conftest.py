@@ -23,17 +23,29 @@ def embedder() -> Embedder:
     return load_embedder(Settings(embedding_model=None))
 
 
+def rendered_default_corpus(data_dir):
+    """The default corpus as ``nenqa ingest`` indexes it: parents and their twins, every
+    rendering from the shipped files (no model, no cache)."""
+    from ingest.pipeline import default_sources, parse_sources
+    from ingest.translation import Renderer
+    from nenqa.glossary import Glossary, load_glossary_table
+
+    corpus = parse_sources(default_sources(data_dir))
+    Renderer(Glossary(load_glossary_table(data_dir / "glossary.tsv"))).render(corpus)
+    return corpus
+
+
 @pytest.fixture(scope="session")
 def indexed_settings(tmp_path_factory, embedder):
     """Settings pointing at a fresh index of the default corpus, built once per session."""
-    from ingest.pipeline import default_sources, parse_sources, sync_index
+    from ingest.pipeline import sync_index
     from nenqa.settings import Settings
     from retriever.embeddings import ChromaEmbeddingFunction
     from retriever.store import ChunkStore
 
     settings = Settings(index_dir=tmp_path_factory.mktemp("index"), embedding_model=None)
     store = ChunkStore(settings, ChromaEmbeddingFunction(embedder), embedder.model_id)
-    sync_index(parse_sources(default_sources(settings.data_dir)), store, embedder)
+    sync_index(rendered_default_corpus(settings.data_dir), store, embedder)
     return settings
 
 
@@ -93,7 +105,7 @@ def chroma_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chroma_settings(chroma_server, embedder, tmp_path_factory):
     """Settings (``chroma_url``) for the default corpus ingested into ``chroma_server``."""
-    from ingest.pipeline import default_sources, parse_sources, sync_index
+    from ingest.pipeline import sync_index
     from nenqa.settings import Settings
     from retriever.embeddings import ChromaEmbeddingFunction
     from retriever.store import ChunkStore
@@ -104,5 +116,5 @@ def chroma_settings(chroma_server, embedder, tmp_path_factory):
         embedding_model=None,
     )
     store = ChunkStore(settings, ChromaEmbeddingFunction(embedder), embedder.model_id)
-    sync_index(parse_sources(default_sources(settings.data_dir)), store, embedder)
+    sync_index(rendered_default_corpus(settings.data_dir), store, embedder)
     return settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from answer.llm import ABSTAIN_TOKEN, build_answer_prompt
-from answer.prompts import PROMPTS_DIR, PromptFileError, load_prompt
+from nenqa.prompt_files import PROMPTS_DIR, PromptFileError, load_prompt
 
 
 @pytest.mark.parametrize("path", sorted(PROMPTS_DIR.glob("answer_*.md")), ids=lambda p: p.name)

@@ -71,9 +71,13 @@ def test_reingesting_the_unchanged_corpus_writes_nothing(indexed_settings):
     assert "ingest summary" in summary
     row = [line for line in summary.splitlines() if "│" in line][-1]
     cells = [c.strip() for c in row.strip("│ ").split("│")]
-    documents, chunks, references, trials, added, removed, unchanged = map(int, cells[:7])
-    assert (documents, references, added, removed) == (2, 50, 0, 0)
-    assert trials >= 35 and unchanged == chunks
+    documents, chunks, renderings, references, trials, added, removed, unchanged = map(
+        int, cells[:8]
+    )
+    assert (documents, chunks, renderings, references, added, removed) == (2, 139, 90, 50, 0, 0)
+    assert trials >= 35 and unchanged == chunks + renderings
+    # Every rendering came from the shipped files: none from the cache or the model.
+    assert cells[8:11] == ["101/0/0", "0", "0"]
 
 
 def test_a_malformed_trials_file_is_refused_with_its_name_and_line(indexed_settings, tmp_path):

@@ -252,6 +252,10 @@ def nenqa_docs(tmp_path, corpus, tiny_models, monkeypatch):
         monkeypatch.setenv("NENQA_DATA_DIR", str(corpus))
         monkeypatch.setenv("NENQA_EMBEDDING_MODEL", str(model or tiny_models[0]))
         monkeypatch.setenv("COLUMNS", "400")
+        # Translation asks an endpoint nobody listens on (never the local model, never the
+        # user's cache): the documents are indexed with their originals alone.
+        monkeypatch.setenv("NENQA_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+        monkeypatch.setenv("NENQA_TRANSLATION_CACHE_ENABLED", "false")
         get_settings.cache_clear()
         try:
             return CliRunner().invoke(app, ["docs", *args])
@@ -348,6 +352,7 @@ def admin_app(tmp_path_factory, tiny_models):
         embedding_model=str(tiny_models[0]),
         admin_keys=["admin-secret"],
         rate_limit_per_minute=0,
+        translation_cache_enabled=False,
     )
     embedder = load_embedder(settings)
     store = ChunkStore(settings, None, embedder.model_id)
@@ -405,6 +410,11 @@ def test_admin_add_search_and_remove_a_document(admin_app):
         "label": "Zhang 2024",
         "kind": "markdown",
     }
+    # No LLM endpoint configured: the document is indexed in English alone, and the response
+    # says how many of its units lack a Chinese rendering and why.
+    translation = added.json()["translation"]
+    assert translation["units"] == translation["missing"] > 0 and translation["twins"] == 0
+    assert "NENQA_LLM_BASE_URL" in translation["translator_error"]
     listed = client.get("/admin/documents", headers=ADMIN).json()
     assert "sample-review" in {d["doc_id"] for d in listed["documents"]}
     texts = [r["text"] for r in client.post("/v1/search", json=question).json()["results"]]

@@ -38,6 +38,7 @@ from ingest.corpus import (
 )
 from ingest.pipeline import DocumentChange, inventory
 from ingest.registry import DocumentRegistry
+from ingest.translation import ChatTranslator, renderer_for
 from nenqa.settings import Settings
 from retriever.store import make_client
 from server.api.deps import AdminKeyDep, ServiceDep
@@ -48,6 +49,7 @@ from server.schemas import (
     DocumentList,
     DocumentOut,
     RemovedDocument,
+    TranslationOut,
     UnregisteredDocument,
 )
 from server.state import ServiceState, load_service
@@ -133,6 +135,8 @@ def _write(
 ) -> ChangeList:
     settings = service.settings
     embedder = service.searcher.embedder
+    # The server never starts a model: units are translated only with NENQA_LLM_BASE_URL set.
+    renderer = renderer_for(settings, translator=lambda: ChatTranslator.from_settings(settings))
     with _write_lock:
         changes = update_documents(
             paths,
@@ -143,10 +147,14 @@ def _write(
             model_id=embedder.model_id,
             reembed=reembed,
             batch_size=settings.embedding_batch_size,
+            renderer=renderer,
         )
         if changed(changes):
             _reload(request, service)
-    return ChangeList(changes=[_change_out(change) for change in changes])
+    return ChangeList(
+        changes=[_change_out(change) for change in changes],
+        translation=TranslationOut(**renderer.report.as_dict()),
+    )
 
 
 def _reload(request: Request, service: ServiceState) -> None:

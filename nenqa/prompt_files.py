@@ -2,6 +2,7 @@
 
 A prompt file starts with a ``---`` block of ``purpose:`` and ``variables:`` lines, then the
 template (``{name}`` placeholders, LangChain f-string syntax). The header is never sent.
+Ground layer, so ingest (translation) and answers load prompts the same way.
 """
 
 from __future__ import annotations
