@@ -33,6 +33,12 @@ def ask(answerer, text: str, history: tuple[Turn, ...] = ()) -> Answer:
 def assert_faithful(answer: Answer, service) -> None:
     """Every segment after the preface is a review sentence, rendered with its own refs."""
     by_render = {render_quote(s, service.references): s for s in service.bank.sentences}
+    # An answer in another language prints a sentence's rendering with the same markers.
+    by_render |= {
+        render_quote(s, service.references, rendering=s.renderings[answer.language]): s
+        for s in service.bank.sentences
+        if answer.language in s.renderings
+    }
     quoted = [by_render[segment.strip()] for segment in answer.segments[1:]]
     assert quoted, answer.text
     markers = {int(n) for n in REF_MARKER.findall(answer.text)}
@@ -40,7 +46,12 @@ def assert_faithful(answer: Answer, service) -> None:
     assert {c.ref for c in answer.citations} == markers
     by_text = {s.text: s for s in service.bank.sentences}
     for citation in answer.citations:
-        assert all(citation.ref in by_text[quote.text].refs for quote in citation.quotes)
+        for quote in citation.quotes:
+            printed = by_text[quote.original or quote.text]
+            assert citation.ref in printed.refs
+            # A quote shown in translation is that sentence's rendering, never other words.
+            if quote.original is not None:
+                assert quote.text == printed.renderings[answer.language]
     # Reading order and no repeats.
     positions = [s.position for s in quoted]
     assert positions == sorted(positions)
@@ -58,10 +69,14 @@ def test_a_chinese_question_is_answered_with_the_sentence_and_its_reference(answ
 
 def test_an_english_question_reaches_the_chinese_passage_and_says_it_quotes(answerer, service):
     answer = ask(answerer, "How many patients did the TALENT trial of lenvatinib enrol?")
-    assert "55例胰腺和56例胃肠NET" in answer.text
+    assert "55 patients with pancreatic NET and 56 patients with gastrointestinal NET" in (
+        answer.text
+    )
     assert 17 in {c.ref for c in answer.citations}
-    assert answer.text.startswith("Quoted from the review (original Chinese text):")
-    assert answer.language == "en"
+    assert answer.text.startswith("Translated from the review")
+    assert answer.language == "en" and answer.untranslated == 0
+    quote = next(c for c in answer.citations if c.ref == 17).quotes[0]
+    assert "55例胰腺和56例胃肠NET" in quote.original
     assert_faithful(answer, service)
 
 
