@@ -213,37 +213,43 @@ class Renderer:
     ) -> tuple[str | None, str]:
         target = key[1]
         cached = self.cache.get(*key) if self.cache is not None else None
-        if cached is not None and self._faithful(unit, cached, target, report, count=False):
+        if cached is not None and not self._problems(unit, cached, target):
             return cached, "cached"
         translator = self._translator_or_none(report)
         if translator is None:
             return None, ""
+        try:
+            text, problems = self.translate(translator, unit, target)
+        except TranslatorUnavailableError as error:
+            report.translator_error = str(error)
+            self._make_translator, self._translator = None, None  # ask no more this run
+            return None, ""
+        if problems:
+            report.failed_checks += 1
+            report.problems.append(f"{unit[:40]}: {'; '.join(problems)}")
+            return None, ""
+        if self.cache is not None:
+            self.cache.put(*key, text)
+        return text, "translated"
+
+    def translate(
+        self, translator: Translator, unit: str, target: Language
+    ) -> tuple[str, list[str]]:
+        """The model's rendering of one unit and what the translation check finds wrong with
+        it (nothing: a faithful rendering); the glossary forms of its terms go in the prompt."""
         terms = "; ".join(
             f"{term.forms[0]} = {' / '.join(term.en or term.abbr or term.forms)}"
             if target == "en"
             else f"{(term.en or term.forms)[0]} = {' / '.join(term.zh or term.forms)}"
             for term in self.glossary.matches(unit)
         )
-        try:
-            text = translator.translate(unit, target, terms)
-        except TranslatorUnavailableError as error:
-            report.translator_error = str(error)
-            self._make_translator, self._translator = None, None  # ask no more this run
-            return None, ""
-        if not self._faithful(unit, text, target, report, count=True):
-            return None, ""
-        if self.cache is not None:
-            self.cache.put(*key, text)
-        return text, "translated"
+        text = translator.translate(unit, target, terms)
+        return text, self._problems(unit, text, target)
 
-    def _faithful(
-        self, unit: str, text: str, target: Language, report: TranslationReport, *, count: bool
-    ) -> bool:
-        problems = rendering_problems(unit, text, self.glossary, target) if text else ["empty"]
-        if problems and count:
-            report.failed_checks += 1
-            report.problems.append(f"{unit[:40]}: {'; '.join(problems)}")
-        return not problems
+    def _problems(self, unit: str, text: str, target: Language) -> list[str]:
+        if not text:
+            return ["the rendering is empty"]
+        return rendering_problems(unit, text, self.glossary, target)
 
     def _translator_or_none(self, report: TranslationReport) -> Translator | None:
         if self._translator is None and self._make_translator is not None:
