@@ -389,7 +389,12 @@ def _rendering_verdicts(
         while quote is not None and end < len(sentences) and quotes[end] == quote:
             end += 1
         if quote is not None:
-            printed = " ".join(s.body or s.text for s in sentences[start:end])
+            # A passage marker names the section the quote stands in, in the review's language:
+            # it is a citation, not translated text.
+            printed = ANSWER_MARKER.sub(
+                lambda m: "" if m.group("section") is not None else m.group(),
+                " ".join(s.body or s.text for s in sentences[start:end]),
+            )
             verdicts[start:end] = [check.check_rendering(quote.original, printed)] * (end - start)
         start = end
     return verdicts

@@ -354,6 +354,33 @@ def test_an_unfaithful_translation_supports_nothing(judge, unfaithful, problem):
     assert score.citation_recall == 0.0 and score.faithfulness == 0.0
 
 
+def test_a_passage_marker_naming_a_chinese_section_is_not_translated_text(judge):
+    original = (
+        "常用的生物治疗药物为长效生长抑素类似物(somatostatin analogue, SSA),"
+        "包括长效奥曲肽和长效兰瑞肽。"
+    )
+    rendering = (
+        "The commonly used biotherapy drugs are long-acting somatostatin analogues (SSA), "
+        "including octreotide LAR and lanreotide autogel."
+    )
+    evidence = [
+        {
+            "chunk_id": "p-ssa",
+            "text": rendering,
+            "original": original,
+            "refs": [],
+            "section": "1 生物治疗",
+            "kind": "passage",
+        },
+    ]
+    answer = f"{TRANSLATED} {rendering}[§1 生物治疗]"
+
+    score = score_answer(answer, evidence, judge, [QuotedRendering(rendering, original)], judge)
+
+    assert score.sentences[0].translation_problems == []
+    assert score.rendering_fidelity == 1.0 and score.citation_recall == 1.0
+
+
 def test_without_the_check_a_translation_is_judged_as_written(judge):
     answer, quotes = translated_answer(SPINET_EN.replace("13.3 months", "15.3 months"))
 
