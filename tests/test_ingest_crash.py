@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.pipeline import default_sources, parse_sources, sync_index
+from ingest.pipeline import ParsedCorpus, default_sources, parse_sources, sync_index
+from ingest.translation import Renderer
+from nenqa.glossary import Glossary, load_glossary_table
 from nenqa.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.slow
@@ -44,10 +46,20 @@ def embedder(tiny_model):
 
 
 def corpus_copy(folder: Path) -> Path:
+    """The default corpus with its shipped renderings and glossary, as ``data/`` holds it."""
     folder.mkdir(parents=True)
-    for path in default_sources(DATA):
+    for path in [*default_sources(DATA), *DATA.glob("*.??.jsonl"), DATA / "glossary.tsv"]:
         shutil.copyfile(path, folder / path.name)
     return folder
+
+
+def parsed_with_renderings(sources: list[Path]) -> ParsedCorpus:
+    """What ``nenqa ingest`` writes for ``sources``: parents and their twins (every rendering
+    from the shipped files beside them)."""
+    corpus = parse_sources(sources)
+    glossary = Glossary(load_glossary_table(sources[0].parent / "glossary.tsv"))
+    Renderer(glossary).render(corpus)
+    return corpus
 
 
 def start(command: list[str], index: Path, data: Path, model: Path) -> subprocess.Popen:
@@ -57,6 +69,9 @@ def start(command: list[str], index: Path, data: Path, model: Path) -> subproces
         "NENQA_DATA_DIR": str(data),
         "NENQA_EMBEDDING_MODEL": str(model),
         "NENQA_EMBEDDING_BATCH_SIZE": "1",
+        # Every rendering is shipped; never the user's cache, never a model.
+        "NENQA_TRANSLATION_CACHE_ENABLED": "false",
+        "NENQA_LLM_BASE_URL": "http://127.0.0.1:9/v1",
         "HF_HUB_OFFLINE": "1",
         "COLUMNS": "200",
     }
@@ -118,7 +133,7 @@ def clean_index(folder: Path, sources: list[Path], embedder) -> Path:
 
     settings = Settings(index_dir=folder, collection=COLLECTION)
     store = ChunkStore(settings, None, embedder.model_id)
-    sync_index(parse_sources(sources), store, embedder)
+    sync_index(parsed_with_renderings(sources), store, embedder)
     return folder
 
 
@@ -162,7 +177,7 @@ def test_ingest_killed_at_several_moments_then_run_again_equals_a_clean_ingest(
 ):
     data = corpus_copy(tmp_path / "data")
     index = tmp_path / "index"
-    total = len(parse_sources(default_sources(data)).chunks)
+    total = len(parsed_with_renderings(default_sources(data)).chunks)
     for rows in (1, total // 2, total - 5):
         process = start(["ingest", "-q"], index, data, tiny_model)
         seen = kill_when_rows_reach(process, index, rows)
@@ -181,7 +196,7 @@ def test_ingest_of_a_changed_review_killed_midway_then_run_again_equals_a_clean_
     before = chunk_rows(index)
     review = data / "nen-drug-trials-review-2022.md"
     review.write_text(review.read_text(encoding="utf-8").replace("个月", "个 月"), "utf-8")
-    changed = parse_sources(default_sources(data)).chunks
+    changed = parsed_with_renderings(default_sources(data)).chunks
     new = len({c.chunk_id for c in changed} - set(snapshot(index)["records"]))
     assert new > 20, "the change touches many chunks"
 
