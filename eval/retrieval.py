@@ -111,6 +111,25 @@ def evaluate(
     return mean_scores(rows), per_item
 
 
+def hybrid_retriever(searcher) -> tuple[Callable[[QAItem], list[Hit]], list[Hit]]:
+    """The searcher as ``evaluate`` asks it (top ``max(KS)`` hits) and the corpus it ranks."""
+    from nenqa.types import Turn
+
+    def hit(chunk) -> Hit:
+        # A chunk is found in every language it is rendered in: an English question's key
+        # facts are in the English rendering of the (Chinese) chunk the search returns.
+        twin = searcher.rendering(chunk.chunk_id, "en")
+        text = chunk.text if twin is None else f"{chunk.text}\n{twin.text}"
+        return Hit(text, frozenset(chunk.refs))
+
+    def retrieve(item: QAItem) -> list[Hit]:
+        history = [Turn(t.role, t.content) for t in item.history]
+        results = searcher.search(item.question, max(KS), history=history)
+        return [hit(e.chunk) for e in results]
+
+    return retrieve, [hit(c) for c in searcher.parents]
+
+
 def run_retrieval_eval(
     settings: Settings,
     qa_path: Path,
@@ -120,25 +139,11 @@ def run_retrieval_eval(
     console=None,
 ) -> dict:
     """Evaluate the hybrid retriever (and the tutorial recipe); write ``retrieval.json``."""
-    from nenqa.types import Turn
     from retriever.search import load_searcher
 
     items = load_qa(qa_path)
     searcher = load_searcher(settings)
-
-    def hit(chunk) -> Hit:
-        # A chunk is found in every language it is rendered in: an English question's key
-        # facts are in the English rendering of the (Chinese) chunk the search returns.
-        twin = searcher.rendering(chunk.chunk_id, "en")
-        text = chunk.text if twin is None else f"{chunk.text}\n{twin.text}"
-        return Hit(text, frozenset(chunk.refs))
-
-    corpus = [hit(c) for c in searcher.chunks if c.rendering_of is None]
-
-    def ours(item: QAItem) -> list[Hit]:
-        history = [Turn(t.role, t.content) for t in item.history]
-        results = searcher.search(item.question, max(KS), history=history)
-        return [hit(e.chunk) for e in results]
+    ours, corpus = hybrid_retriever(searcher)
 
     summary, per_item = evaluate(items, ours, corpus)
     report: dict = {"summary": {"nenqa": summary}, "items": {"nenqa": per_item}}

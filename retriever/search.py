@@ -10,11 +10,12 @@ The pipeline for one question:
    query, the expansions and the query vector, so the answer modes reuse them.
 
 Rendering chunks ("twins": another language's rendering of a chunk, ``Chunk.rendering_of``)
-are indexed like chunks, dense and lexical, and fold into their parents: in each ranking a
-parent takes the better rank of itself and its twins, so ``Evidence`` always carries the parent
-and an English question reaches a Chinese passage through its English words. Which rankings
-twins take part in is ``FusionWeights.dense_renderings`` / ``lexical_renderings`` (measured
-there). ``rendering(chunk_id, language)`` gives the twin.
+are indexed like chunks, dense and lexical, and stand for their parents, so ``Evidence`` always
+carries the parent: the renderings in the question's language are a third ranking (BM25 over
+them alone, weight ``FusionWeights.rendering_lexical``), so an English question reaches a
+Chinese passage through its English words while a Chinese question ranks exactly as without
+renderings; in the dense ranking a parent would take the better place of itself and its twin
+(``dense_renderings``, off: measured there). ``rendering(chunk_id, language)`` gives the twin.
 """
 
 from __future__ import annotations
@@ -76,13 +77,16 @@ class FusionWeights:
     trial_lift: float = 0.4
     reference_result_factor: float = 0.5
     history_turns: int = 2
-    # Which rankings a rendering (twin) takes part in. On eval/qa.jsonl with the review's
-    # English renderings (ref_recall@5 / fact_recall@5 / MRR@10; without twins .976/.971/.893):
-    # lexical for a question in the twin's language .986/.971/.889; lexical for every question
-    # .986/.971/.876 (a Chinese question's Latin words match English twins); dense as well
-    # .971/.963/.887: the multilingual model already finds the parent across languages.
+    # Renderings (twins) in the dense ranking: off, since the multilingual model already finds
+    # the parent across languages (on eval/qa.jsonl ref_recall@5 / fact_recall@5 / MRR@10 went
+    # .976/.971/.893 -> .971/.963/.887 with dense twins).
     dense_renderings: bool = False
-    lexical_renderings: bool = True
+    # Weight of a third ranking, BM25 over the renderings in the question's language, each twin
+    # standing for its parent; the original lexical ranking stays over the parents alone, so a
+    # question in the original language ranks as without renderings. Chosen on the tune half
+    # of eval/qa.jsonl (benchmarks/tune_renderings.py): 1.5 of 0-3; on the test half
+    # fact_recall@5 / ref_recall@5 / MRR@10 .982/.986/.889 without it, .987/.989/.899 with it.
+    rendering_lexical: float = 1.5
 
 
 class HybridSearcher:
@@ -124,7 +128,16 @@ class HybridSearcher:
         # Every position to the parent position it ranks for (a parent to itself).
         folded = [position[c.rendering_of or c.chunk_id] for c in chunks]
         renderings = {(c.rendering_of, c.language): c for c in twins}
-        lexical = LexicalIndex([lexical_text(c) for c in chunks])
+        lexical = LexicalIndex([lexical_text(c) for c in parents])
+        # One BM25 index per rendering language, its rows standing for their parents.
+        rendering_lexical = {
+            language: (
+                LexicalIndex([lexical_text(c) for c in group]),
+                [position[c.rendering_of] for c in group],
+            )
+            for language in sorted({c.language for c in twins})
+            if (group := [c for c in twins if c.language == language])
+        }
         citing: dict[tuple[str, int], list[int]] = defaultdict(list)
         naming: dict[str, list[int]] = defaultdict(list)
         for index, chunk in enumerate(parents):
@@ -137,7 +150,7 @@ class HybridSearcher:
         with self._lock:
             self.chunks, self.parents = chunks, parents
             self.position, self._folded, self._renderings = position, folded, renderings
-            self.lexical = lexical
+            self.lexical, self._rendering_lexical = lexical, rendering_lexical
             self._citing = dict(citing)
             self._naming = dict(naming)
 
@@ -195,7 +208,7 @@ class HybridSearcher:
 
         chunks, position, folded = self.chunks, self.position, self._folded
         # Filters are applied to a wider candidate pool; kind is pushed down to Chroma. Twins
-        # take places in both lists, so each asks for as many more as there are renderings.
+        # take places in the dense list, so it asks for as many more as there are renderings.
         widen = (10 if filters.active else 1) * (1 + min(1, self.twin_count))
         where = {"kind": filters.kind} if filters.kind else None
         dense_hits = self.store.query(vector, self.dense_candidates * widen, where=where)
@@ -212,24 +225,20 @@ class HybridSearcher:
         timings["dense"] = elapsed_ms(started, digits=3) - timings["embed"]
 
         extra_tokens = [tok for term in prepared.expansions for tok in tokenize(term)]
-        ranked_lexical = self.lexical.rank(
-            prepared.query, self.lexical_candidates * widen, extra_tokens=extra_tokens
-        )
-        # Words match words of their own language: a twin counts for a question in its language.
+        candidates = self.lexical_candidates * (10 if filters.active else 1)
+        ranked_lexical = self.lexical.rank(prepared.query, candidates, extra_tokens=extra_tokens)
+        lexical = [(i, s) for i, s in ranked_lexical if filters.accepts(chunks[i])]
+        lexical = lexical[: self.lexical_candidates]
+        # Words match words of their own language: renderings rank for a question in theirs.
         language = "zh" if has_cjk(prepared.query) else "en"
-        lexical_twins = self.weights.lexical_renderings
-        lexical = fold_renderings(
-            [
-                (folded[i], s)
-                for i, s in ranked_lexical
-                if chunks[i].rendering_of is None
-                or (lexical_twins and chunks[i].language == language)
-            ],
-            chunks,
-            filters,
-        )[: self.lexical_candidates]
+        rendered: list[tuple[int, float]] = []
+        if language in self._rendering_lexical:
+            index, parent_of = self._rendering_lexical[language]
+            ranked = index.rank(prepared.query, candidates, extra_tokens=extra_tokens)
+            rendered = fold_renderings([(parent_of[i], s) for i, s in ranked], chunks, filters)
+            rendered = rendered[: self.lexical_candidates]
 
-        fused = self._fuse(dense, lexical, filters)
+        fused = self._fuse(dense, lexical, filters, rendered)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], chunks[item[0]].chunk_id))
         evidence = tuple(Evidence(chunks[i], score) for i, score in ranked[:k])
         timings["total"] = elapsed_ms(started, digits=3)
@@ -252,6 +261,7 @@ class HybridSearcher:
         dense: list[tuple[int, float]],
         lexical: list[tuple[int, float]],
         filters: SearchFilters,
+        rendered: Sequence[tuple[int, float]] = (),
     ) -> dict[int, float]:
         w = self.weights
         fused: dict[int, float] = defaultdict(float)
@@ -259,6 +269,8 @@ class HybridSearcher:
             fused[i] += w.dense / (w.rrf_k + rank + 1)
         for rank, (i, _) in enumerate(lexical):
             fused[i] += w.lexical / (w.rrf_k + rank + 1)
+        for rank, (i, _) in enumerate(rendered):
+            fused[i] += w.rendering_lexical / (w.rrf_k + rank + 1)
 
         # A reference or trial hit lifts the passages that cite it or name it.
         lifted: dict[int, float] = defaultdict(float)

@@ -130,3 +130,26 @@ def test_by_default_a_rendering_counts_in_the_lexical_ranking_of_a_question_in_i
     chinese = {e.chunk.chunk_id: e.score for e in searcher.search("TALENT研究结果", 7)}
     w = searcher.weights
     assert abs(chinese["p-t"] - w.dense / (w.rrf_k + 7)) < 1e-9
+
+
+def test_a_chinese_question_ranks_exactly_as_without_the_renderings():
+    passages = [
+        chunk("p-a", "passage", "SPINET研究 兰瑞肽组 TTF 13.3个月", (7,), "a"),
+        chunk("p-b", "passage", "TALENT研究 仑伐替尼 ORR 40.4%", (17,), "a"),
+        chunk("p-c", "passage", "兰瑞肽维持治疗 REMINET", (9,), "a"),
+    ]
+    renderings = [twin(p, f"English rendering of {p.chunk_id} lanreotide TTF") for p in passages]
+    plain = HybridSearcher(ListStore(passages, passages), StaticEmbedder(), Glossary([]))
+    rendered = HybridSearcher(
+        ListStore([*passages, *renderings], [*passages, *renderings]),
+        StaticEmbedder(),
+        Glossary([]),
+    )
+    for question in ("SPINET研究中兰瑞肽的TTF", "仑伐替尼ORR"):
+        expected = [(e.chunk.chunk_id, e.score) for e in plain.search(question, 3)]
+        assert [(e.chunk.chunk_id, e.score) for e in rendered.search(question, 3)] == expected
+    # An English question gets the renderings' ranking on top, weighted rendering_lexical.
+    english = {e.chunk.chunk_id: e.score for e in rendered.search("lanreotide TTF", 3)}
+    baseline = {e.chunk.chunk_id: e.score for e in plain.search("lanreotide TTF", 3)}
+    w = rendered.weights
+    assert english["p-a"] - baseline["p-a"] >= w.rendering_lexical / (w.rrf_k + 3) - 1e-9
