@@ -96,7 +96,9 @@ def test_a_follow_up_is_answered_in_the_context_of_the_conversation(answerer):
             Turn("assistant", "21.9 months [7]."),
         ),
     )
-    assert "13.8个月" in english.text
+    # An English follow-up is answered in English, from the rendering of the same sentence.
+    assert "13.8 months in the atypical carcinoid group" in english.text
+    assert any("13.8个月" in (q.original or "") for c in english.citations for q in c.quotes)
 
 
 def test_evidence_without_a_marker_is_cited_by_its_section_never_a_number(answerer, service):
