@@ -254,7 +254,11 @@ def render_or_report(
         task = progress.add_task("translating units", total=None)
         renderer = renderer_for(
             settings,
-            translator=(lambda: _translator(settings, stack)) if translate else None,
+            translator=(
+                (lambda: _translator(settings, stack))
+                if translate and settings.translate_at_ingest
+                else None
+            ),
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
         report = renderer.render(corpus)

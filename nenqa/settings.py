@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         "model_cache_dir/translations.jsonl",
     )
     translation_cache_enabled: bool = True
+    translate_at_ingest: bool = Field(
+        default=True,
+        description="render a new document's units with the LLM at ingest (the endpoint above, "
+        "else the prepared local model); false = originals only, a later run fills them in",
+    )
 
     @property
     def translation_cache_path(self) -> Path | None:

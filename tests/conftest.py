@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
 # Tests never reach a model hub; set before huggingface_hub is first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nor start the local LLM to translate a document they ingest (minutes on 2 cores): the
+# translation tests ask for it with their own scripted model and settings.
+os.environ.setdefault("NENQA_TRANSLATE_AT_INGEST", "false")
 
 
 @pytest.fixture(scope="session")

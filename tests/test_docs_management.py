@@ -353,6 +353,7 @@ def admin_app(tmp_path_factory, tiny_models):
         admin_keys=["admin-secret"],
         rate_limit_per_minute=0,
         translation_cache_enabled=False,
+        translate_at_ingest=True,
     )
     embedder = load_embedder(settings)
     store = ChunkStore(settings, None, embedder.model_id)

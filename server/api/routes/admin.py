@@ -136,7 +136,14 @@ def _write(
     settings = service.settings
     embedder = service.searcher.embedder
     # The server never starts a model: units are translated only with NENQA_LLM_BASE_URL set.
-    renderer = renderer_for(settings, translator=lambda: ChatTranslator.from_settings(settings))
+    renderer = renderer_for(
+        settings,
+        translator=(
+            (lambda: ChatTranslator.from_settings(settings))
+            if settings.translate_at_ingest
+            else None
+        ),
+    )
     with _write_lock:
         changes = update_documents(
             paths,
