@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,6 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Nor start the local LLM to translate a document they ingest (minutes on 2 cores): the
 # translation tests ask for it with their own scripted model and settings.
 os.environ.setdefault("NENQA_TRANSLATE_AT_INGEST", "false")
+# And never read or write the user's translation cache: a session caches in a temporary one.
+os.environ.setdefault(
+    "NENQA_TRANSLATION_CACHE",
+    str(Path(tempfile.mkdtemp(prefix="nenqa-test-translations-")) / "translations.jsonl"),
+)
 
 
 @pytest.fixture(scope="session")
