@@ -374,7 +374,7 @@ def test_a_full_disk_at_ingest_is_a_clear_error_and_loses_nothing(
     from ingest.pipeline import parse_sources
 
     extra_ids = {c.chunk_id for c in parse_sources([extra_document]).chunks}
-    with tmpfs(tmp_path / "disk", "4m") as disk:
+    with tmpfs(tmp_path / "disk", "8m") as disk:
         index = disk / "index"
         shutil.copytree(indexed_settings.index_dir, index)
         before = probe_index(index)
