@@ -99,6 +99,18 @@ def describe_validation_errors(errors: list[dict]) -> tuple[str, list[dict]]:
     return "; ".join(parts), items
 
 
+# Errors whose message is the whole answer: the status code each maps to.
+PLAIN_STATUS: dict[type[Exception], int] = {
+    QuestionTooLongError: 422,
+    OutsideDataFolderError: 422,
+    NotFoundError: 404,
+    UnknownDocumentError: 404,
+    NothingToReindexError: 404,
+    ForbiddenError: 403,
+    OrphanChunksError: 409,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that implement the table in the module docstring."""
 
@@ -115,6 +127,13 @@ def install_error_handlers(app: FastAPI) -> None:
         detail, items = describe_validation_errors(errors)
         return JSONResponse(error_body(detail, 422, items), status_code=422)
 
+    async def plain(request: Request, exc: Exception) -> JSONResponse:
+        status = next(code for kind, code in PLAIN_STATUS.items() if isinstance(exc, kind))
+        return JSONResponse(error_body(str(exc), status), status_code=status)
+
+    for kind in PLAIN_STATUS:
+        app.add_exception_handler(kind, plain)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
@@ -126,32 +145,11 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(QuestionTooLongError)
-    async def too_long(request: Request, exc: QuestionTooLongError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 422), status_code=422)
-
-    @app.exception_handler(NotFoundError)
-    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 404), status_code=404)
-
     @app.exception_handler(UnauthorizedError)
     async def unauthorized(request: Request, exc: UnauthorizedError) -> JSONResponse:
         return JSONResponse(
             error_body(str(exc), 401), status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
-
-    @app.exception_handler(ForbiddenError)
-    async def forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 403), status_code=403)
-
-    @app.exception_handler(UnknownDocumentError)
-    @app.exception_handler(NothingToReindexError)
-    async def no_such_document(request: Request, exc: LookupError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 404), status_code=404)
-
-    @app.exception_handler(OrphanChunksError)
-    async def orphan_chunks(request: Request, exc: OrphanChunksError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 409), status_code=409)
 
     @app.exception_handler(DocumentConflictError)
     async def document_conflict(request: Request, exc: DocumentConflictError) -> JSONResponse:
@@ -162,10 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bad_document(request: Request, exc: IngestError) -> JSONResponse:
         detail = f"{exc} (the index was not changed)"  # everything is parsed before a write
         return JSONResponse(error_body(detail, 422), status_code=422)
-
-    @app.exception_handler(OutsideDataFolderError)
-    async def outside_data_folder(request: Request, exc: OutsideDataFolderError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), 422), status_code=422)
 
     @app.exception_handler(RateLimitedError)
     async def rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
