@@ -16,7 +16,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     model_validator,
 )
 
@@ -286,14 +288,57 @@ class ErrorResponse(BaseModel):
 # OpenAI-compatible chat completions ---------------------------------------------------------
 
 
+MAX_CONTENT_PARTS = 16
+
+
+class TextPart(BaseModel):
+    """One part of a message's content, as LangChain's ``ChatOpenAI`` and chat front ends send
+    it: ``{"type": "text", "text": "..."}``; other part types (images, audio, files) are refused
+    with a 422 naming the type."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["text"] = Field(description="'text': the only part type answered")
+    text: QuestionText
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, part: object) -> object:
+        # Checked first, so an image part is refused for its type, not for lacking "text".
+        kind = part.get("type") if isinstance(part, dict) else None
+        if isinstance(kind, str) and kind != "text":
+            raise ValueError(
+                f"a message content part of type '{kind}' cannot be answered: this server "
+                "reads text only; send the question as a string or as parts of type 'text'"
+            )
+        return part
+
+
 class CompletionMessage(BaseModel):
-    """A chat message; system messages are accepted and ignored (they cannot change the rules)."""
+    """A chat message; system messages are accepted and ignored (they cannot change the rules).
+
+    ``content`` is a string or a list of text parts (joined with a newline, as OpenAI reads them).
+    """
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "user", "assistant"]
-    content: QuestionText
+    content: Annotated[
+        Annotated[QuestionText, Tag("string")]
+        | Annotated[
+            list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag("parts")
+        ],
+        # Errors name the form sent: a list's part, not also "should be a valid string".
+        Discriminator(lambda value: "parts" if isinstance(value, list) else "string"),
+    ] = Field(description="the message: a string, or a list of parts of type 'text'")
     name: str | None = Field(default=None, max_length=64)
+
+    @property
+    def text(self) -> str:
+        """The message as one string: its text parts joined with a newline."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
 
 
 class CompletionRequest(BaseModel):

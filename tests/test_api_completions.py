@@ -172,3 +172,35 @@ def test_serve_refuses_an_unknown_default_mode():
     result = CliRunner().invoke(app, ["serve", "--mode", "creative"])
     assert result.exit_code == 2
     assert "unknown answer mode 'creative'" in result.output
+
+
+def test_langchain_chat_openai_sends_text_parts_and_gets_the_cited_answer(server_url):
+    # What LangChain's ChatOpenAI sends for a message made of content blocks: a list of parts.
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(
+        base_url=f"{server_url}/v1", api_key="not-needed", model="nenqa-extractive", max_retries=0
+    )
+    question = HumanMessage(content=[{"type": "text", "text": SPINET}])
+    reply = chat.invoke([question])
+    assert "13.3个月" in reply.content and "[7]" in reply.content
+    streamed = "".join(str(chunk.content) for chunk in chat.stream([question]))
+    assert streamed == reply.content
+
+
+def test_text_parts_are_joined_and_other_parts_are_refused_by_name(server_url):
+    parts = [
+        {"type": "text", "text": "SPINET研究中兰瑞肽组的"},
+        {"type": "text", "text": "治疗失败时间是多少？"},
+    ]
+    body = {"model": "nenqa-extractive", "messages": [{"role": "user", "content": parts}]}
+    answered = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
+    assert answered.status_code == 200
+    assert "13.3个月" in answered.json()["choices"][0]["message"]["content"]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body["messages"][0]["content"] = [parts[0], image]
+    refused = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
+    assert refused.status_code == 422
+    detail = refused.json()["detail"]
+    assert "'image_url'" in detail and "text only" in detail

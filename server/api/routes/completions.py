@@ -68,11 +68,11 @@ def split_messages(messages: list[CompletionMessage]) -> tuple[str, list[ChatTur
     """The question (last user message) and the user/assistant turns before it."""
     last_user = max(i for i, m in enumerate(messages) if m.role == "user")
     history = [
-        ChatTurn(role=m.role, content=m.content)  # type: ignore[arg-type]
+        ChatTurn(role=m.role, content=m.text)  # type: ignore[arg-type]
         for m in messages[:last_user]
         if m.role in {"user", "assistant"}
     ]
-    return messages[last_user].content, history
+    return messages[last_user].text, history
 
 
 @router.post(
