@@ -4,8 +4,10 @@ language, and each parent chunk with any rendering gets its twin (``ingest.twins
 Where a rendering comes from, in order: (a) the renderings file shipped beside the source
 (``<stem>.<lang>.jsonl``, ``ingest.renderings``); (b) the cache, keyed by unit ID and target
 language; (c) the translator, an OpenAI-compatible chat model with ``prompts/translate.md``,
-asked once per unit. A rendering from (b) or (c) that fails ``nenqa.text.rendering_problems``
-is discarded and counted; the unit keeps its original alone. An unreachable translator ends the
+asked once per unit with the unit's citation markers taken out (a small model drops or
+renumbers them) and put back by code at the end of its rendering. A rendering from (b) or (c)
+that fails ``nenqa.text.rendering_problems`` is discarded and counted; the unit keeps its
+original alone. An unreachable translator ends the
 asking for the run: ingest completes, the report says how many units lack a rendering, and a
 later run fills them in (new twins replace old ones through the normal pipeline).
 """
@@ -13,6 +15,7 @@ later run fills them in (new twins replace old ones through the normal pipeline)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,13 @@ from ingest.twins import build_twin, quotable_units
 from nenqa.glossary import Glossary, load_glossary_table
 from nenqa.prompt_files import PromptFile, load_prompt
 from nenqa.settings import Settings
-from nenqa.text import detect_language, rendering_problems, unit_id
+from nenqa.text import (
+    REVIEW_MARKER,
+    detect_language,
+    rendering_problems,
+    strip_citation_markers,
+    unit_id,
+)
 from nenqa.types import Chunk, TrialRecord
 
 LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese"}
@@ -243,7 +252,9 @@ class Renderer:
             else f"{(term.en or term.forms)[0]} = {' / '.join(term.zh or term.forms)}"
             for term in self.glossary.matches(unit)
         )
-        text = translator.translate(unit, target, terms)
+        markers = [m.group() for m in REVIEW_MARKER.finditer(unit)]
+        text = translator.translate(strip_citation_markers(unit), target, terms)
+        text = with_markers(strip_citation_markers(text), markers) if text else text
         return text, self._problems(unit, text, target)
 
     def _problems(self, unit: str, text: str, target: Language) -> list[str]:
@@ -277,6 +288,22 @@ class Renderer:
         ]
         trial = trials.get(str(chunk.metadata.get("trial_id", "")))
         return build_twin(chunk, renderings, target, trial)
+
+
+# Closing punctuation a sentence's markers go before: "...rise^[1]." like the review's "升高^[1]。".
+_SENTENCE_END = re.compile(r"[.。!！?？;；]*[\s\"'”’)）]*$")
+
+
+def with_markers(rendering: str, markers: Iterable[str]) -> str:
+    """``rendering`` with the original's citation markers (each once, in order) before its
+    closing punctuation: a unit's markers all cite the one statement it makes."""
+    joined = "".join(dict.fromkeys(markers))
+    if not joined:
+        return rendering
+    text = rendering.rstrip()
+    end = _SENTENCE_END.search(text)
+    cut = end.start() if end else len(text)
+    return text[:cut].rstrip() + joined + text[cut:]
 
 
 def renderer_for(

@@ -146,3 +146,31 @@ def test_the_default_corpus_gets_every_rendering_from_its_shipped_files():
         assert twin.language != parent.language
     spinet = next(t for t in twins if t.kind == "trial" and "Trial: SPINET" in t.text)
     assert "13.3 months" in spinet.text and "Review text:" in spinet.text
+
+
+class FixedTranslator:
+    """Replies with one text and keeps what it was asked."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.asked: list[str] = []
+
+    def translate(self, text: str, target: str, terms: str) -> str:
+        self.asked.append(text)
+        return self.reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "The mPFS in the lanreotide group was 13.3 months.",  # markers dropped
+        "The mPFS in the lanreotide group was 13.3 months^[9].",  # markers renumbered
+    ],
+)
+def test_citation_markers_are_kept_by_code_not_by_the_model(reply):
+    unit = "兰瑞肽组的中位无进展生存期为13.3个月^[7-8]。"
+    translator = FixedTranslator(reply)
+    text, problems = Renderer(GLOSSARY).translate(translator, unit, "en")
+    assert translator.asked == ["兰瑞肽组的中位无进展生存期为13.3个月。"]
+    assert text == "The mPFS in the lanreotide group was 13.3 months^[7-8]."
+    assert problems == []
