@@ -7,9 +7,9 @@ language; (c) the translator, an OpenAI-compatible chat model with ``prompts/tra
 asked once per unit with the unit's citation markers taken out (a small model drops or
 renumbers them) and put back by code at the end of its rendering. A rendering from (b) or (c)
 that fails ``nenqa.text.rendering_problems`` is discarded and counted; the unit keeps its
-original alone. An unreachable translator ends the
-asking for the run: ingest completes, the report says how many units lack a rendering, and a
-later run fills them in (new twins replace old ones through the normal pipeline).
+original alone. An unreachable translator ends the asking for the run: ingest completes, the
+report says how many units lack a rendering, and a later run fills them in (new twins replace
+old ones through the normal pipeline).
 """
 
 from __future__ import annotations
