@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
+from answer.table_mode import LEVEL_NOTE
+from answer.tables import TABLE_RULE
 from eval.correctness import fold_for_facts
 from eval.qa_schema import REFERENCE_COUNT
 from ingest.trials import TRIAL_REVIEW_TEXT
@@ -113,9 +115,18 @@ def answer_sentences(answer: str) -> list[AnswerSentence]:
     first colon of one clause, without a number or citation, that names the source.
     """
     sentences = []
-    for position, text in enumerate(split_sentences(answer, ANSWER)):
+    texts = split_sentences(answer, ANSWER)
+    # An evidence table's summary, header and rule say what the table holds; its rows claim.
+    rules = [i for i, t in enumerate(texts) if TABLE_RULE.match(t)]
+    table_lines = {i + d for i in rules for d in (-2, -1, 0)}
+    for position, text in enumerate(texts):
+        if position in table_lines:
+            continue
+        # A trial's level of evidence comes from its record, not from the quoted sentence.
+        text = LEVEL_NOTE.sub("", text)
         claim, body = strip_markers(text), text
-        lead = _LEAD_IN.match(claim) if position == 0 else None
+        first = position == 0 or texts[position - 1].lstrip().startswith("|")
+        lead = _LEAD_IN.match(claim) if first else None
         if lead and _FRAMING.search(lead.group("lead")):
             framing = claim[: lead.end()]
             claim = claim[lead.end() :]

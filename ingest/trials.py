@@ -46,6 +46,27 @@ DRUG_CLASSES: dict[str, str] = {
     "embolization": "肝动脉介入栓塞",
 }
 
+# What the review says of a study's design: tag -> (Chinese label, the review's words for it).
+# A record carries a tag only when its review sentences use those words (tests check it).
+DESIGN_TAGS: dict[str, tuple[str, str]] = {
+    "randomised": ("随机", r"随机"),
+    "double-blind": ("双盲", r"双盲"),
+    "placebo-controlled": ("安慰剂对照", r"安慰剂"),
+    "prospective": ("前瞻性", r"前瞻性"),
+    "retrospective": ("回顾性", r"回顾性"),
+    "multicentre": ("多中心", r"多中心"),
+    "ongoing": ("正在进行", r"正在进行|进行中|正在入组"),
+    "case report": ("个案报道", r"个案报道"),
+}
+
+# Line of therapy: line -> (Chinese label, the review's words for it), checked like the tags.
+LINES_OF_THERAPY: dict[str, tuple[str, str]] = {
+    "first-line": ("一线", r"一线"),
+    "second-line": ("二线", r"二线"),
+    "maintenance": ("维持治疗", r"维持"),
+    "after progression": ("治疗失败或进展后", r"失败|进展|难治|耐药"),
+}
+
 # Chinese labels for the English site terms records use; a site not listed renders in English.
 SITE_ZH: dict[str, str] = {
     "GEP": "胃肠胰",
@@ -132,6 +153,17 @@ def _parse_trial_line(path: Path, number: int, line: str) -> TrialRecord:
             f"unknown drug class {unknown[0]!r} in trial {trial.id!r}; "
             f"use one of: {', '.join(DRUG_CLASSES)}",
         )
+    for field, values, vocabulary in (
+        ("design tag", trial.design_tags, DESIGN_TAGS),
+        ("line of therapy", trial.lines, LINES_OF_THERAPY),
+    ):
+        if unknown := [v for v in values if v not in vocabulary]:
+            raise MalformedRecordError(
+                path,
+                number,
+                f"unknown {field} {unknown[0]!r} in trial {trial.id!r}; "
+                f"use one of: {', '.join(vocabulary)}",
+            )
     bad_refs = [r for r in trial.refs if r < 1]
     if bad_refs:
         raise MalformedRecordError(

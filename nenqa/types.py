@@ -213,6 +213,45 @@ class TrialRecord(BaseModel):
     summary_en: str | None = Field(
         default=None, description="the English renderings of the summary's sentences, joined"
     )
+    design_tags: list[str] = Field(
+        default_factory=list,
+        description="what the review says of the design: 'randomised', 'retrospective' ... "
+        "(the vocabulary ``ingest.trials.DESIGN_TAGS``)",
+    )
+    lines: list[str] = Field(
+        default_factory=list,
+        description="line of therapy the review names: 'first-line', 'maintenance' ... "
+        "(the vocabulary ``ingest.trials.LINES_OF_THERAPY``)",
+    )
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One trial in an evidence table: its cells in column order and what it cites.
+
+    ``refs`` are the review's reference numbers of the trial; a trial the review names without
+    a marker has none and is cited by its ``section`` (``[§section]``).
+    """
+
+    trial_id: str
+    cells: tuple[str, ...]
+    refs: tuple[int, ...]
+    section: str
+
+
+@dataclass(frozen=True)
+class EvidenceTable:
+    """The trials that match a question about a set of trials, strongest evidence first.
+
+    ``summary`` is the one sentence shown above the table; ``filters`` says what the question
+    asked for (e.g. ``("PD-1 inhibitor", "NEC")``); ``language`` is the cells' language.
+    """
+
+    summary: str
+    columns: tuple[str, ...]
+    rows: tuple[TableRow, ...]
+    filters: tuple[str, ...] = ()
+    language: str = "zh"
 
 
 # --- a conversation: questions, retrieval results, answers ------------------------------------
@@ -322,6 +361,8 @@ class Answer:
     untranslated: int = 0
     # Set when the llm mode was asked for, the endpoint failed and the extractive mode answered.
     fallback: str | None = None
+    # The evidence table of a question about a set of trials (also in ``text`` as Markdown).
+    table: EvidenceTable | None = None
 
 
 @dataclass(frozen=True)

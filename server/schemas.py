@@ -170,6 +170,38 @@ class EvidenceOut(BaseModel):
     )
 
 
+class TableRowOut(BaseModel):
+    """One trial of an evidence table: its cells in column order and what it cites."""
+
+    trial_id: str = Field(description="the record's id (GET /v1/trials/{id})")
+    cells: list[str]
+    refs: list[int] = Field(description="the review's reference numbers of the trial")
+    section: str = Field(description="its section; cited as [§section] when it has no refs")
+
+
+class TableOut(BaseModel):
+    """The evidence table of a question about a set of trials, strongest evidence first."""
+
+    summary: str = Field(description="the one sentence shown above the table")
+    columns: list[str]
+    rows: list[TableRowOut]
+    filters: list[str] = Field(description="what the question asked for")
+
+    @classmethod
+    def of(cls, table: Any) -> TableOut:
+        return cls(
+            summary=table.summary,
+            columns=list(table.columns),
+            rows=[
+                TableRowOut(
+                    trial_id=r.trial_id, cells=list(r.cells), refs=list(r.refs), section=r.section
+                )
+                for r in table.rows
+            ],
+            filters=list(table.filters),
+        )
+
+
 class ChatResponse(BaseModel):
     """A cited answer; ``[n]`` in the text are the review's reference numbers."""
 
@@ -191,6 +223,11 @@ class ChatResponse(BaseModel):
         default=None,
         description="set when the llm mode was asked for, its endpoint failed and the server "
         "(NENQA_LLM_FALLBACK_EXTRACTIVE) answered in the extractive mode instead: says why",
+    )
+    table: TableOut | None = Field(
+        default=None,
+        description="a question about a set of trials: every matching trial record, one row "
+        "each, strongest evidence first (also in `answer` as Markdown)",
     )
 
 
@@ -563,4 +600,5 @@ def chat_response(
         unsupported=list(answer.unsupported),
         timings_ms=answer.timings_ms,
         fallback=answer.fallback,
+        table=TableOut.of(answer.table) if getattr(answer, "table", None) else None,
     )

@@ -23,6 +23,7 @@ from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
 from answer.relevance import ScoringConfig, SentenceScorer
 from answer.scope import ScopeCheck
+from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
 from answer.sentences import SentenceBank
 from ingest.pipeline import DEFAULT_SOURCES
 from ingest.review import parse_review
@@ -96,12 +97,23 @@ class ServiceState:
     answerers: dict[str, AnswerMode]
     llm_problem: str | None = None
     load_seconds: float = 0.0
+    # The trial records' levels of evidence; every answer mode is served with its tables.
+    levels: EvidenceLevels | None = None
 
     def answerer(self, mode: str) -> AnswerMode:
-        """The answer mode by name; raises ``AnswerError`` saying why a mode is unavailable."""
-        if mode in self.answerers:
+        """The answer mode by name, with evidence tables and levels of evidence; raises
+        ``AnswerError`` saying why a mode is unavailable."""
+        if mode not in self.answerers:
+            raise AnswerError(self.llm_problem or f"answer mode {mode!r} is not available")
+        if self.levels is None:
             return self.answerers[mode]
-        raise AnswerError(self.llm_problem or f"answer mode {mode!r} is not available")
+        return EvidenceTableMode(
+            self.answerers[mode],
+            self.levels,
+            self.searcher.glossary,
+            trial_chunks_by_id(self.searcher.chunks),
+            self.references,
+        )
 
 
 def load_service(
@@ -152,6 +164,7 @@ def load_service(
         trials=trials,
         answerers=answerers,
         llm_problem=llm_problem,
+        levels=EvidenceLevels(trials),
     )
     state = with_extractive_fallback(state)
     state.load_seconds = round(time.perf_counter() - started, 2)

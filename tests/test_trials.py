@@ -334,3 +334,29 @@ def test_every_english_field_renders_its_chinese_field_faithfully():
         joined = " ".join(renderings[unit_id(s)].text for s in sentences)
         assert trial.summary_en == joined, trial.id
     assert not failures
+
+
+def test_design_tags_and_lines_use_the_reviews_own_words(trials: list[TrialRecord]) -> None:
+    """A record says "randomised" or "first-line" only where its review sentences do."""
+    from ingest.trials import DESIGN_TAGS, LINES_OF_THERAPY
+
+    unsupported = [
+        (t.id, value)
+        for t in trials
+        for value, vocabulary in [
+            *((v, DESIGN_TAGS) for v in t.design_tags),
+            *((v, LINES_OF_THERAPY) for v in t.lines),
+        ]
+        if not re.search(vocabulary[value][1], t.summary_zh)
+    ]
+    assert unsupported == []
+    assert next(t for t in trials if t.id == "spinet").design_tags == ["randomised", "double-blind"]
+
+
+def test_unknown_design_tag_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    line = json.loads(TRIALS_PATH.read_text(encoding="utf-8").splitlines()[0])
+    line["design_tags"] = ["pivotal"]
+    path = tmp_path / "trials.jsonl"
+    path.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(MalformedRecordError, match="unknown design tag 'pivotal'"):
+        load_trials(path)
