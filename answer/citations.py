@@ -2,12 +2,10 @@
 
 - A quoted sentence keeps its own reference numbers where the review prints them
   (``^[4-5]`` becomes ``[4][5]``); a sentence without a marker gets its passage's ``[§section]``.
-- A model sees evidence sentences under opaque keys (``[S1]`` ...). ``check_draft_sentence``
-  maps the keys back to the review's numbers, drops keys it never gave and any number-like
-  marker the model typed itself, and accepts a sentence only when it cites at least one key and
-  every number in it occurs in the sentences it cites (``nenqa.text.numbers_in``, the eval's
-  reading: PD-1 or 5-FU name a drug, not a quantity). A rejected sentence is removed from the
-  answer and reported in ``Answer.unsupported``; it is never kept.
+- A model's sentence cites nothing itself: ``answer.claims.ClaimChecker`` finds the evidence
+  sentence(s) it restates and ``cite`` gives it their markers. Any marker the model
+  typed anyway (``[S1]``, ``[7]``, ``^[12]``, ``[§…]``) is removed first (``KEY_MARKER``,
+  ``FOREIGN_MARKER``); ``DraftSentenceSplitter`` cuts a streamed draft into whole sentences.
 """
 
 from __future__ import annotations
@@ -15,20 +13,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from answer.base import passage_marker, reference_markers
 from answer.sentences import EvidenceSentence
 from nenqa.text import (
     REVIEW_MARKER,
+    has_cjk,
     is_abbreviation,
-    numbers_in,
     parse_citation_markers,
-    strip_citation_markers,
 )
 from nenqa.types import Citation, PassageCitation, Quote, Reference
 
-# Keys the model may write: [S1], [S1, S3], 【S2】.
+# Keys of the earlier prompt format a model may still write: [S1], [S1, S3], 【S2】.
 KEY_MARKER = re.compile(r"[\[【]\s*(S\d+(?:\s*[,，;；、]\s*S\d+)*)\s*[\]】]")
 # Markers a model must not write itself: review numbers, ranges, passage markers.
 FOREIGN_MARKER = re.compile(
@@ -142,61 +138,22 @@ def _append_once(quotes: list[Quote], quote: Quote) -> None:
         quotes.append(quote)
 
 
-@dataclass(frozen=True)
-class CheckedSentence:
-    """A draft sentence after the checks: rendered with review markers, or why it failed."""
-
-    draft: str
-    text: str
-    cited: tuple[QuotedSentence, ...]
-    supported: bool
-    reason: str = ""
-
-
-def check_draft_sentence(draft: str, keyed: Mapping[str, QuotedSentence]) -> CheckedSentence:
-    """Map a model sentence's keys to review markers and check its numbers against them."""
-    cited: list[QuotedSentence] = []
-    for match in KEY_MARKER.finditer(draft):
-        for key in re.split(r"\s*[,，;；、]\s*", match.group(1)):
-            if key in keyed and keyed[key] not in cited:
-                cited.append(keyed[key])
-
-    def replace(match: re.Match[str]) -> str:
-        keys = re.split(r"\s*[,，;；、]\s*", match.group(1))
-        items = [keyed[k] for k in keys if k in keyed]
-        refs = sorted({n for item in items for n in item.sentence.refs})
-        markers = reference_markers(refs)
-        for item in items:
-            if not item.sentence.refs:
-                marker = passage_marker(item.sentence.section)
-                if marker not in markers:
-                    markers += marker
-        return markers
-
-    # Keys become placeholders first so removing foreign markers never touches our own.
-    keyed_markers: list[str] = []
-
-    def hold(match: re.Match[str]) -> str:
-        keyed_markers.append(replace(match))
-        return f"\x00{len(keyed_markers) - 1}\x00"
-
-    held = FOREIGN_MARKER.sub("", KEY_MARKER.sub(hold, draft))
-    rendered = re.sub("\x00(\\d+)\x00", lambda m: keyed_markers[int(m.group(1))], held)
-    rendered = re.sub(r"[ \t]{2,}", " ", rendered)
-    rendered = re.sub(r"[ \t]+(?=[。，；！？.,;!?])", "", rendered).strip()
-    claim = re.sub("\x00\\d+\x00", "", held)
-    if not cited:
-        return CheckedSentence(draft, rendered, (), False, "cites no evidence it was given")
-    evidence_numbers: set[Decimal] = set()
-    for item in cited:
-        evidence_numbers |= numbers_in(strip_citation_markers(item.sentence.text))
-    missing = numbers_in(claim) - evidence_numbers
-    if missing:
-        shown = ", ".join(sorted(format(n, "f") for n in missing))
-        return CheckedSentence(
-            draft, rendered, tuple(cited), False, f"numbers not in the cited evidence: {shown}"
-        )
-    return CheckedSentence(draft, rendered, tuple(cited), True)
+def cite(claim: str, cited: Sequence[QuotedSentence]) -> str:
+    """``claim`` with its evidence's markers before its final punctuation ("... months [7].")."""
+    refs = sorted({n for q in cited for n in q.sentence.refs})
+    markers = reference_markers(refs)
+    for q in cited:
+        if not q.sentence.refs and (marker := passage_marker(q.sentence.section)) not in markers:
+            markers += marker
+    body = claim.rstrip()
+    end = re.search(r"[。．.!?！？；;]*$", body)
+    cut = end.start() if end else len(body)
+    text, final = body[:cut].rstrip(), body[cut:]
+    # Chinese text takes its markers without a space, whatever the answer's language.
+    chinese = final[:1] in "。！？；" if final else has_cjk(text[-1:])
+    if chinese:
+        return f"{text}{markers}{final or '。'}"
+    return f"{text}{' ' if markers else ''}{markers}{final or '.'}"
 
 
 class DraftSentenceSplitter:

@@ -97,6 +97,16 @@ class ExtractiveAnswerer:
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.config):
             return abstention(language, "extractive", evidence, {"select": elapsed_ms(started)})
+        return self.quote(retrieval, relevance, started)
+
+    def quote(
+        self, retrieval: Retrieval, relevance: Relevance, started: float | None = None
+    ) -> Answer:
+        """The quoted answer for an answerable retrieval already scored (the llm mode sends it
+        first, so relevance is computed once per answer)."""
+        started = time.perf_counter() if started is None else started
+        language = answer_language(retrieval.question)
+        evidence = retrieval.evidence
         quoted = [q.shown_in(language) for q in self.select(relevance)]
         segments = [quote_preface(quoted, language)]
         segments += [

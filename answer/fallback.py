@@ -2,9 +2,10 @@
 
 Enabled by ``Settings.llm_fallback_extractive``. When the endpoint is down, times out or
 answers with an error, the question is answered by quoting the review instead of a 502/504;
-the answer's ``mode`` is ``extractive`` and its ``fallback`` says why. A stream falls back only
-while nothing has been sent: once the model's first checked sentence went out, a later failure
-ends the stream with an error event, as without the fallback. A non-streamed answer is the
+the answer's ``mode`` is ``extractive`` and its ``fallback`` says why. The llm mode sends its
+quoted (extractive) answer before asking the model, so that answer is the fallback; once the
+model's first checked sentence went out, a later failure ends the stream with an error event,
+as without the fallback. A non-streamed answer is the
 same stream drained (the model asked for its whole answer before anything is sent).
 """
 
@@ -47,15 +48,22 @@ class ExtractiveFallback:
         return final_answer(self.stream(question, incremental=False))
 
     def stream(self, question: Question, *, incremental: bool = True) -> Iterator[AnswerPiece]:
-        """The llm mode's pieces; the extractive mode's if the endpoint fails before the first."""
-        pieces = self.llm.stream(question, incremental=incremental)
+        """The llm mode's pieces; on an endpoint failure before its first sentence, the quoted
+        answer it sent first (or, if none was sent, the extractive mode's pieces) as the answer."""
+        quoted: Answer | None = None
+        wrote = False
         try:
-            first = next(pieces)
+            for piece in self.llm.stream(question, incremental=incremental):
+                quoted = piece.quoted or quoted
+                wrote = wrote or bool(piece.text)
+                yield piece
         except LLMEndpointError as error:
+            if wrote:
+                raise
+            if quoted is not None:  # already on the client's screen: it becomes the answer
+                yield AnswerPiece(answer=mark_fallback(quoted, error))
+                return
             for piece in self.extractive.stream(question):
                 if piece.answer is not None:
                     piece = AnswerPiece(answer=mark_fallback(piece.answer, error))
                 yield piece
-            return
-        yield first
-        yield from pieces

@@ -1,14 +1,20 @@
-"""The llm answer mode: an OpenAI-compatible chat model writes, the code checks every sentence.
+"""The llm answer mode: the evidence first, then a chat model's brief restatement of it.
 
-The model sees the sentences of the retrieved evidence under opaque keys (``[S1]`` ...), with
-the review's own citation markers removed, so the only citations it can write are keys. Each
-sentence it writes goes through ``check_draft_sentence``: keys become the review's reference
-numbers (or ``[§section]``), keys it was never given and numbers it typed itself are dropped, and
-a sentence citing nothing, or stating a number its cited evidence does not contain, is removed
-from the answer and listed in ``Answer.unsupported``; so is one naming a drug, trial or endpoint
-(``NamedTermCheck``) or making a claim such as "cures" (``ClaimWordCheck``) that its cited
-evidence does not. The same relevance gate as the extractive
-mode (``answer.relevance``, computed once per answer) runs before the model is called, so an
+A 1.5B model restates a few given sentences well; code keeps citations, numbers and names right.
+So the model sees only the few evidence sentences the sentence scorer selects (the extractive
+mode's selection), in the question's language (the English renderings for an English
+question), without citation markers, and writes plain sentences. ``ClaimChecker``
+(``answer.claims``) aligns each sentence with the evidence sentence(s) it restates and the code
+cites them ([n], or [§section]); a sentence that restates nothing, or fails a check (a number,
+name or claim word its evidence lacks, a number bound to another endpoint or arm, "better"
+where the evidence says worse, a dropped negation, a placeholder), is removed and listed in
+``Answer.unsupported``.
+
+Evidence first: the verified extractive answer is sent at once (``AnswerPiece.quoted``), before
+the model is asked; the synthesized sentences follow as they are checked. Never worse than
+extractive: a quoted sentence whose facts (numbers) the kept sentences lost is kept as quoted
+after them, and when every sentence was removed the answer is the quotes, not an abstention.
+The same relevance gate as the extractive mode runs before the model is called, so an
 out-of-scope question never reaches it. ``stream`` is the one pipeline: a non-streamed answer
 drains it, calling the model once for the whole text instead of token by token.
 """
@@ -17,8 +23,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import openai
@@ -37,80 +43,39 @@ from answer.base import (
 from answer.citations import (
     FOREIGN_MARKER,
     KEY_MARKER,
-    CheckedSentence,
     DraftSentenceSplitter,
     QuotedSentence,
-    check_draft_sentence,
+    cite,
     collect_citations,
+    render_quote,
     split_draft,
 )
-from answer.relevance import Relevance, ScoredSentence, SentenceScorer, abstention
-from nenqa.glossary import Glossary, Term
+from answer.claims import Aligned, ClaimChecker, ClaimWordCheck, NamedTermCheck
+from answer.extractive import ExtractiveAnswerer
+from answer.relevance import SentenceScorer, abstention
 from nenqa.prompt_files import PROMPTS_DIR, load_prompt
 from nenqa.settings import Settings
 from nenqa.text import strip_citation_markers
 from nenqa.timing import elapsed_ms
-from nenqa.types import Answer, AnswerPiece, Chunk, Evidence, Question, Reference
+from nenqa.types import Answer, AnswerPiece, Question, Reference, TrialRecord
+
+__all__ = ["ClaimWordCheck", "LLMAnswerer", "NamedTermCheck", "build_answer_prompt"]
 
 ABSTAIN_TOKEN = "INSUFFICIENT_EVIDENCE"
 LANGUAGE_NAMES = {
     "zh": "Chinese (简体中文)",
-    "en": "English (translate the Chinese evidence; write no Chinese characters)",
+    "en": "English (write no Chinese characters)",
 }
-# Evidence sentences shown to the model, best first; tuned on eval/qa.jsonl with the local
-# 1.5B model (a longer list costs prompt time and made it cite the wrong key more often).
-MAX_KEYED_SENTENCES = 8
 MAX_HISTORY_TURNS = 6
 MAX_TURN_CHARS = 600
+# Between the quoted answer and the synthesized one, where a client shows both as one text.
+QUOTED_SEPARATOR = "\n\n"
 
 
-@dataclass(frozen=True)
-class KeyedEvidence:
-    """The evidence as the model sees it (``text``) and what each key stands for."""
-
-    text: str
-    keys: Mapping[str, QuotedSentence]
-
-
-def key_evidence(
-    evidence: Sequence[Evidence],
-    scorer: SentenceScorer,
-    limit: int = MAX_KEYED_SENTENCES,
-    ranked: Sequence[ScoredSentence] | None = None,
-) -> KeyedEvidence:
-    """Number the evidence sentences the model sees ``S1..Sn``, in reading order.
-
-    With ``ranked`` (the scorer's sentences, best first) the ``limit`` best are shown, each one
-    without a reference marker preceded by the sentence before it in its chunk (that sentence
-    usually names the study a "结果显示…" reports on); without it, the first ``limit``
-    sentences in retrieval order. Markers such as ``^[7]`` are removed from what the model sees,
-    so it cannot copy a review number; the code puts the numbers back from the keys.
-    """
-    bank = scorer.bank
-    chunk_of: dict[int, Chunk] = {}
-    for item in evidence:
-        for index in bank.sentences_of(item.chunk.chunk_id):
-            chunk_of.setdefault(index, item.chunk)
-    if ranked is None:
-        chosen = list(chunk_of)[:limit]
-    else:
-        best = list(dict.fromkeys(s.index for s in ranked if s.index in chunk_of))[:limit]
-        chosen = [*best]
-        for index in best:
-            in_chunk = bank.sentences_of(chunk_of[index].chunk_id)
-            position = in_chunk.index(index)
-            if not bank.sentences[index].refs and position > 0:
-                lead = in_chunk[position - 1]
-                if lead not in chosen:
-                    chosen.append(lead)
-        chosen.sort(key=lambda i: (bank.sentences[i].position, i))
-    keys: dict[str, QuotedSentence] = {}
-    lines = []
-    for index in chosen:
-        key = f"S{len(keys) + 1}"
-        keys[key] = QuotedSentence(bank.sentences[index], bank.quote_chunk(index, chunk_of[index]))
-        lines.append(f"{_plain(bank.sentences[index].text)} [{key}]")
-    return KeyedEvidence("\n".join(lines), keys)
+def evidence_lines(shown: Sequence[QuotedSentence]) -> str:
+    """The evidence as the model reads it: one sentence a line, in the answer's language,
+    without citation markers or extraction residue (so it has nothing to copy as a citation)."""
+    return "\n".join(f"- {_plain(q.rendering or q.sentence.text)}" for q in shown)
 
 
 def _plain(text: str) -> str:
@@ -120,84 +85,37 @@ def _plain(text: str) -> str:
     return " ".join(text.split())
 
 
-class NamedTermCheck:
-    """A sentence may name a drug, regimen, trial or endpoint only if its cited evidence does.
-
-    Terms are the glossary's (``data/glossary.tsv``: Chinese, English and abbreviated forms of
-    one concept), so an English sentence is checked against Chinese evidence. Two terms count as
-    the same when a form of one contains a form of the other (``PFS`` in ``mPFS``, ``兰瑞肽`` in
-    ``长效兰瑞肽``). This catches what the number check cannot: a right number given to the
-    wrong drug or trial, or a claim about an endpoint the evidence never reports.
-    """
-
-    types = frozenset({"drug", "regimen", "trial", "endpoint"})
-
-    def __init__(self, glossary: Glossary) -> None:
-        self.glossary = glossary
-
-    def missing(self, claim: str, cited_texts: Sequence[str]) -> list[str]:
-        """The checked terms ``claim`` names that no cited text names, as the claim writes them."""
-        named = [t for t in self.glossary.matches(claim) if t.type in self.types]
-        if not named:
-            return []
-        present = self.glossary.matches(" ".join(cited_texts))
-        return [
-            _shown_form(term, claim)
-            for term in named
-            if not any(_same_concept(term, other) for other in present)
-        ]
-
-
-# Claims stronger than trial results usually are, in both languages (each tuple one concept:
-# Chinese forms, English forms). A sentence may make one only if its cited evidence does.
-_CLAIM_CONCEPTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("治愈", "根治", "痊愈"), ("cure", "cures", "cured", "curing", "curative")),
-    (("翻倍", "一倍", "两倍"), ("double", "doubles", "doubled", "doubling", "twofold", "two-fold")),
-    (("消除", "根除"), ("eradicate", "eradicates", "eradicated", "eliminates", "eliminated")),
-    (("保证", "确保"), ("guarantee", "guarantees", "guaranteed")),
-    (("所有患者", "全部患者", "每位患者"), ("all patients", "every patient")),
-    (("最有效", "最佳疗效"), ("most effective", "best treatment")),
-)
-
-
-class ClaimWordCheck:
-    """A sentence may say a drug cures, doubles, eradicates ... only if its cited evidence does.
-
-    The named-term and number checks pass "舒尼替尼可以治愈NEC。[S3]" when S3 names sunitinib and
-    the sentence has no number; the 1.5B model wrote exactly that when a question told it to
-    (docs/benchmarks.md, "Prompt tuning"). The concepts are few and bilingual, so an English
-    "cures" is checked against Chinese evidence (治愈/根治/痊愈).
-    """
-
-    def __init__(self) -> None:
-        self.concepts = Glossary(Term(zh, en, (), "claim") for zh, en in _CLAIM_CONCEPTS)
-
-    def unsupported(self, claim: str, cited_texts: Sequence[str]) -> list[str]:
-        """The claim words of ``claim`` that no cited text makes, as the claim writes them."""
-        made = self.concepts.matches(claim)
-        if not made:
-            return []
-        present = self.concepts.matches(" ".join(cited_texts))
-        return [_shown_form(term, claim) for term in made if term not in present]
-
-
-def _same_concept(term: Term, other: Term) -> bool:
-    if term == other:
-        return True
-    return any(_contains(a, b) or _contains(b, a) for a in term.forms for b in other.forms)
-
-
-def _contains(outer: str, inner: str) -> bool:
-    # Short forms are abbreviations: case matters ("OS" is in "mOS", not in "etoposide").
-    if len(inner) <= 4:
-        return inner in outer
-    return inner.casefold() in outer.casefold()
-
-
-def _shown_form(term: Term, claim: str) -> str:
-    """The longest form of ``term`` the claim contains ("cures", not "cure")."""
-    folded = claim.casefold()
-    return max((f for f in term.forms if f.casefold() in folded), key=len, default=term.forms[0])
+def with_quotes(answer: Answer) -> Answer:
+    """The llm answer as one text a chat client shows: the quoted answer, then the synthesized
+    one, with the citations of both (``answer`` itself when nothing was quoted first)."""
+    quoted = answer.quoted
+    if quoted is None:
+        return answer
+    citations = {c.ref: c for c in quoted.citations}
+    for citation in answer.citations:
+        if citation.ref in citations:
+            known = citations[citation.ref]
+            quotes = (*known.quotes, *(q for q in citation.quotes if q not in known.quotes))
+            citations[citation.ref] = replace(known, quotes=quotes)
+        else:
+            citations[citation.ref] = citation
+    passages = {p.section: p for p in quoted.passages}
+    for passage in answer.passages:
+        known_passage = passages.get(passage.section)
+        if known_passage is None:
+            passages[passage.section] = passage
+        else:
+            extra = tuple(q for q in passage.quotes if q not in known_passage.quotes)
+            passages[passage.section] = replace(
+                known_passage, quotes=(*known_passage.quotes, *extra)
+            )
+    return replace(
+        answer,
+        text=f"{quoted.text}{QUOTED_SEPARATOR}{answer.text}",
+        segments=(*quoted.segments, QUOTED_SEPARATOR, *answer.segments),
+        citations=tuple(citations.values()),
+        passages=tuple(passages.values()),
+    )
 
 
 def format_history(question: Question) -> str:
@@ -255,7 +173,7 @@ def endpoint_error(error: openai.APIError) -> LLMEndpointError:
 
 
 class LLMAnswerer:
-    """Answers with a chat model over keyed evidence; see the module docstring for the checks."""
+    """Answers with the quotes first, then a chat model's checked restatement (module doc)."""
 
     name = "llm"
 
@@ -267,32 +185,24 @@ class LLMAnswerer:
         *,
         top_k: int = 6,
         prompt: ChatPromptTemplate | None = None,
-        max_evidence_sentences: int = MAX_KEYED_SENTENCES,
+        records: Iterable[TrialRecord] = (),
     ) -> None:
         self.scorer = scorer
         self.searcher = scorer.searcher
         self.references = references
         self.top_k = top_k
-        self.max_evidence_sentences = max_evidence_sentences
-        glossary = getattr(self.searcher, "glossary", None)
-        self.term_check = NamedTermCheck(glossary) if glossary is not None else None
-        self.claim_check = ClaimWordCheck()
+        self.extractive = ExtractiveAnswerer(self.searcher, scorer, references, top_k=top_k)
+        self.checker = ClaimChecker(getattr(self.searcher, "glossary", None), records)
         self.prompt = prompt or build_answer_prompt()
         self.generate: Runnable = self.prompt | chat_model | StrOutputParser()
 
-    def keyed_evidence(self, evidence: Sequence[Evidence], relevance: Relevance) -> KeyedEvidence:
-        """The most relevant sentences of ``evidence`` under the keys the model may cite."""
-        return key_evidence(
-            evidence, self.scorer, self.max_evidence_sentences, ranked=relevance.ranked
-        )
-
-    def prompt_inputs(self, question: Question, keyed: KeyedEvidence) -> dict[str, str]:
-        language = answer_language(question)
+    def prompt_inputs(self, question: Question, shown: Sequence[QuotedSentence]) -> dict[str, str]:
+        """The user message's variables: the shown evidence, the conversation, the question."""
         return {
-            "evidence": keyed.text,
+            "evidence": evidence_lines(shown),
             "history": format_history(question),
             "question": question.text,
-            "language": LANGUAGE_NAMES[language],
+            "language": LANGUAGE_NAMES[answer_language(question)],
         }
 
     def draft(self, inputs: Mapping[str, str]) -> str:
@@ -307,10 +217,10 @@ class LLMAnswerer:
         return final_answer(self.stream(question, incremental=False))
 
     def stream(self, question: Question, *, incremental: bool = True) -> Iterator[AnswerPiece]:
-        """Checked sentences as the model writes them, then the complete ``Answer``.
+        """The quoted answer at once, checked sentences as the model writes them, then the
+        complete ``Answer``.
 
-        Raises ``LLMEndpointError`` when the endpoint fails; with ``incremental=False`` that
-        happens before the first piece, since the model is asked for its whole answer at once.
+        Raises ``LLMEndpointError`` when the endpoint fails (after the quoted answer was sent).
         """
         started = time.perf_counter()
         language = answer_language(question)
@@ -324,10 +234,13 @@ class LLMAnswerer:
             yield AnswerPiece(text=answer.text)
             yield AnswerPiece(answer=answer)
             return
-        keyed = self.keyed_evidence(evidence, relevance)
-        inputs = self.prompt_inputs(question, keyed)
+        quoted = self.extractive.quote(retrieval, relevance)
+        timings["first_content"] = elapsed_ms(started)
+        yield AnswerPiece(quoted=quoted)
+        shown = [q.shown_in(language) for q in self.extractive.select(relevance)]
+        inputs = self.prompt_inputs(question, shown)
         splitter = DraftSentenceSplitter()
-        checked: list[CheckedSentence] = []
+        checked: list[Aligned] = []
         raw: list[str] = []
         generated = time.perf_counter()
         try:
@@ -337,80 +250,78 @@ class LLMAnswerer:
                     timings["first_token"] = elapsed_ms(started)
                 raw.append(chunk)
                 for sentence in splitter.feed(chunk):
-                    yield from self._accept(sentence, keyed, checked, language)
+                    yield from self._accept(sentence, shown, checked, language)
             for sentence in splitter.flush():
-                yield from self._accept(sentence, keyed, checked, language)
+                yield from self._accept(sentence, shown, checked, language)
         except openai.APIError as error:
             raise endpoint_error(error) from error
         timings["generate"] = elapsed_ms(generated)
+        restored = self.lost_quotes(shown, checked)
+        first = not any(c.supported for c in checked)
+        for index, quote in enumerate(restored):
+            yield AnswerPiece(text=_spaced(self._render(quote), first and index == 0, language))
         timings["total"] = elapsed_ms(started)
-        answer = self.finish(language, evidence, checked, timings, draft="".join(raw))
-        if answer.abstained:
-            yield AnswerPiece(text=answer.text)
-        yield AnswerPiece(answer=answer)
+        yield AnswerPiece(
+            answer=self.finish(language, quoted, checked, restored, timings, "".join(raw))
+        )
 
-    def check_draft(self, draft: str, keyed: KeyedEvidence) -> list[CheckedSentence]:
-        """Every sentence of a complete model answer, checked (the abstain token left out)."""
-        return [
-            self.check_sentence(sentence, keyed)
-            for sentence in split_draft(draft)
-            if is_statement(sentence)
-        ]
+    def check_draft(self, draft: str, shown: Sequence[QuotedSentence]) -> list[Aligned]:
+        """Every sentence of a complete model answer, aligned and checked (abstain token out)."""
+        return [self.check_sentence(s, shown) for s in split_draft(draft) if is_statement(s)]
 
-    def check_sentence(self, sentence: str, keyed: KeyedEvidence) -> CheckedSentence:
-        """``check_draft_sentence`` (keys, numbers), then the named-term and claim-word checks."""
-        result = check_draft_sentence(" ".join(sentence.split()), keyed.keys)
-        if not result.supported:
-            return result
-        cited = [strip_citation_markers(q.sentence.text) for q in result.cited]
-        claim = FOREIGN_MARKER.sub("", KEY_MARKER.sub("", result.draft))
-        if self.term_check is not None and (missing := self.term_check.missing(claim, cited)):
-            reason = f"names what its cited evidence does not: {', '.join(missing)}"
-            return replace(result, supported=False, reason=reason)
-        if overclaims := self.claim_check.unsupported(claim, cited):
-            reason = f"claims what its cited evidence does not: {', '.join(overclaims)}"
-            return replace(result, supported=False, reason=reason)
-        return result
+    def check_sentence(self, sentence: str, shown: Sequence[QuotedSentence]) -> Aligned:
+        """One model sentence, markers it typed removed, aligned with ``shown`` and checked."""
+        claim = FOREIGN_MARKER.sub("", KEY_MARKER.sub("", sentence))
+        claim = re.sub(r"[ \t]+(?=[。，；！？.,;!?])", "", " ".join(claim.split()))
+        return self.checker.align(claim, shown)
+
+    def lost_quotes(
+        self, shown: Sequence[QuotedSentence], checked: Sequence[Aligned]
+    ) -> list[QuotedSentence]:
+        """The quoted sentences no kept sentence restates, in reading order: their facts would
+        be lost (the quotes answered the question; a shorter answer must not drop them)."""
+        restated = {q for c in checked if c.supported for q in c.cited}
+        return [quote for quote in shown if quote not in restated]
+
+    def _render(self, quote: QuotedSentence) -> str:
+        return render_quote(quote.sentence, self.references, rendering=quote.rendering)
 
     def _accept(
         self,
         sentence: str,
-        keyed: KeyedEvidence,
-        checked: list[CheckedSentence],
+        shown: Sequence[QuotedSentence],
+        checked: list[Aligned],
         language: str,
     ) -> Iterator[AnswerPiece]:
         if not is_statement(sentence):
             return
-        result = self.check_sentence(sentence, keyed)
+        result = self.check_sentence(sentence, shown)
         checked.append(result)
         if result.supported:
             first = sum(c.supported for c in checked) == 1
-            yield AnswerPiece(text=_spaced(result.text, first, language))
+            yield AnswerPiece(text=_spaced(cite(result.claim, result.cited), first, language))
 
     def finish(
         self,
         language: str,
-        evidence: Sequence[Evidence],
-        checked: Sequence[CheckedSentence],
+        quoted: Answer,
+        checked: Sequence[Aligned],
+        restored: Sequence[QuotedSentence],
         timings: dict[str, float],
         draft: str = "",
     ) -> Answer:
-        """The answer from checked sentences: kept ones cited, failed ones in ``unsupported``.
-
-        ``draft`` is the model's raw output, kept on the answer for inspection.
-        """
+        """The answer: kept sentences cited, then the restored quotes; failed ones (with why)
+        in ``unsupported``. ``draft`` is the model's raw output, kept for inspection."""
         kept = [c for c in checked if c.supported]
-        unsupported = tuple(c.draft for c in checked if not c.supported)
-        if not kept:
-            return abstention(
-                language, "llm", evidence, timings, unsupported=unsupported, draft=draft
-            )
-        segments = [_spaced(c.text, i == 0, language) for i, c in enumerate(kept)]
-        # The model writes in the answer's language; its citations show the evidence so too,
-        # each rendering with the sentence as printed beside it.
-        quoted = [q.shown_in(language) for q in dict.fromkeys(q for c in kept for q in c.cited)]
+        texts = [cite(c.claim, c.cited) for c in kept]
+        texts += [self._render(q) for q in restored]
+        unsupported = tuple(f"{c.claim} ({c.problem})" for c in checked if not c.supported)
+        if not texts:  # nothing shown to the model, nothing kept
+            return abstention(language, "llm", quoted.evidence, timings, unsupported=unsupported)
+        segments = [_spaced(t, i == 0, language) for i, t in enumerate(texts)]
+        cited = [*(q for c in kept for q in c.cited), *restored]
         citations, passages = collect_citations(
-            quoted, self.references, self.scorer.bank.entries_in(language)
+            list(dict.fromkeys(cited)), self.references, self.scorer.bank.entries_in(language)
         )
         return Answer(
             text="".join(segments),
@@ -420,10 +331,11 @@ class LLMAnswerer:
             segments=tuple(segments),
             citations=citations,
             passages=passages,
-            evidence=tuple(evidence),
+            evidence=quoted.evidence,
             unsupported=unsupported,
             timings_ms=timings,
             draft=draft,
+            quoted=quoted,
         )
 
 

@@ -6,15 +6,15 @@ server, loads the chat service over the configured index (``nenqa ingest`` first
 fixed subset of ``eval/qa.jsonl`` in the llm mode, streaming, in this process (the code path of
 ``/v1/chat/completions`` without HTTP). For each question it records:
 
-- the model's raw output (``Answer.draft``) and every sentence of it after the checks: kept, or
-  removed because it cites no key it was given, or because a number in it is not in the
-  evidence it cites (then: is the number anywhere in the evidence shown, i.e. mis-cited, or
-  nowhere, i.e. made up);
-- the eval metrics (``eval.report.score_item``, deterministic judge) of the raw output rendered with
-  the review's markers ("before the checks") and of the checked answer ("after"), and of the
-  extractive answer to the same question;
-- latency: first model token, first checked sentence (what a streaming client sees first) and
-  total, all from the moment the question arrives (retrieval included).
+- the model's raw output (``Answer.draft``) and every sentence of it after alignment and the
+  checks (``answer/claims.py``): kept, or removed because it restates no evidence sentence, or
+  for a number, name, claim word, endpoint/arm binding, direction, negation or placeholder; and
+  how many answers kept a quote the kept sentences did not restate;
+- the eval metrics (``eval.report.score_item``, deterministic judge) of the raw output cited by
+  alignment ("before the checks") and of the checked answer ("after"), and of the extractive
+  answer to the same question;
+- latency: first content (the quoted answer, sent before the model is asked), first model
+  token, first checked sentence and total, all from the moment the question arrives.
 
 The subset (``SUBSET_RULE``): per category and language, the first 3 answerable items (by id) of
 single_fact, comparison and multi_turn and the first 2 of list, no_marker and adversarial
@@ -42,18 +42,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from answer.citations import (  # noqa: E402
-    FOREIGN_MARKER,
-    KEY_MARKER,
-    CheckedSentence,
+from answer.citations import cite  # noqa: E402
+from answer.claims import Aligned  # noqa: E402
+from answer.llm import (  # noqa: E402
+    LLMAnswerer,
+    build_answer_prompt,
+    evidence_lines,
+    make_chat_model,
 )
-from answer.llm import LLMAnswerer, build_answer_prompt, make_chat_model  # noqa: E402
 from eval.client import ChatReply  # noqa: E402
 from eval.judges import DeterministicJudge  # noqa: E402
 from eval.qa_schema import QAItem, load_qa  # noqa: E402
 from eval.report import score_item, summarize  # noqa: E402
 from nenqa.settings import Settings, get_settings  # noqa: E402
-from nenqa.text import detect_language, numbers_in, strip_citation_markers  # noqa: E402
+from nenqa.text import detect_language, numbers_in  # noqa: E402
 from nenqa.types import Answer, Question, Turn  # noqa: E402
 from retriever.search import build_glossary  # noqa: E402
 
@@ -97,45 +99,44 @@ def reply_of(answer: Answer, text: str | None = None, ms: float = 0.0) -> ChatRe
     )
 
 
-def claim_numbers(draft_sentence: str) -> set:
-    """The quantities a model sentence states (its keys and typed markers left out)."""
-    return numbers_in(FOREIGN_MARKER.sub("", KEY_MARKER.sub("", draft_sentence)))
+# Why a sentence was removed, by the start of ``Aligned.problem`` (answer/claims.py).
+VERDICTS = {
+    "restates none": "unaligned",
+    "numbers not": "wrong_number",
+    "names what": "named_term",
+    "claims what": "claim_word",
+    "holds a placeholder": "placeholder",
+    "gives ": "misbound",
+    "says better": "direction",
+    "drops a negation": "negation",
+    "states a negation": "negation",
+}
 
 
-def sentence_record(checked: CheckedSentence, shown_numbers: set) -> dict:
-    """One draft sentence after the checks, with why it was removed."""
-    keys_written = [m.group(1) for m in KEY_MARKER.finditer(checked.draft)]
-    cited_numbers = set()
-    for quoted in checked.cited:
-        cited_numbers |= numbers_in(strip_citation_markers(quoted.sentence.text))
-    missing = claim_numbers(checked.draft) - cited_numbers if checked.cited else set()
-    if checked.supported:
-        verdict = "kept"
-    elif not checked.cited:
-        verdict = "unknown_key" if keys_written else "no_key"
-    elif missing:
-        verdict = "wrong_number"
-    elif checked.reason.startswith("claims what"):
-        verdict = "claim_word"
-    else:
-        verdict = "named_term"
+def sentence_record(checked: Aligned, shown_numbers: set) -> dict:
+    """One draft sentence after alignment and the checks, with why it was removed."""
+    missing = numbers_in(checked.claim) - shown_numbers
+    verdict = "kept" if checked.supported else "other"
+    for start, name in VERDICTS.items():
+        if not checked.supported and checked.problem.startswith(start):
+            verdict = name
     return {
-        "draft": checked.draft,
-        "rendered": checked.text,
+        "draft": checked.claim,
+        "rendered": cite(checked.claim, checked.cited) if checked.cited else checked.claim,
         "verdict": verdict,
-        "reason": checked.reason,
-        "keys_written": keys_written,
-        "missing_numbers": sorted(format(n, "f") for n in missing),
-        "made_up_numbers": sorted(format(n, "f") for n in missing - shown_numbers),
+        "reason": checked.problem,
+        "made_up_numbers": sorted(format(n, "f") for n in missing),
     }
 
 
 def ask(llm: LLMAnswerer, item: QAItem) -> tuple[Answer, dict[str, float]]:
     """The answer, streamed as a client would receive it, and its latencies in ms."""
     started = time.perf_counter()
-    first_sentence = None
+    first_sentence = first_content = None
     answer = None
     for piece in llm.stream(question_of(item)):
+        if (piece.text or piece.quoted) and first_content is None:
+            first_content = (time.perf_counter() - started) * 1000
         if piece.text and first_sentence is None:
             first_sentence = (time.perf_counter() - started) * 1000
         if piece.answer is not None:
@@ -143,6 +144,7 @@ def ask(llm: LLMAnswerer, item: QAItem) -> tuple[Answer, dict[str, float]]:
     total = (time.perf_counter() - started) * 1000
     assert answer is not None
     latency = {
+        "first_content_ms": round(first_content, 1) if first_content is not None else None,
         "first_token_ms": answer.timings_ms.get("first_token"),
         "first_sentence_ms": round(first_sentence, 1) if first_sentence is not None else None,
         "total_ms": round(total, 1),
@@ -154,20 +156,20 @@ def analyse(llm: LLMAnswerer, item: QAItem, answer: Answer, judges: dict) -> dic
     """The checker's decisions on the raw draft, and the metrics before and after them."""
     question = question_of(item)
     retrieval = replace(llm.searcher.prepare(question), evidence=answer.evidence)
-    keyed = llm.keyed_evidence(answer.evidence, llm.scorer.relevance(retrieval))
-    shown = set()
-    for quoted in keyed.keys.values():
-        shown |= numbers_in(strip_citation_markers(quoted.sentence.text))
-    checked = llm.check_draft(answer.draft, keyed) if answer.draft else []
+    relevance = llm.scorer.relevance(retrieval)
+    shown = [q.shown_in(answer.language) for q in llm.extractive.select(relevance)]
+    shown_numbers = set().union(*(numbers_in(evidence_lines([q])) for q in shown))
+    checked = llm.check_draft(answer.draft, shown) if answer.draft else []
     joiner = "" if answer.language == "zh" else " "
-    before_text = joiner.join(c.text for c in checked)
+    before_text = joiner.join(cite(c.claim, c.cited) if c.cited else c.claim for c in checked)
     before = score_item(item, reply_of(answer, before_text), judges)
     return {
         "reached_model": bool(answer.draft),
         "model_abstained": bool(answer.draft) and not checked,
-        "evidence_sentences": len(keyed.keys),
-        "evidence_chars": len(keyed.text),
-        "sentences": [sentence_record(c, shown) for c in checked],
+        "evidence_sentences": len(shown),
+        "evidence_chars": len(evidence_lines(shown)),
+        "sentences": [sentence_record(c, shown_numbers) for c in checked],
+        "restored_quotes": len(llm.lost_quotes(shown, checked)) if answer.draft else 0,
         "before": before,
     }
 
@@ -185,33 +187,20 @@ def checker_summary(records: Sequence[dict]) -> dict:
     drafted = [r for r in records if r["analysis"]["reached_model"]]
     verdicts = {
         v: sum(s["verdict"] == v for s in sentences)
-        for v in ("kept", "no_key", "unknown_key", "wrong_number", "named_term", "claim_word")
+        for v in ("kept", *dict.fromkeys(VERDICTS.values()), "other")
     }
-    removed = len(sentences) - verdicts["kept"]
-    with_wrong = [
-        r
-        for r in drafted
-        if any(s["verdict"] == "wrong_number" for s in r["analysis"]["sentences"])
-    ]
     return {
         "questions_reaching_model": len(drafted),
         "model_wrote_abstain_token": sum(r["analysis"]["model_abstained"] for r in records),
         "draft_sentences": len(sentences),
         "kept_sentences": verdicts["kept"],
-        "removed_sentences": removed,
-        "removed_no_key": verdicts["no_key"],
-        "removed_unknown_key": verdicts["unknown_key"],
-        "removed_wrong_number": verdicts["wrong_number"],
+        "removed_sentences": len(sentences) - verdicts["kept"],
+        **{f"removed_{v}": n for v, n in verdicts.items() if v != "kept"},
         "wrong_numbers_made_up": sum(len(s["made_up_numbers"]) for s in sentences),
-        "wrong_numbers_mis_cited": sum(
-            len(s["missing_numbers"]) - len(s["made_up_numbers"]) for s in sentences
-        ),
         "answers_with_a_removed_sentence": sum(
             any(s["verdict"] != "kept" for s in r["analysis"]["sentences"]) for r in drafted
         ),
-        "answers_with_a_wrong_number": len(with_wrong),
-        "removed_named_term": verdicts["named_term"],
-        "removed_claim_word": verdicts["claim_word"],
+        "answers_with_restored_quotes": sum(r["analysis"]["restored_quotes"] > 0 for r in drafted),
         "answers_in_the_question_language": sum(
             not r["abstained"] and detect_language(r["answer"]) == r["lang"] for r in drafted
         ),
@@ -219,6 +208,7 @@ def checker_summary(records: Sequence[dict]) -> dict:
         "answers_emptied_by_the_checks": sum(
             bool(r["analysis"]["sentences"]) and r["abstained"] for r in drafted
         ),
+        "evidence_chars_p50": percentile([r["analysis"]["evidence_chars"] for r in drafted], 50),
         "unsupported_sentences_before": _judge_count(records, "before"),
         "unsupported_sentences_after": _judge_count(records, "after"),
         "sentences_with_missing_numbers_before": _missing_numbers(records, "before"),
@@ -243,7 +233,7 @@ def latency_summary(records: Sequence[dict]) -> dict:
     drafted = [r["latency"] for r in records if r["analysis"]["reached_model"]]
     gated = [r["latency"]["total_ms"] for r in records if not r["analysis"]["reached_model"]]
     summary: dict[str, Any] = {"questions": len(drafted)}
-    for key in ("first_token_ms", "first_sentence_ms", "total_ms"):
+    for key in ("first_content_ms", "first_token_ms", "first_sentence_ms", "total_ms"):
         values = [v[key] for v in drafted if v[key] is not None]
         summary[key] = {
             "p50": percentile(values, 50),
@@ -306,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 make_chat_model(local),
                 top_k=local.answer_top_k,
                 prompt=build_answer_prompt(args.prompts),
+                records=service.trials,
             )
         warm_started = time.perf_counter()
         llm.answer(Question(WARM_UP))  # loads the weights and the system prompt's tokens
@@ -374,7 +365,7 @@ def print_report(report: dict) -> None:
         print(f"  {key:<40}{value:>6}")
     latency = report["latency"]
     print(f"\nlatency over {latency['questions']} questions that reached the model (ms)")
-    for key in ("first_token_ms", "first_sentence_ms", "total_ms"):
+    for key in ("first_content_ms", "first_token_ms", "first_sentence_ms", "total_ms"):
         values = latency[key]
         print(f"  {key:<20} p50 {_cell(values['p50'])}  p95 {_cell(values['p95'])}")
     print(f"  abstained before the model: p50 {latency['abstained_before_the_model_total_ms_p50']}")

@@ -361,13 +361,17 @@ class Answer:
     untranslated: int = 0
     # Set when the llm mode was asked for, the endpoint failed and the extractive mode answered.
     fallback: str | None = None
+    # The llm mode's verified extractive answer, sent before the model writes (evidence first).
+    quoted: Answer | None = None
     # The evidence table of a question about a set of trials (also in ``text`` as Markdown).
     table: EvidenceTable | None = None
 
 
 @dataclass(frozen=True)
 class AnswerPiece:
-    """A streamed piece: a text segment, or (last) the complete ``Answer``."""
+    """A streamed piece: a text segment, the llm mode's quoted answer sent first (``quoted``),
+    or (last) the complete ``Answer``."""
 
     text: str = ""
     answer: Answer | None = None
+    quoted: Answer | None = None

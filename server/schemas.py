@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from answer.llm import with_quotes
 from nenqa.types import TrialRecord
 
 MAX_QUESTION_CHARS = 2000
@@ -123,6 +124,11 @@ class ChatRequest(BaseModel):
         default=None, description="'extractive' (quotes, offline) or 'llm'; default: server's"
     )
     lang: AnswerLanguage | None = Field(default=None, description=LANG_DESCRIPTION)
+    stream: bool = Field(
+        default=False,
+        description="server-sent events: `quoted` (llm mode: the extractive answer, at once), "
+        "`delta` (each checked sentence), `answer` (the complete response), or `error`",
+    )
 
 
 class QuoteOut(BaseModel):
@@ -223,6 +229,11 @@ class ChatResponse(BaseModel):
         default=None,
         description="set when the llm mode was asked for, its endpoint failed and the server "
         "(NENQA_LLM_FALLBACK_EXTRACTIVE) answered in the extractive mode instead: says why",
+    )
+    quoted_answer: str | None = Field(
+        default=None,
+        description="llm mode: the verified extractive answer (quotes from the review) shown "
+        "before the synthesized `answer`; `citations` cover both",
     )
     table: TableOut | None = Field(
         default=None,
@@ -588,7 +599,8 @@ def chat_response(
 ) -> ChatResponse:
     """The ``/v1/chat`` response for an ``Answer``; ``rendering(chunk_id, language)`` gives the
     twin an answer in another language shows its evidence in (``HybridSearcher.rendering``)."""
-    citations, passages = citations_out(answer)
+    # The llm mode's citations cover the quoted answer shown before it, too.
+    citations, passages = citations_out(with_quotes(answer))
     return ChatResponse(
         answer=answer.text,
         abstained=answer.abstained,
@@ -600,5 +612,6 @@ def chat_response(
         unsupported=list(answer.unsupported),
         timings_ms=answer.timings_ms,
         fallback=answer.fallback,
+        quoted_answer=answer.quoted.text if answer.quoted is not None else None,
         table=TableOut.of(answer.table) if getattr(answer, "table", None) else None,
     )

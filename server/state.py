@@ -23,8 +23,8 @@ from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
 from answer.relevance import ScoringConfig, SentenceScorer
 from answer.scope import ScopeCheck
-from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
 from answer.sentences import SentenceBank
+from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
 from ingest.pipeline import DEFAULT_SOURCES
 from ingest.review import parse_review
 from ingest.trials import load_trials
@@ -152,7 +152,9 @@ def load_service(
     llm_problem = None
     try:
         model = chat_model or make_chat_model(settings)
-        answerers["llm"] = LLMAnswerer(scorer, references, model, top_k=settings.answer_top_k)
+        answerers["llm"] = LLMAnswerer(
+            scorer, references, model, top_k=settings.answer_top_k, records=trials
+        )
     except AnswerError as error:
         llm_problem = str(error)
     state = ServiceState(
@@ -174,7 +176,11 @@ def load_service(
 def with_llm(state: ServiceState, chat_model: BaseChatModel) -> ServiceState:
     """A copy of ``state`` whose llm mode uses ``chat_model`` (nothing is loaded again)."""
     answerer = LLMAnswerer(
-        state.scorer, state.references, chat_model, top_k=state.settings.answer_top_k
+        state.scorer,
+        state.references,
+        chat_model,
+        top_k=state.settings.answer_top_k,
+        records=state.trials,
     )
     return with_extractive_fallback(
         replace(state, answerers={**state.answerers, "llm": answerer}, llm_problem=None)

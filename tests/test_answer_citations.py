@@ -1,15 +1,16 @@
-"""Citation rules: review markers kept in place, model keys mapped back, numbers checked."""
+"""Citation rules: review markers kept in place, a model's sentence cited with what it restates."""
 
 from __future__ import annotations
 
 from answer.citations import (
     DraftSentenceSplitter,
     QuotedSentence,
-    check_draft_sentence,
+    cite,
     collect_citations,
     render_quote,
     split_draft,
 )
+from answer.claims import ClaimChecker
 from answer.sentences import EvidenceSentence
 from nenqa.types import Reference, Span
 
@@ -76,42 +77,31 @@ def test_citations_list_refs_in_order_and_passages_separately():
     assert passages[0].quotes[0].chunk_id == "p-luna"
 
 
-def test_keys_become_the_review_numbers_of_the_cited_sentence():
-    result = check_draft_sentence("Lanreotide gave a TTF of 13.3 months vs 9.8 [S1].", KEYS)
-    assert result.supported
-    assert result.text == "Lanreotide gave a TTF of 13.3 months vs 9.8 [7]."
+def test_a_plain_sentence_is_cited_with_the_review_numbers_of_what_it_restates():
+    result = ClaimChecker(None).align(
+        "Lanreotide gave a TTF of 13.3 months vs 9.8.", list(KEYS.values())
+    )
+    assert result.supported and result.cited == (KEYS["S1"],)
+    assert cite(result.claim, result.cited) == "Lanreotide gave a TTF of 13.3 months vs 9.8 [7]."
 
 
-def test_a_number_missing_from_the_cited_evidence_rejects_the_sentence():
-    result = check_draft_sentence("Lanreotide doubled overall survival to 26.6 months [S1].", KEYS)
+def test_a_number_missing_from_the_evidence_rejects_the_sentence():
+    result = ClaimChecker(None).align("兰瑞肽组的TTF为26.6个月。", [KEYS["S1"]])
     assert not result.supported
-    assert "26.6" in result.reason
+    assert "26.6" in result.problem
 
 
-def test_a_number_from_other_evidence_does_not_count():
-    # 8.51 is in S2, but the sentence cites only S1.
-    assert not check_draft_sentence("Pasireotide alone gave 8.51 months [S1].", KEYS).supported
-    assert check_draft_sentence("Pasireotide alone gave 8.51 months [S2].", KEYS).supported
+def test_a_sentence_is_aligned_with_the_evidence_holding_its_numbers():
+    # 8.51 is in the LUNA sentence only: that is the one cited, with its passage marker.
+    result = ClaimChecker(None).align("帕瑞肽单药组的mPFS为8.51个月。", list(KEYS.values()))
+    assert result.supported and result.cited == (KEYS["S2"],)
+    assert cite(result.claim, result.cited) == "帕瑞肽单药组的mPFS为8.51个月[§1 生物治疗]。"
 
 
-def test_keys_never_given_and_numbers_typed_by_the_model_are_dropped():
-    result = check_draft_sentence("TTF was 13.3 months [S1][S42][7] ^[12].", KEYS)
-    assert result.supported
-    assert result.text == "TTF was 13.3 months [7]."
-    unknown_only = check_draft_sentence("Lanreotide cures NEC [S42][12].", KEYS)
-    assert not unknown_only.supported
-    assert unknown_only.reason == "cites no evidence it was given"
-
-
-def test_sentence_citing_unmarked_evidence_gets_its_passage_marker():
-    result = check_draft_sentence("帕瑞肽联合依维莫司组的mPFS为16.53个月[S2]。", KEYS)
-    assert result.supported
-    assert result.text == "帕瑞肽联合依维莫司组的mPFS为16.53个月[§1 生物治疗]。"
-
-
-def test_several_keys_in_one_bracket_are_all_mapped():
-    result = check_draft_sentence("Both trials [S1, S3] were positive.", KEYS)
-    assert result.text == "Both trials [4][5][7] were positive."
+def test_a_sentence_restating_no_evidence_is_rejected():
+    result = ClaimChecker(None).align("Lanreotide cures NEC.", list(KEYS.values()))
+    assert not result.supported
+    assert result.problem == "restates none of the evidence it was given"
 
 
 def test_streamed_text_is_cut_into_whole_sentences_with_their_keys():

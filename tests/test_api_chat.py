@@ -157,17 +157,17 @@ def completion(
 def test_streamed_and_plain_completions_and_chat_give_the_same_answer(
     client, llm_client, scripted_llm, question, llm_answer
 ):
-    scripted_llm.set_rules(
-        [{"when": "SPINET", "reply": "兰瑞肽组TTF为13.3个月{key:13.3个月}。它能治愈NEC[S50]。"}]
-    )
+    scripted_llm.set_rules([{"when": "SPINET", "reply": "兰瑞肽组TTF为13.3个月。它能治愈NEC。"}])
     answers = {}
     for test_client, mode in [(client, "extractive"), (llm_client, "llm")]:
         plain = completion(test_client, question, f"nenqa-{mode}", stream=False)
         streamed = completion(test_client, question, f"nenqa-{mode}", stream=True)
         assert streamed == plain, mode
         chat = test_client.post("/v1/chat", json={"question": question, "mode": mode}).json()
-        assert (chat["answer"], chat["citations"], chat["abstained"]) == plain, mode
-        answers[mode] = plain[0]
+        # The llm mode's completion shows the quoted answer first, /v1/chat in its own field.
+        shown = "\n\n".join(filter(None, [chat.get("quoted_answer"), chat["answer"]]))
+        assert (shown, chat["citations"], chat["abstained"]) == plain, mode
+        answers[mode] = chat["answer"]
     assert answers["llm"] == llm_answer
 
 

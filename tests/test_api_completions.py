@@ -6,6 +6,7 @@ over the session's index, with its llm mode pointed at the scripted LLM process.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -112,14 +113,13 @@ def test_a_stream_sends_whole_markers_and_citations_last(client):
     assert text == plain.choices[0].message.content
 
 
-def test_llm_mode_streams_checked_sentences_even_when_keys_arrive_split(client, scripted_llm):
-    # The scripted model streams 3 characters at a time, so "[S1]" arrives in pieces.
+def test_llm_mode_streams_the_quotes_first_then_the_checked_sentences(client, scripted_llm):
+    # The scripted model streams 3 characters at a time; sentences still arrive whole.
     scripted_llm.set_rules(
         [
             {
                 "when": "SPINET",
-                "reply": "兰瑞肽组的TTF为13.3个月{key:13.3个月}。安慰剂组为9.8个月{key:9.8个月}。"
-                "它将总生存期提高了一倍[7]。",
+                "reply": "兰瑞肽组的TTF为13.3个月。安慰剂组为9.8个月。它将总生存期提高了一倍。",
             }
         ]
     )
@@ -127,13 +127,45 @@ def test_llm_mode_streams_checked_sentences_even_when_keys_arrive_split(client, 
         model="nenqa-llm", messages=[{"role": "user", "content": SPINET}], stream=True
     )
     chunks = list(stream)
-    deltas = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
-    assert deltas == ["兰瑞肽组的TTF为13.3个月[7]。", "安慰剂组为9.8个月[7]。"]
-    for delta in deltas:
-        assert MARKER.sub("", delta).count("[") == 0
+    parts = [
+        (c.model_extra.get("part"), c.choices[0].delta.content)
+        for c in chunks
+        if c.choices[0].delta.content
+    ]
+    quoted = "".join(text for part, text in parts if part == "quoted")
+    assert quoted.startswith("以下为综述原文摘录：") and "13.3个月" in quoted and "[7]" in quoted
+    assert [text for part, text in parts if part == "answer"] == [
+        "\n\n兰瑞肽组的TTF为13.3个月[7]。",
+        "安慰剂组为9.8个月[7]。",
+    ]
+    assert parts.index(("answer", "\n\n兰瑞肽组的TTF为13.3个月[7]。")) > 0  # quotes first
     last = chunks[-1].model_extra
     assert [c["ref"] for c in last["citations"]] == [7]
-    assert last["unsupported"] == ["它将总生存期提高了一倍[7]。"]
+    assert len(last["unsupported"]) == 1 and "提高了一倍" in last["unsupported"][0]
+    plain = client.chat.completions.create(
+        model="nenqa-llm", messages=[{"role": "user", "content": SPINET}]
+    )
+    assert plain.choices[0].message.content == "".join(text for _, text in parts)
+
+
+def test_chat_streams_the_quoted_answer_then_deltas_then_the_answer(server_url, scripted_llm):
+    scripted_llm.set_rules([{"when": "SPINET", "reply": "兰瑞肽组的TTF为13.3个月。"}])
+    body = {"question": SPINET, "mode": "llm", "stream": True}
+    with httpx.stream("POST", f"{server_url}/v1/chat", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = []
+        for block in response.read().decode("utf-8").split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            if lines:
+                events.append((lines["event"], json.loads(lines["data"])))
+    names = [name for name, _ in events]
+    assert names == ["quoted", "delta", "answer"]
+    quoted, delta, answer = (data for _, data in events)
+    assert "13.3个月" in quoted["answer"] and quoted["mode"] == "extractive"
+    assert delta == {"text": "兰瑞肽组的TTF为13.3个月[7]。"}
+    assert answer["answer"] == delta["text"] and answer["quoted_answer"] == quoted["answer"]
+    assert 7 in [c["ref"] for c in answer["citations"]]
 
 
 def test_conversation_history_is_used(client):

@@ -195,10 +195,18 @@ def test_a_failing_llm_endpoint_is_a_clear_gateway_error(request, service, endpo
             "/v1/chat/completions", json=completion_body(SPINET, model="nenqa-llm", stream=True)
         )
         elapsed = time.monotonic() - started
-    for response in (chat, stream):
-        assert response.status_code == status, response.text
-        assert words in response.json()["detail"]
-        assert response.json()["error"]["code"] == status
+    assert chat.status_code == status, chat.text
+    assert words in chat.json()["detail"]
+    assert chat.json()["error"]["code"] == status
+    # Evidence first: the quotes went out before the model was asked; its failure follows.
+    assert stream.status_code == 200
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in stream.text.splitlines()
+        if line.startswith("data: {")
+    ]
+    assert any(e.get("part") == "quoted" for e in events)
+    assert words in events[-1]["error"]["message"]
     if status == 504:
         assert "NENQA_LLM_TIMEOUT_S" in chat.json()["detail"]
     # 1 s timeout, one retry, for two requests: bounded, not hung

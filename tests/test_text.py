@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from answer.citations import QuotedSentence, check_draft_sentence
+from answer.citations import QuotedSentence, cite
+from answer.claims import ClaimChecker
 from answer.sentences import EvidenceSentence
 from eval.judges import DeterministicJudge
 from eval.metrics import score_answer
@@ -75,16 +76,17 @@ def test_answer_check_and_eval_agree_on_names_with_digits():
         position=0.0,
         chunk_ids=("p-1",),
     )
-    keyed = {"S1": QuotedSentence(evidence, "p-1")}
+    shown_to_model = [QuotedSentence(evidence, "p-1")]
     # "PD-1" is a drug class, not a claimed "1": the sentence is supported in both readings.
-    checked = check_draft_sentence("PD-1抑制剂单药的ORR为3.7% [S1]。", keyed)
+    checked = ClaimChecker(None).align("PD-1抑制剂单药的ORR为3.7%。", shown_to_model)
 
     assert checked.supported
     judge = DeterministicJudge(Glossary(load_glossary_table(PROJECT_ROOT / "data/glossary.tsv")))
     shown = {"text": evidence.text, "refs": [30], "kind": "passage", "section": "2 免疫治疗"}
-    assert score_answer(checked.text, [shown], judge).numeric_fidelity == 1.0
-    wrong = check_draft_sentence("PD-1抑制剂单药的ORR为13.7% [S1]。", keyed)
-    assert not wrong.supported and "13.7" in wrong.reason
+    text = cite(checked.claim, checked.cited)
+    assert score_answer(text, [shown], judge).numeric_fidelity == 1.0
+    wrong = ClaimChecker(None).align("PD-1抑制剂单药的ORR为13.7%。", shown_to_model)
+    assert not wrong.supported and "13.7" in wrong.problem
 
 
 # --- abbreviations and sentences ---------------------------------------------------------------

@@ -29,6 +29,7 @@
       bot: "Assistant:",
       log: "Conversation",
       pending: "Searching the review…",
+      synthesized: "Summary (checked against the quotes above):",
       abstained: "No answer in the review",
       partial: "Incomplete answer",
       cancelled: "Request cancelled.",
@@ -65,6 +66,7 @@
       bot: "助手：",
       log: "对话",
       pending: "正在检索综述……",
+      synthesized: "概括（已与上方引文核对）：",
       abstained: "综述中没有答案",
       partial: "回答不完整",
       cancelled: "已取消请求。",
@@ -462,6 +464,7 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
     if (hadFocus) cancelButton.focus();
     let pending = "";
     let started = false;
+    let part = null;
     try {
       const res = await fetch(api + "/v1/chat/completions", {
         method: "POST",
@@ -490,8 +493,12 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
         if (!started) bubble.body.textContent = "";
         started = true;
         message.content += piece;
+        // llm mode: the quotes arrive first (part "quoted"), the model's summary under a label.
+        const summary = chunk.part === "answer" && part === "quoted";
+        if (summary) bubble.body.append(el("div", { class: "synth", text: T.synthesized }));
+        part = chunk.part || part;
         // Holds back an unterminated "[..." so a marker is never rendered half as text.
-        pending += piece;
+        pending += summary ? piece.replace(/^\n+/, "") : piece;
         const open = pending.lastIndexOf("[");
         const hold = open >= 0 && pending.indexOf("]", open) < 0 && pending.length - open < 170;
         appendRich(bubble.body, hold ? pending.slice(0, open) : pending, message);

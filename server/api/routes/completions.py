@@ -4,7 +4,9 @@ The last user message is the question; earlier user and assistant messages are t
 system messages are ignored (they cannot change the citation rules). With ``stream: true`` the
 answer arrives as server-sent events, each content delta whole sentences with their citation
 markers, the last chunk carrying ``citations``, ``passages`` and ``abstained``, then
-``data: [DONE]``.
+``data: [DONE]``. In the llm mode the content is the quoted (extractive) answer, sent at once,
+a blank line, then the model's checked sentences as they are written; each content chunk says
+which with the extra field ``part`` (``quoted`` or ``answer``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from answer.base import AnswerError
+from answer.llm import QUOTED_SEPARATOR, with_quotes
 from nenqa.types import Answer, AnswerPiece
 from server.api.deps import ServiceDep, SettingsDep
 from server.api.docs import COMMON, POST_BODY, error_responses
@@ -42,8 +45,10 @@ _STARTED = int(time.time())
 
 _STREAM_DOC = {
     "description": "With `stream: true`: server-sent events, `data: <chat.completion.chunk>` "
-    "lines and a final `data: [DONE]`. The last chunk has `finish_reason: stop` and the extra "
-    "fields `citations`, `passages`, `abstained`, `unsupported`, `fallback`.",
+    "lines and a final `data: [DONE]`. Each content chunk has the extra field `part`: `quoted` "
+    "(llm mode: the extractive answer, sent first) or `answer`. The last chunk has "
+    "`finish_reason: stop` and the extra fields `citations`, `passages`, `abstained`, "
+    "`unsupported`, `fallback`.",
     "content": {
         "text/event-stream": {
             # One server-sent event (OpenAPI 3.1: the schema of a stream describes each event).
@@ -97,7 +102,7 @@ def chat_completions(
     created = int(time.time())
     model = f"nenqa-{mode}"
     if not body.stream:
-        answer = answerer.answer(question)
+        answer = with_quotes(answerer.answer(question))
         citations, passages = citations_out(answer)
         return CompletionResponse(
             id=completion_id,
@@ -138,17 +143,23 @@ def sse_events(
 
     yield chunk({"role": "assistant", "content": ""})
     final: Answer | None = None
+    separator = ""
     try:
         for piece in pieces:
             if piece.answer is not None:
                 final = piece.answer
+            elif piece.quoted is not None:
+                for segment in piece.quoted.segments:
+                    yield chunk({"content": segment}, part="quoted")
+                separator = QUOTED_SEPARATOR
             elif piece.text:
-                yield chunk({"content": piece.text})
+                yield chunk({"content": separator + piece.text}, part="answer")
+                separator = ""
     except AnswerError as error:
         body = {"error": {"message": str(error), "type": type(error).__name__}}
         yield f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
     if final is not None:
-        citations, passages = citations_out(final)
+        citations, passages = citations_out(with_quotes(final))
         yield chunk(
             {},
             "stop",

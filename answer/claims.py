@@ -1,0 +1,403 @@
+"""What a model's sentence may say, given the evidence sentences it restates.
+
+The llm mode's model writes plain sentences; ``ClaimChecker.align`` finds the evidence
+sentence(s) each one restates (shared numbers, shared named terms, shared words) and the code
+cites them; a sentence restating nothing is removed. Then the checks a clinician would trip on,
+each against the aligned evidence only (its text in the answer's language and as printed, plus
+the trial records that print it):
+
+- every number occurs in the evidence (``nenqa.text.numbers_in``);
+- every drug, regimen, trial and endpoint it names is named there (``NamedTermCheck``);
+- no claim word the evidence does not make: cures, doubles, all patients (``ClaimWordCheck``);
+- each number keeps its endpoint and its arm: "ORR 82.1%" where the evidence gives DCR 82.1%,
+  or placebo's 9.8 months given to lanreotide, is removed (``number_bindings``);
+- no "better" where the evidence says worse, and the reverse (``DIRECTION``);
+- no dropped or added negation ("did not improve" restated as "improved");
+- no placeholder of a prompt's example ("study X", "drug A", "药物B") the evidence lacks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from answer.citations import QuotedSentence
+from nenqa.glossary import Glossary, Term, normalize_text
+from nenqa.text import NUMBER, numbers_in, strip_markers
+from nenqa.types import TrialRecord
+from retriever.lexical import tokenize
+
+# A sentence cites at most this many evidence sentences (its best match, then what its
+# numbers and names need).
+MAX_ALIGNED = 3
+# Share of a sentence's words an evidence sentence must hold to align without a shared number
+# or name, and with one.
+MIN_WORD_SHARE = 0.5
+MIN_WORD_SHARE_WITH_ANCHOR = 0.2
+
+_ENDPOINT_TYPES = frozenset({"endpoint"})
+_ARM_TYPES = frozenset({"drug", "regimen"})
+_PARENTHESIS = re.compile(r"[(（][^()（）]*[)）]")
+# Where one statement about a number ends and the next begins.
+_CLAUSE_END = re.compile(
+    r"[,，;；:：。!?！？]|\s(?:versus|vs\.?|whereas|while|compared with)\s|而|相比之下", re.I
+)
+_RESPECTIVELY = re.compile(r"分别|respectively", re.I)
+
+# Direction words (each family: Chinese, English). "Better" where the evidence says worse is
+# a claim the number check cannot see.
+_BETTER = (
+    ("优于", "改善", "延长", "提高", "更好", "更长", "更高", "获益"),
+    (
+        "better", "superior", "improved", "improves", "improve", "prolonged", "prolongs",
+        "longer", "higher", "increased", "benefit", "benefited",
+    ),
+)  # fmt: skip
+_WORSE = (
+    ("劣于", "差于", "缩短", "更差", "更短", "更低", "不如", "恶化"),
+    ("worse", "inferior", "shorter", "poorer", "lower", "decreased", "worsened"),
+)
+DIRECTION = (_BETTER, _WORSE)
+
+# Negation cues; "无进展生存期" (progression-free), "不良反应" (adverse events) and "未经治疗"
+# (untreated) are names, not negations.
+_NEGATION = re.compile(
+    r"未(?!经)|没有|并非|无(?:显著|统计学|明显|差异|获益|改善|效)|差异无|不(?:能|显著|明显|优于|足|佳)"
+    r"|\b(?:not|no|never|neither|nor|without|failed to|did not|does not|cannot)\b|n't",
+    re.I,
+)
+# A placeholder of a worked example: "study X", "drug A", "研究X", "药物B", "{question}".
+_PLACEHOLDER = re.compile(
+    r"\b(?:study|trial|drug|arm|group|regimen|treatment|patient)\s+[A-Z]\b(?![-.]\w)"
+    r"|(?:研究|药物|试验|方案|治疗)[A-ZＡ-Ｚ](?![A-Za-z\d])|\{[a-z_]+\}|\bX{2,}\b",
+)
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """A model sentence and the evidence it restates (empty when it restates none)."""
+
+    claim: str
+    cited: tuple[QuotedSentence, ...]
+    problem: str = ""
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.cited) and not self.problem
+
+
+def evidence_texts(quoted: QuotedSentence) -> list[str]:
+    """The texts a claim is checked against: the rendering shown (if any) and the printed one."""
+    texts = [quoted.rendering] if quoted.rendering else []
+    return [strip_markers(t) for t in [*texts, quoted.sentence.text]]
+
+
+class NamedTermCheck:
+    """A sentence may name a drug, regimen, trial or endpoint only if its evidence does.
+
+    Terms are the glossary's (``data/glossary.tsv``: Chinese, English and abbreviated forms of
+    one concept), so an English sentence is checked against Chinese evidence. Two terms count as
+    the same when a form of one contains a form of the other (``PFS`` in ``mPFS``, ``兰瑞肽`` in
+    ``长效兰瑞肽``).
+    """
+
+    types = frozenset({"drug", "regimen", "trial", "endpoint"})
+
+    def __init__(self, glossary: Glossary) -> None:
+        self.glossary = glossary
+
+    def named(self, text: str) -> list[Term]:
+        return [t for t in self.glossary.matches(text) if t.type in self.types]
+
+    def missing(self, claim: str, cited_texts: Sequence[str]) -> list[str]:
+        """The checked terms ``claim`` names that no cited text names, as the claim writes them."""
+        named = self.named(claim)
+        if not named:
+            return []
+        present = self.glossary.matches(" ".join(cited_texts))
+        return [
+            shown_form(term, claim)
+            for term in named
+            if not any(same_concept(term, other) for other in present)
+        ]
+
+
+# Claims stronger than trial results usually are, in both languages (each tuple one concept:
+# Chinese forms, English forms). A sentence may make one only if its evidence does.
+_CLAIM_CONCEPTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("治愈", "根治", "痊愈"), ("cure", "cures", "cured", "curing", "curative")),
+    (("翻倍", "一倍", "两倍"), ("double", "doubles", "doubled", "doubling", "twofold", "two-fold")),
+    (("消除", "根除"), ("eradicate", "eradicates", "eradicated", "eliminates", "eliminated")),
+    (("保证", "确保"), ("guarantee", "guarantees", "guaranteed")),
+    (("所有患者", "全部患者", "每位患者"), ("all patients", "every patient")),
+    (("最有效", "最佳疗效"), ("most effective", "best treatment")),
+)
+
+
+class ClaimWordCheck:
+    """A sentence may say a drug cures, doubles, eradicates ... only if its evidence does.
+
+    The named-term and number checks pass "舒尼替尼可以治愈NEC。" when the evidence names sunitinib
+    and the sentence has no number; the 1.5B model wrote exactly that when a question told it
+    to (docs/benchmarks.md, "Prompt tuning"). The concepts are few and bilingual.
+    """
+
+    def __init__(self) -> None:
+        self.concepts = Glossary(Term(zh, en, (), "claim") for zh, en in _CLAIM_CONCEPTS)
+
+    def unsupported(self, claim: str, cited_texts: Sequence[str]) -> list[str]:
+        """The claim words of ``claim`` that no cited text makes, as the claim writes them."""
+        made = self.concepts.matches(claim)
+        if not made:
+            return []
+        present = self.concepts.matches(" ".join(cited_texts))
+        return [shown_form(term, claim) for term in made if term not in present]
+
+
+def same_concept(term: Term, other: Term) -> bool:
+    if term == other:
+        return True
+    return any(_contains(a, b) or _contains(b, a) for a in term.forms for b in other.forms)
+
+
+def _contains(outer: str, inner: str) -> bool:
+    # Short forms are abbreviations: case matters ("OS" is in "mOS", not in "etoposide").
+    if len(inner) <= 4:
+        return inner in outer
+    return inner.casefold() in outer.casefold()
+
+
+def shown_form(term: Term, claim: str) -> str:
+    """The longest form of ``term`` the claim contains ("cures", not "cure")."""
+    folded = claim.casefold()
+    return max((f for f in term.forms if f.casefold() in folded), key=len, default=term.forms[0])
+
+
+def number_bindings(
+    text: str, terms: Sequence[Term], *, nearest: bool
+) -> dict[Decimal, list[Term]]:
+    """Which of ``terms`` (endpoints, or arms) each number of ``text`` is stated for.
+
+    Per clause: one term there binds every number of the clause; with "分别"/"respectively"
+    and as many terms as numbers, they pair in order; with several terms and ``nearest`` (for
+    endpoints, written before their value in both languages) a number takes the last term
+    before it; otherwise the number is unbound and not checked.
+    """
+    folded = normalize_text(_PARENTHESIS.sub(lambda m: re.sub(r"[,，]", " ", m.group()), text))
+    respectively = bool(_RESPECTIVELY.search(folded))
+    bindings: dict[Decimal, list[Term]] = {}
+    start = 0
+    for end in [*(m.start() for m in _CLAUSE_END.finditer(folded)), len(folded)]:
+        clause, start = folded[start:end], end + 1
+        numbers = [(m.start(), _decimal(m.group())) for m in NUMBER.finditer(clause)]
+        if not numbers:
+            continue
+        mentions = _mentions(clause, terms)
+        distinct = [t for i, (_, t) in enumerate(mentions) if i == 0 or mentions[i - 1][1] != t]
+        for index, (position, value) in enumerate(numbers):
+            if len(set(distinct)) == 1:
+                bound = distinct[0]
+            elif respectively and len(distinct) == len(numbers):
+                bound = distinct[index]
+            elif nearest and distinct:
+                before = [t for at, t in mentions if at < position]
+                bound = before[-1] if before else None
+            else:
+                bound = None
+            if bound is not None and value is not None:
+                bindings.setdefault(value, []).append(bound)
+    return bindings
+
+
+def _mentions(clause: str, terms: Sequence[Term]) -> list[tuple[int, Term]]:
+    """Where each term occurs in a folded clause, in order; a form inside a longer one's span
+    (无进展生存期 in 中位无进展生存期) is left out."""
+    spans: list[tuple[int, int, Term]] = []
+    for term in terms:
+        for form in term.forms:
+            needle = normalize_text(form)
+            for match in re.finditer(re.escape(needle), clause):
+                spans.append((match.start(), match.end(), term))
+    kept = [
+        (lo, hi, term)
+        for lo, hi, term in spans
+        if not any(a <= lo and hi <= b and (b - a) > (hi - lo) for a, b, _ in spans)
+    ]
+    return [(lo, term) for lo, _, term in sorted(kept, key=lambda s: (s[0], -s[1]))]
+
+
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text).normalize()
+    except InvalidOperation:  # pragma: no cover - NUMBER only matches numbers
+        return None
+
+
+def _direction(text: str) -> set[int]:
+    folded = text.casefold()
+    found = set()
+    for family, (zh, en) in enumerate(DIRECTION):
+        if any(w in text for w in zh) or any(re.search(rf"\b{w}\b", folded) for w in en):
+            found.add(family)
+    return found
+
+
+class ClaimChecker:
+    """Aligns a model's sentence with the evidence it was shown and checks it (module doc)."""
+
+    def __init__(self, glossary: Glossary | None, records: Iterable[TrialRecord] = ()) -> None:
+        self.glossary = glossary
+        self.terms = NamedTermCheck(glossary) if glossary is not None else None
+        self.claim_words = ClaimWordCheck()
+        self.records = list(records)
+
+    def align(self, claim: str, shown: Sequence[QuotedSentence]) -> Aligned:
+        """The evidence ``claim`` restates, best first, or none; then every check on it."""
+        claim = " ".join(claim.split())
+        scored = [(self._affinity(claim, q), i, q) for i, q in enumerate(shown)]
+        aligned = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))
+        if not aligned:
+            return Aligned(claim, (), "restates none of the evidence it was given")
+        cited = [aligned[0][2]]
+        claim_numbers = numbers_in(claim)
+        for _, _, quoted in aligned[1:]:
+            if len(cited) >= MAX_ALIGNED:
+                break
+            missing = claim_numbers - self._numbers(cited)
+            names = self.terms.missing(claim, self._texts(cited)) if self.terms else []
+            adds_number = bool(missing & self._numbers([quoted]))
+            adds_name = bool(names) and not self.terms.missing(  # type: ignore[union-attr]
+                " ".join(names), evidence_texts(quoted)
+            )
+            if adds_number or adds_name:
+                cited.append(quoted)
+        ordered = tuple(q for q in shown if q in cited)
+        return Aligned(claim, ordered, self.problem(claim, ordered))
+
+    def problem(self, claim: str, cited: Sequence[QuotedSentence]) -> str:
+        """Why ``claim`` may not stand on ``cited``, or ``""`` when it may."""
+        texts = self._texts(cited)
+        if missing := numbers_in(claim) - self._numbers(cited):
+            return (
+                f"numbers not in its evidence: {', '.join(sorted(format(n, 'f') for n in missing))}"
+            )
+        if self.terms is not None and (names := self.terms.missing(claim, texts)):
+            return f"names what its evidence does not: {', '.join(names)}"
+        if overclaims := self.claim_words.unsupported(claim, texts):
+            return f"claims what its evidence does not: {', '.join(overclaims)}"
+        if placeholders := [p for p in _PLACEHOLDER.findall(claim) if not _in_any(p, texts)]:
+            return f"holds a placeholder, not evidence: {', '.join(placeholders)}"
+        if wrong := self._misbound(claim, cited):
+            return wrong
+        claimed, stated = _direction(claim), set().union(*(_direction(t) for t in texts))
+        if claimed and stated and not claimed & stated:
+            return "says better where its evidence says worse, or the reverse"
+        for clause, closest in self._closest_clauses(claim, texts):
+            if _NEGATION.search(closest) and not _NEGATION.search(clause):
+                return "drops a negation its evidence states"
+            if _NEGATION.search(clause) and not _NEGATION.search(closest):
+                return "states a negation its evidence does not"
+        return ""
+
+    def _misbound(self, claim: str, cited: Sequence[QuotedSentence]) -> str:
+        """A number the claim gives for another endpoint or arm than its evidence does."""
+        if self.glossary is None:
+            return ""
+        texts = self._texts(cited)
+        terms = self.glossary.matches(" ".join([claim, *texts]))
+        # Endpoints are written before their value in both languages; arms on either side.
+        for kind, nearest in (("endpoint", True), ("arm", False)):
+            kind_terms = [t for t in terms if _of_kind(t, kind)]
+            claimed = number_bindings(claim, kind_terms, nearest=nearest)
+            if not claimed:
+                continue
+            stated: dict[Decimal, list[Term]] = {}
+            for text in texts:
+                for value, bound in number_bindings(text, kind_terms, nearest=nearest).items():
+                    stated.setdefault(value, []).extend(bound)
+            for value, bound in self._record_bindings(cited, kind).items():
+                stated.setdefault(value, []).extend(bound)
+            for value, said in claimed.items():
+                given = stated.get(value, [])
+                for term in said:
+                    if given and not any(same_concept(term, g) for g in given):
+                        return (
+                            f"gives {format(value, 'f')} for {shown_form(term, claim)}; its "
+                            f"evidence gives it for {given[0].forms[0]} ({kind})"
+                        )
+        return ""
+
+    def _record_bindings(
+        self, cited: Sequence[QuotedSentence], kind: str
+    ) -> dict[Decimal, list[Term]]:
+        """Number -> endpoints (or arms) the trial records printing a cited sentence give it."""
+        if self.glossary is None:
+            return {}
+        bindings: dict[Decimal, list[Term]] = {}
+        printed = [strip_markers(q.sentence.text) for q in cited]
+        for record in self.records:
+            summary = strip_markers(record.summary_zh)
+            if not any(p and p in summary for p in printed):
+                continue
+            for endpoint in record.endpoints:
+                label = endpoint.name if kind == "endpoint" else (endpoint.arm or "")
+                found = [t for t in self.glossary.matches(label) if _of_kind(t, kind)]
+                for value in numbers_in(endpoint.value):
+                    bindings.setdefault(value, []).extend(found)
+        return bindings
+
+    def _affinity(self, claim: str, quoted: QuotedSentence) -> float:
+        """How clearly ``claim`` restates ``quoted``: 0 when it does not at all."""
+        texts = evidence_texts(quoted)
+        shared_numbers = numbers_in(claim) & self._numbers([quoted])
+        shared_names = 0
+        if self.terms is not None:
+            named = self.terms.named(claim)
+            present = self.glossary.matches(" ".join(texts)) if named else []  # type: ignore[union-attr]
+            shared_names = sum(any(same_concept(t, p) for p in present) for t in named)
+        words = set(tokenize(claim))
+        share = max((len(words & set(tokenize(t))) / len(words) for t in texts), default=0.0)
+        share = share if words else 0.0
+        anchored = bool(shared_numbers or shared_names)
+        if share < (MIN_WORD_SHARE_WITH_ANCHOR if anchored else MIN_WORD_SHARE):
+            return 0.0
+        return 2.0 * len(shared_numbers) + shared_names + share
+
+    @staticmethod
+    def _numbers(cited: Sequence[QuotedSentence]) -> set[Decimal]:
+        return set().union(*(numbers_in(t) for q in cited for t in evidence_texts(q)))
+
+    @staticmethod
+    def _texts(cited: Sequence[QuotedSentence]) -> list[str]:
+        return [t for q in cited for t in evidence_texts(q)]
+
+    @staticmethod
+    def _closest_clauses(claim: str, texts: Sequence[str]) -> list[tuple[str, str]]:
+        """Each clause of ``claim`` with the evidence clause closest to it (shared numbers
+        first, then shared words): where a negation must be kept, or not added."""
+        evidence = [c for t in texts for c in _CLAUSE_END.split(t) if c and c.strip()]
+        pairs = []
+        for clause in (c for c in _CLAUSE_END.split(claim) if c and c.strip()):
+            words, numbers = set(tokenize(clause)), numbers_in(clause)
+            if not words or not evidence:
+                continue
+            closest = max(
+                evidence,
+                key=lambda c: (len(numbers & numbers_in(c)), len(words & set(tokenize(c)))),
+            )
+            if numbers & numbers_in(closest) or words & set(tokenize(closest)):
+                pairs.append((clause, closest))
+        return pairs
+
+
+def _of_kind(term: Term, kind: str) -> bool:
+    """An endpoint term, or an arm: a drug, a regimen or placebo."""
+    if kind == "endpoint":
+        return term.type in _ENDPOINT_TYPES
+    return term.type in _ARM_TYPES or "placebo" in term.en
+
+
+def _in_any(needle: str, texts: Sequence[str]) -> bool:
+    return any(needle.casefold() in t.casefold() for t in texts)
