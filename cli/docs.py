@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -127,6 +127,7 @@ def docs_remove(
                 (removal,) = remove_documents([doc_id], store, registry)
             except UnknownDocumentError as error:
                 fail(str(error))
+            store.publish()
             console.print(f"removed {doc_id}: {removal.chunks} chunks")
             if removal.cited_by:
                 console.print(
@@ -205,12 +206,16 @@ def index_guard(settings: Settings, *, writing: bool = False) -> Iterator[None]:
 
     An interrupted write is finished by running the same command again (docs/corpus.md).
     """
+    from retriever.generation import IndexBusyError, writer_lock
     from retriever.store import IndexUnavailableError, chroma_errors
 
     try:
-        with chroma_errors(settings, writing=writing):
-            yield
-    except IndexUnavailableError as error:  # its message says what to do next
+        with ExitStack() as stack:
+            if writing and not settings.chroma_url:  # one writer per embedded index
+                stack.enter_context(writer_lock(settings.index_dir, "`nenqa docs`/`nenqa ingest`"))
+            with chroma_errors(settings, writing=writing):
+                yield
+    except (IndexUnavailableError, IndexBusyError) as error:  # its message says what to do
         fail(str(error))
 
 
@@ -356,6 +361,7 @@ def write_documents(
                 )
             except DocumentConflictError as error:
                 fail(f"{error} (the index was not changed)")
+        store.publish()  # servers on this index (a Chroma server's) reload within seconds
     _print_changes(changes)
     return changes
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -142,7 +143,6 @@ def serve(
 ) -> None:
     """Start the chat API (FastAPI + uvicorn); the index and model load once at start-up."""
     import os
-    from contextlib import ExitStack
 
     import uvicorn
 
@@ -160,6 +160,8 @@ def serve(
     stack = ExitStack()  # stops the local LLM when uvicorn returns (Ctrl-C, SIGTERM)
     if workers == 1:
         with stack:
+            if not settings.chroma_url:  # the admin API writes it; no other process may
+                hold_embedded_index(stack, settings)
             if llm == "local":
                 settings = start_local_llm(stack, settings)
             uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
@@ -189,6 +191,16 @@ def serve(
             workers=workers,
             log_level=log_level,
         )
+
+
+def hold_embedded_index(stack: ExitStack, settings: Settings) -> None:
+    """Hold the embedded index for this server's lifetime, or end with the way out."""
+    from retriever.generation import IndexBusyError, writer_lock
+
+    try:
+        stack.enter_context(writer_lock(settings.index_dir, "a running `nenqa serve`"))
+    except IndexBusyError as error:
+        fail(str(error))
 
 
 def _searcher(settings: Settings):

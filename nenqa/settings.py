@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     chroma_timeout_s: float = Field(
         default=30.0, gt=0, description="how long to wait for the Chroma server to answer"
     )
+    generation_poll_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often a server checks the index for a newer generation (0: never)",
+    )
 
     # Embedding model: a sentence-transformers name or path; unset = the prepared offline default.
     embedding_model: str | None = None

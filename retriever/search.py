@@ -122,6 +122,9 @@ class HybridSearcher:
         ``chunks`` is every indexed chunk, parents first, then the twins whose parent is
         indexed (a twin without one is never found); ``parents`` the chunks search returns.
         """
+        # The generation first: chunks written after it are at worst a newer generation's,
+        # which the server's watcher then loads again.
+        generation = self.store.generation()
         stored = self.store.all_chunks()
         parents = [c for c in stored if c.rendering_of is None]
         parent_ids = {c.chunk_id for c in parents}
@@ -165,11 +168,27 @@ class HybridSearcher:
             for trial in chunk.trials:
                 naming[normalize_text(trial)].append(index)
         with self._lock:
+            self.generation = generation
             self.chunks, self.parents = chunks, parents
             self.position, self._folded, self._renderings = position, folded, renderings
             self.lexical, self._rendering_lexical = lexical, rendering_lexical
             self._citing = dict(citing)
             self._naming = dict(naming)
+
+    def reopened(self) -> HybridSearcher:
+        """A new searcher over the same store and model holding the index's current generation
+        (chunks, glossary, lexical index); this one keeps serving the requests that hold it,
+        so no request mixes two generations."""
+        glossary = build_glossary(self.store.settings, self.store.all_chunks())
+        return HybridSearcher(
+            self.store,
+            self.embedder,
+            glossary,
+            weights=self.weights,
+            dense_candidates=self.dense_candidates,
+            lexical_candidates=self.lexical_candidates,
+            default_k=self.default_k,
+        )
 
     def __len__(self) -> int:
         """The number of retrievable chunks (parents); ``twin_count`` counts their renderings."""

@@ -32,6 +32,7 @@ from chromadb.errors import ChromaError
 from nenqa.settings import Settings
 from nenqa.text import detect_language
 from nenqa.types import Chunk, Span
+from retriever.generation import Generation, fingerprint_of
 
 _LIST_FIELDS = ("refs", "trials")
 _BATCH = 2000
@@ -228,6 +229,7 @@ class ChunkStore:
     ) -> None:
         self.model_id = model_id
         self.settings = settings
+        self._embedding_function = embedding_function
         self._client = make_client(settings)
         with chroma_errors(settings):
             collections = {c.name for c in self._client.list_collections()}
@@ -249,6 +251,33 @@ class ChunkStore:
     def count(self) -> int:
         with chroma_errors(self.settings):
             return self._collection.count()
+
+    def generation(self) -> Generation:
+        """The index's last published generation, read from the index itself (``Generation(0,
+        "")`` before the first), so every process serving it reads the same."""
+        with chroma_errors(self.settings):
+            collection = self._client.get_collection(
+                self.settings.collection, embedding_function=self._embedding_function
+            )
+        meta = collection.metadata or {}
+        return Generation(int(meta.get("generation", 0)), str(meta.get("fingerprint", "")))
+
+    def publish(self) -> Generation:
+        """Publish the chunks now indexed as the next generation (after a change is complete);
+        returns the current one unchanged when the chunks are the same."""
+        current = self.generation()
+        fingerprint = fingerprint_of(self.ids())
+        if fingerprint == current.fingerprint:
+            return current
+        published = Generation(current.number + 1, fingerprint)
+        metadata = {
+            "embedding_model": self.model_id,
+            "generation": published.number,
+            "fingerprint": published.fingerprint,
+        }
+        with chroma_errors(self.settings, writing=True):
+            self._collection.modify(metadata=metadata)  # replaces the whole metadata
+        return published
 
     def ids(self, where: dict[str, Any] | None = None) -> set[str]:
         """IDs of the stored chunks, optionally filtered by metadata."""

@@ -25,6 +25,7 @@ from retriever.store import IndexUnreachableError
 from server.api.deps import api_dependencies
 from server.api.routes import admin, chat, completions, health, references, search, trials, web
 from server.errors import install_error_handlers
+from server.generations import GenerationWatcher
 from server.security import APIKeyCheck, BodySizeLimit, RateLimiter, install_cors
 from server.state import ServiceState, load_service
 
@@ -64,7 +65,13 @@ def create_app(
                 name="nenqa-load",
                 daemon=True,
             ).start()
+        watcher = None
+        if settings.generation_poll_s > 0:  # a change by another process reaches this one
+            watcher = GenerationWatcher(app, settings.generation_poll_s)
+            watcher.start()
         yield
+        if watcher is not None:
+            watcher.stop()
 
     app = FastAPI(
         title="nenqa",

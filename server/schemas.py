@@ -311,6 +311,12 @@ class ReadyResponse(BaseModel):
     worker_pid: int | None = Field(
         default=None, description="the process that answered (one of several with --workers N)"
     )
+    generation: int | None = Field(
+        default=None, description="the index generation this worker serves (grows per change)"
+    )
+    fingerprint: str | None = Field(
+        default=None, description="fingerprint of the chunks of that generation"
+    )
 
 
 class ErrorItem(BaseModel):

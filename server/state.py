@@ -173,6 +173,13 @@ def load_service(
     return state
 
 
+def reload_service(service: ServiceState) -> ServiceState:
+    """A new service over the index's current generation: a new searcher (chunks, glossary,
+    lexical index) over the same store and model; sentences ``service`` embedded are reused.
+    ``service`` itself is left as it was for the requests still holding it."""
+    return load_service(service.settings, searcher=service.searcher.reopened(), previous=service)
+
+
 def with_llm(state: ServiceState, chat_model: BaseChatModel) -> ServiceState:
     """A copy of ``state`` whose llm mode uses ``chat_model`` (nothing is loaded again)."""
     answerer = LLMAnswerer(

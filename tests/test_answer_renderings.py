@@ -15,6 +15,7 @@ from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
 from nenqa.glossary import Glossary
 from nenqa.types import Chunk, Question, Reference, Span
+from retriever.generation import Generation
 from retriever.search import HybridSearcher
 
 SPINET_ZH = "SPINET研究中兰瑞肽组TTF为13.3个月，安慰剂组为9.8个月^[7]。"
@@ -36,6 +37,9 @@ class SameVectorEmbedder:
 class ListStore:
     def __init__(self, chunks):
         self.chunks = chunks
+
+    def generation(self):
+        return Generation(0, "")
 
     def all_chunks(self):
         return list(self.chunks)

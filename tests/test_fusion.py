@@ -6,6 +6,7 @@ import numpy as np
 
 from nenqa.glossary import Glossary
 from nenqa.types import Chunk
+from retriever.generation import Generation
 from retriever.search import FusionWeights, HybridSearcher
 
 
@@ -19,6 +20,9 @@ class ListStore:
 
     def __init__(self, chunks, dense_order):
         self.chunks, self.dense_order = chunks, dense_order
+
+    def generation(self):
+        return Generation(0, "")
 
     def all_chunks(self):
         return sorted(self.chunks, key=lambda c: c.chunk_id)

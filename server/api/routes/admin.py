@@ -42,6 +42,7 @@ from ingest.translation import ChatTranslator, renderer_for
 from nenqa.settings import Settings
 from retriever.store import make_client
 from server.api.deps import AdminKeyDep, ServiceDep
+from server.generations import serve_current_generation
 from server.schemas import (
     AddDocuments,
     ChangeList,
@@ -52,7 +53,7 @@ from server.schemas import (
     TranslationOut,
     UnregisteredDocument,
 )
-from server.state import ServiceState, load_service
+from server.state import ServiceState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 _write_lock = threading.Lock()
@@ -165,12 +166,11 @@ def _write(
 
 
 def _reload(request: Request, service: ServiceState) -> None:
-    """Swap in a service rebuilt over the refreshed searcher; neither the model nor the
-    sentences the old service embedded are loaded or embedded again."""
-    service.searcher.refresh()
-    request.app.state.service = load_service(
-        service.settings, searcher=service.searcher, previous=service
-    )
+    """Publish the change as the index's next generation and serve it here at once; the other
+    workers and servers on the index notice it within ``generation_poll_s`` (neither the model
+    nor the sentences already embedded are loaded or embedded again)."""
+    service.searcher.store.publish()
+    serve_current_generation(request.app)
 
 
 def _registry(settings: Settings) -> DocumentRegistry:

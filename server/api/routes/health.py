@@ -56,4 +56,6 @@ def readyz(request: Request) -> ReadyResponse | JSONResponse:
         modes=sorted(service.answerers),
         load_seconds=service.load_seconds,
         worker_pid=os.getpid(),
+        generation=service.searcher.generation.number,
+        fingerprint=service.searcher.generation.fingerprint,
     )
