@@ -142,6 +142,8 @@ class EvidenceTableMode:
                 break
             if piece.text:
                 piece = AnswerPiece(text=self.levels.note(piece.text, language))
+            elif piece.quoted is not None:  # the llm mode's quotes, sent before the model
+                piece = AnswerPiece(quoted=self._noted(piece.quoted, language))
             if table:
                 held.append(piece)
             else:
@@ -159,23 +161,30 @@ class EvidenceTableMode:
     ) -> Answer:
         if inner.abstained:
             return inner
-        segments = tuple(self.levels.note(s, language) for s in inner.segments)
-        text = inner.text
-        for before, after in zip(inner.segments, segments, strict=True):
-            if before != after:
-                text = text.replace(before, after, 1)
+        noted = self._noted(inner, language)
         if table is None:
-            return replace(inner, text=text, segments=segments)
+            return noted
         citations, passages, evidence = self._table_sources(table, inner)
         return replace(
-            inner,
-            text=heading + text,
-            segments=(heading, *segments),
+            noted,
+            text=heading + noted.text,
+            segments=(heading, *noted.segments),
             citations=citations,
             passages=passages,
             evidence=evidence,
             table=table,
         )
+
+    def _noted(self, answer: Answer, language: str) -> Answer:
+        """``answer`` with the level of evidence after each sentence that reports on a trial
+        (its quoted answer too, where the llm mode has one)."""
+        segments = tuple(self.levels.note(s, language) for s in answer.segments)
+        text = answer.text
+        for before, after in zip(answer.segments, segments, strict=True):
+            if before != after:
+                text = text.replace(before, after, 1)
+        quoted = answer.quoted and self._noted(answer.quoted, language)
+        return replace(answer, text=text, segments=segments, quoted=quoted)
 
     def _table_only(self, table: EvidenceTable, heading: str, inner: Answer) -> Answer:
         base = replace(inner, abstained=False, citations=(), passages=(), evidence=())

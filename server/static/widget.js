@@ -97,10 +97,8 @@
 :host(.page){display:block;height:100%}
 .wrap{all:initial;display:block;font:15px/1.5 system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC",
  "PingFang SC","Microsoft YaHei",sans-serif;color:#1b1f24}
-.wrap *{box-sizing:border-box}[hidden]{display:none!important}
-button,textarea{font:inherit}button{cursor:pointer}
-:focus-visible{outline:3px solid #0b5394;outline-offset:2px}
-header :focus-visible{outline-color:#fff}
+.wrap *{box-sizing:border-box}[hidden]{display:none!important}button,textarea{font:inherit}button{cursor:pointer}
+:focus-visible{outline:3px solid #0b5394;outline-offset:2px}header :focus-visible{outline-color:#fff}
 .launcher{position:fixed;right:20px;bottom:20px;z-index:2147483000;background:#0b5394;color:#fff;
  border:0;border-radius:24px;padding:12px 20px;box-shadow:0 2px 10px rgba(0,0,0,.3)}
 .panel{position:fixed;right:20px;bottom:84px;z-index:2147483000;display:flex;flex-direction:column;
@@ -114,18 +112,14 @@ header button{background:none;color:#fff;border:1px solid #fff;border-radius:6px
 .log,.ref{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:10px}
 .msg{max-width:92%;margin:0;padding:8px 12px;border-radius:10px;white-space:pre-wrap;
  overflow-wrap:anywhere}
-.user{align-self:flex-end;background:#0b5394;color:#fff}
-.assistant{align-self:flex-start;background:#eef2f6;color:#1b1f24}
-.abstained{background:#fff6d6;border:1px solid #8a6d00}
-.badge{display:block;font-weight:600;font-size:13px;color:#5c4600}
+.user{align-self:flex-end;background:#0b5394;color:#fff}.assistant{align-self:flex-start;background:#eef2f6;color:#1b1f24}
+.abstained{background:#fff6d6;border:1px solid #8a6d00}.badge{display:block;font-weight:600;font-size:13px;color:#5c4600}
 .error{align-self:stretch;background:#fdecec;color:#8b1a1a;border:1px solid #d9a3a3}
-.info{align-self:center;color:#4a5560;font-size:13px}
-.cite{margin:0 1px;padding:0 4px;border:1px solid #8fb0d8;border-radius:4px;background:#dde9f7;
+.info{align-self:center;color:#4a5560;font-size:13px}.cite{margin:0 1px;padding:0 4px;border:1px solid #8fb0d8;border-radius:4px;background:#dde9f7;
  color:#0b4a85;font-size:13px;line-height:1.4}
 .ref h3,.ref h4{margin:0;font-size:15px}.ref p{margin:0}.ref ul{margin:0;padding-left:18px}
 blockquote{margin:4px 0;padding:4px 10px;border-left:3px solid #0b5394;background:#f5f7fa}
-.sec{display:block;font-size:13px;color:#4a5560}
-.quote{all:unset;display:block;cursor:pointer}.quote:focus-visible{outline:3px solid #0b5394}
+.sec{display:block;font-size:13px;color:#4a5560}.quote{all:unset;display:block;cursor:pointer}.quote:focus-visible{outline:3px solid #0b5394}
 .orig{display:block;margin-top:4px;font-size:14px;color:#2f3a45}
 form{display:flex;gap:8px;padding:10px 12px;border-top:1px solid #d5dbe2}
 textarea{flex:1;min-height:44px;max-height:140px;resize:vertical;padding:8px;color:#1b1f24;
