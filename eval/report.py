@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eval.answer_text import answered_in_language, parse_answer_citations
 from eval.client import ChatReply
 from eval.correctness import abstention_scores, fold_for_facts, missing_key_facts, must_abstain
 from eval.judges import cohen_kappa
@@ -21,8 +22,6 @@ from eval.metrics import (
     AnswerScore,
     RenderingCheck,
     SupportJudge,
-    answered_in_language,
-    parse_answer_citations,
     score_answer,
 )
 from eval.qa_schema import QAItem

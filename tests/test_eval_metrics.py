@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from eval.answer_text import answered_in_language, parse_answer_citations
 from eval.correctness import abstention_scores, missing_key_facts
 from eval.judges import DeterministicJudge, cohen_kappa, parse_claims, parse_verdict
 from eval.metrics import (
     QuotedRendering,
     Verdict,
-    answered_in_language,
-    parse_answer_citations,
     score_answer,
 )
 from eval.qa_schema import QAItem
@@ -383,3 +382,22 @@ def test_answered_in_the_question_language_counts_the_answer_own_text():
     assert answered_in_language(f"以下为综述原文摘录：{SPINET_QUOTE}", "zh")
     assert answered_in_language("The review does not answer this question.", "en")
     assert not answered_in_language("综述未涉及该问题。", "en")
+
+
+TABLE_ANSWER = (
+    "综述中符合条件的试验共1项，按证据强度排列：\n\n"
+    "| 试验 | 设计与分期 | 例数 | 人群 | 主要结果 | 文献 |\n"
+    "| --- | --- | --- | --- | --- | --- |\n"
+    "| SPINET | III期，随机，双盲 | 77 | 肺; G1, G2, Ki-67<10% | TTF 13.3个月 vs 9.8个月 | [7] |\n"
+)
+
+
+def test_a_table_row_claims_its_trial_and_values_and_is_read_whole_for_its_language():
+    from eval.answer_text import answer_sentences
+
+    (row,) = answer_sentences(TABLE_ANSWER)  # summary, header and rule claim nothing
+    assert row.claim == "SPINET 77 10% 13.3 9.8"  # not a grade's digit, not Ki-67's
+    assert [c.ref for c in row.citations] == [7]
+    assert answered_in_language(TABLE_ANSWER, "zh")
+    english = TABLE_ANSWER.replace("III期，随机，双盲", "phase III, randomised, double-blind")
+    assert not answered_in_language(english.replace("肺", "lung"), "zh")
