@@ -55,7 +55,7 @@ class IndexBusyError(RuntimeError):
 
 # Locks this process holds, by lock file: (open file, how many holders). Re-entrant, so a
 # command that holds the index can call code that asks for it again.
-_held: dict[Path, tuple[IO[str], int]] = {}
+_held: dict[Path, tuple[IO[str] | None, int]] = {}
 _held_lock = threading.Lock()
 
 
@@ -79,14 +79,20 @@ def writer_lock(index_dir: Path, holder: str) -> Iterator[None]:
                 _held[path] = (handle, count - 1)
             else:
                 del _held[path]
-                handle.truncate(0)
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
+                if handle is not None:
+                    handle.truncate(0)
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    handle.close()
 
 
-def _acquire(path: Path, holder: str) -> IO[str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+", encoding="utf-8")
+def _acquire(path: Path, holder: str) -> IO[str] | None:
+    """The locked lock file; ``None`` where it cannot be created (a read-only or full folder),
+    where no process can write the index either and the write itself says why."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError:
+        return None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -100,8 +106,11 @@ def _acquire(path: Path, holder: str) -> IO[str]:
             "from a Chroma server that several processes share (`chroma run --path DIR`, "
             "NENQA_CHROMA_URL)."
         ) from None
-    handle.seek(0)
-    handle.truncate(0)
-    handle.write(f"{holder} (pid {os.getpid()})")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate(0)
+        handle.write(f"{holder} (pid {os.getpid()})")
+        handle.flush()
+    except OSError:  # a full disk: the lock holds, the holder's name is not written
+        pass
     return handle
