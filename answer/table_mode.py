@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from answer.base import AnswerMode, answer_language, final_answer
-from answer.tables import build_table, evidence_level, table_markdown
+from answer.tables import build_table, display_name, evidence_level, table_markdown
 from answer.trial_query import recognise_trial_query, trials_named_in
 from ingest.trials import review_text_start
 from nenqa.glossary import Glossary
@@ -87,7 +87,7 @@ class EvidenceLevels:
             return sentence
         separator = ": " if language == "en" else "："
         levels = ("; " if language == "en" else "；").join(
-            f"{_short_name(r)}{separator}{evidence_level(r, language)}" for r in records
+            f"{_short_name(r, language)}{separator}{evidence_level(r, language)}" for r in records
         )
         shown = f" ({levels})" if language == "en" else f"（{levels}）"
         match = _SENTENCE_END.search(sentence.rstrip())
@@ -232,9 +232,10 @@ class EvidenceTableMode:
         )
 
 
-def _short_name(record: TrialRecord) -> str:
-    """The trial's name without its parenthetical (a note is one parenthesis)."""
-    return re.sub(r"\s*[(（][^()（）]*[)）]", "", record.name).strip() or record.id
+def _short_name(record: TrialRecord, language: str) -> str:
+    """The trial's name in ``language`` without its parenthetical (a note is one parenthesis)."""
+    name = display_name(record, language)
+    return re.sub(r"\s*[(（][^()（）]*[)）]", "", name).strip() or record.id
 
 
 def _review_text(chunk: Chunk) -> str:

@@ -16,6 +16,13 @@ from answer.trial_query import TrialQuery, phase_parts
 from ingest.trials import DESIGN_TAGS, LINES_OF_THERAPY, SITE_ZH
 from nenqa.types import EvidenceTable, TableRow, TrialRecord
 
+
+def display_name(record: TrialRecord, language: str) -> str:
+    """The trial's name as an answer in ``language`` shows it: a descriptive name in Chinese
+    answers is the record's Chinese one (``name_zh``, the review's words); acronyms stay."""
+    return record.name_zh if language == "zh" and record.name_zh else record.name
+
+
 # --- level of evidence and ranking ------------------------------------------------------------
 
 _NOT_STATED = {"en": "phase not stated", "zh": "未注明分期"}
@@ -88,7 +95,11 @@ def build_table(
     matching = sorted((r for r in records if query.matches(r)), key=evidence_rank)
     if not matching:
         return None
-    filters = tuple(r.name for r in matching) if query.named else query.labels(language)
+    filters = (
+        tuple(display_name(r, language) for r in matching)
+        if query.named
+        else query.labels(language)
+    )
     count = len(matching)
     shown = _COUNT_EN[count] if count < 2 else f"{count} trials"
     summary = _SUMMARY[language].format(
@@ -119,7 +130,7 @@ def table_row(record: TrialRecord, language: str) -> TableRow:
     )
     not_reported = "not reported" if en else "未报告"
     cells = (
-        record.name,
+        display_name(record, language),
         evidence_level(record, language)
         .replace(f", n={record.patients}", "")
         .replace(f"，n={record.patients}", ""),

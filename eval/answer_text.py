@@ -102,7 +102,9 @@ def answer_sentences(answer: str) -> list[AnswerSentence]:
         claim, body = strip_markers(text), text
         if claim.lstrip().startswith("|"):  # a table row: its trial's name and its values
             cells = [c.strip() for c in claim.strip().strip("|").split("|")]
-            claim = " ".join([cells[0], *_ROW_VALUE.findall(" ".join(cells[1:]))])
+            # Each value is a clause of its own, as it sits in a cell of its own: the name is
+            # not what a value is about (a Chinese name's words are not its values' context).
+            claim = "，".join([cells[0], *_ROW_VALUE.findall(" ".join(cells[1:]))])
         first = position == 0 or texts[position - 1].lstrip().startswith("|")
         lead = _LEAD_IN.match(claim) if first else None
         if lead and _FRAMING.search(lead.group("lead")):

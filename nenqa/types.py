@@ -197,6 +197,12 @@ class TrialRecord(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="stable slug, e.g. 'spinet'")
     name: str = Field(min_length=1, description="trial name or a short description if unnamed")
+    name_zh: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the Chinese display name of a trial with a descriptive name, in the "
+        "review's words ('rovalpituzumab tesirine I/II期临床试验'); none for an acronym",
+    )
     aliases: list[str] = Field(default_factory=list)
     nct: str | None = Field(default=None, pattern=r"^NCT\d{8}$")
     phase: str | None = Field(default=None, description="'I', 'IB', 'II', 'II/III', 'III' ...")

@@ -48,6 +48,20 @@ def test_a_question_gets_a_cited_answer_with_its_evidence(client):
     assert {"retrieve", "total"} <= set(body["timings_ms"])
 
 
+def test_a_list_question_gets_its_table_as_data_and_as_markdown_in_the_answer(client):
+    body = client.post("/v1/chat", json={"question": "综述提到了哪些靶向DLL3的药物？"}).json()
+    table = body["table"]
+    assert table["columns"] == ["试验", "设计与分期", "例数", "人群", "治疗组", "主要结果", "文献"]
+    names = [row["cells"][0] for row in table["rows"]]
+    # Descriptive trial names in the review's Chinese words, in the data and in the text.
+    assert names == ["rovalpituzumab tesirine I/II期临床试验", "DLL3抗体偶联药物I期临床试验"]
+    assert body["answer"].startswith(table["summary"])
+    for row in table["rows"]:
+        assert "| " + " | ".join(row["cells"]) + " |" in body["answer"]
+        assert set(row["refs"]) <= {c["ref"] for c in body["citations"]}
+    assert {row["refs"][0] for row in table["rows"]} == {41, 43}
+
+
 TALENT_EN = "How many patients did the TALENT trial of lenvatinib enrol?"
 
 

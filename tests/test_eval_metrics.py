@@ -396,7 +396,7 @@ def test_a_table_row_claims_its_trial_and_values_and_is_read_whole_for_its_langu
     from eval.answer_text import answer_sentences
 
     (row,) = answer_sentences(TABLE_ANSWER)  # summary, header and rule claim nothing
-    assert row.claim == "SPINET 77 10% 13.3 9.8"  # not a grade's digit, not Ki-67's
+    assert row.claim == "SPINET，77，10%，13.3，9.8"  # not a grade's digit, not Ki-67's
     assert [c.ref for c in row.citations] == [7]
     assert answered_in_language(TABLE_ANSWER, "zh")
     english = TABLE_ANSWER.replace("III期，随机，双盲", "phase III, randomised, double-blind")

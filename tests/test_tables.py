@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 
 from answer.table_mode import LEVEL_NOTE, EvidenceLevels
@@ -11,6 +14,7 @@ from eval.tables import load_list_questions, product_table, run_table_eval
 from ingest.sources import read_source
 from ingest.trials import load_trials
 from nenqa.settings import PROJECT_ROOT, get_settings
+from nenqa.text import CJK_RANGE
 from retriever.search import build_glossary
 
 DATA = PROJECT_ROOT / "data"
@@ -90,3 +94,92 @@ def test_held_out_list_questions_meet_the_targets(glossary, records):
     assert report["test"]["coverage"] >= 0.95
     assert report["test"]["precision"] >= 0.90
     assert report["test"]["single_given_a_table"] == 0
+
+
+# --- trial names in Chinese answers ------------------------------------------------------------
+
+# An acronym's words are capitals and digits (SPINET, IMpower133, Keynote-028); a descriptive
+# name has lower-case words ("phase", "plus", "study", "et al.").
+DESCRIPTIVE_WORD = re.compile(r"(?<![A-Za-z])[a-z]{2,}\b")
+# How far before a record's sentences the review may have named what they talk about ("该研究").
+NAME_CONTEXT_CHARS = 400
+
+
+def review_words_form(text):
+    """NFKC, no whitespace, markers, parentheses or LaTeX marks, lower case: how a name's words
+    are looked up in the review."""
+    text = unicodedata.normalize("NFKC", text).replace("$", "").replace("*", "")
+    return re.sub(r"\^?\[[\d,\-–]+\]|[\s()（）]", "", text).lower()
+
+
+def uncovered(name, source):
+    """What of ``name`` is not made of pieces of ``source`` at least two characters long."""
+    i = 0
+    while i < len(name):
+        j = len(name)
+        while j - i >= 2 and name[i:j] not in source:
+            j -= 1
+        if j - i < 2:
+            return name[i:]
+        i = j
+    return ""
+
+
+def test_descriptive_trial_names_have_a_chinese_name_and_acronyms_stay(records):
+    descriptive = {r.id for r in records if DESCRIPTIVE_WORD.search(r.name)}
+    assert {"rovalpituzumab-tesirine", "dll3-phase-i", "liu-ssa-tae"} <= descriptive
+    assert {r.id for r in records if r.name_zh} == descriptive
+    assert {"spinet", "impower133", "keynote-028", "pen-221"}.isdisjoint(descriptive)
+
+
+def test_chinese_trial_names_are_the_reviews_words_about_that_trial(records):
+    review = (DATA / "nen-drug-trials-review-2022.md").read_text(encoding="utf-8")
+    body = review_words_form(review.split("[参 考 文 献]")[0])
+    problems = []
+    for record in (r for r in records if r.name_zh):
+        summary = review_words_form(record.summary_zh)
+        at = body.find(summary.split("。")[0][:30])
+        assert at >= 0, record.id
+        # The record's own sentences and the review's text just before them.
+        left = uncovered(
+            review_words_form(record.name_zh), body[max(0, at - NAME_CONTEXT_CHARS) : at] + summary
+        )
+        if left or not re.search(f"[{CJK_RANGE}]", record.name_zh):
+            problems.append((record.id, record.name_zh, left))
+    assert not problems
+
+
+def test_a_chinese_table_and_its_notes_name_descriptive_trials_in_chinese(glossary, records):
+    question = "综述提到了哪些靶向DLL3的药物？"
+    zh, en = (table_for(question, glossary, records, lang) for lang in ("zh", "en"))
+    assert [r.cells[0] for r in zh.rows] == [
+        "rovalpituzumab tesirine I/II期临床试验",
+        "DLL3抗体偶联药物I期临床试验",
+    ]
+    assert [r.cells[0] for r in en.rows] == [
+        "Rovalpituzumab tesirine phase I/II trial",
+        "DLL3 ADC and multispecific antibody phase I trials",
+    ]
+    ssa = table_for("生长抑素类似物的临床试验有哪些？", glossary, records, "zh")
+    names = [r.cells[0] for r in ssa.rows]
+    assert {"SPINET", "CLARINET FORTE", "PROMID"} <= set(names), "acronyms stay as they are"
+    assert "Liu等SSA联合肝动脉介入栓塞回顾性研究" in names
+    rova = next(r for r in records if r.id == "rovalpituzumab-tesirine")
+    noted = EvidenceLevels(records).note(rova.summary_zh.split("。")[0] + "。", "zh")
+    assert "（rovalpituzumab tesirine I/II期临床试验：I/II期" in noted
+
+
+def test_the_eval_judge_holds_a_chinese_named_row_to_its_trials_sentences(glossary, records):
+    from eval.answer_text import answer_sentences
+    from eval.judges import DeterministicJudge
+
+    table = table_for("哪些研究用到了贝伐珠单抗？", glossary, records, "zh")
+    rows = answer_sentences(table_markdown(table))
+    assert rows[0].claim.startswith("Halperin等阿替利珠单抗联合贝伐珠单抗II期临床试验，")
+    judge, by_id = DeterministicJudge(), {r.id: r for r in records}
+    for row, sentence in zip(table.rows, rows, strict=True):
+        evidence = [by_id[row.trial_id].summary_zh]
+        assert judge.judge(sentence.claim, evidence).supported, sentence.claim
+    # A value the trial's sentences do not hold is refused.
+    wrong = rows[0].claim.replace("14.9", "19.4")
+    assert not judge.judge(wrong, [by_id["halperin-atezolizumab-bevacizumab"].summary_zh]).supported
