@@ -96,7 +96,9 @@ class ExtractiveAnswerer:
         evidence = retrieval.evidence
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.config):
-            return abstention(language, "extractive", evidence, {"select": elapsed_ms(started)})
+            timings = {"select": elapsed_ms(started)}
+            not_covered = relevance.unknown_entities
+            return abstention(language, "extractive", evidence, timings, not_covered=not_covered)
         return self.quote(retrieval, relevance, started)
 
     def quote(

@@ -230,7 +230,8 @@ class LLMAnswerer:
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.scorer.config) or not evidence:
             timings["total"] = elapsed_ms(started)
-            answer = abstention(language, "llm", evidence, timings)
+            not_covered = relevance.unknown_entities
+            answer = abstention(language, "llm", evidence, timings, not_covered=not_covered)
             yield AnswerPiece(text=answer.text)
             yield AnswerPiece(answer=answer)
             return

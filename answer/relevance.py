@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from answer.base import ABSTENTION_TEXT
+from answer.base import abstention_text
 from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
 from nenqa.glossary import normalize_text
@@ -100,6 +100,7 @@ class SentenceScorer:
         self.bank = bank
         self.scope = scope
         self.config = config
+        scope.learn_glossary(searcher.glossary.terms)
 
     def relevance(self, retrieval: Retrieval) -> Relevance:
         """Every sentence of the retrieval's evidence scored, best first, with the abstention
@@ -193,13 +194,15 @@ def abstention(
     *,
     unsupported: tuple[str, ...] = (),
     draft: str = "",
+    not_covered: Sequence[str] = (),
 ) -> Answer:
     """The answer when the evidence does not answer the question: no citations at all.
 
-    ``unsupported`` and ``draft`` are the llm mode's, when every sentence the model wrote failed
-    the checks.
+    ``not_covered`` names what the question asks about that the review never mentions (both
+    modes pass ``Relevance.unknown_entities``). ``unsupported`` and ``draft`` are the llm
+    mode's, when every sentence the model wrote failed the checks.
     """
-    text = ABSTENTION_TEXT[language]
+    text = abstention_text(language, not_covered)
     return Answer(
         text=text,
         abstained=True,

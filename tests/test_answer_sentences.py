@@ -118,7 +118,7 @@ def scope(corpus):
 @pytest.mark.parametrize(
     ("question", "unknown"),
     [
-        ("What is the maximum daily dose of metformin in type 2 diabetes?", "metformin"),
+        ("Does hydroxychloroquine help in rheumatoid arthritis?", "hydroxychloroquine"),
         ("2型糖尿病患者的胰岛素起始剂量怎么定？", "糖尿病"),
         ("What PFS did 177Lu-DOTATATE achieve in NETTER-1?", "NETTER-1"),
         ("肝细胞癌一线使用阿替利珠单抗联合贝伐珠单抗的疗效如何？", "肝细胞癌"),

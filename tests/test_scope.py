@@ -1,0 +1,139 @@
+"""What the review does not cover: named in the abstention, the same in every mode and follow-up;
+paraphrases in everyday words the review does not use still answered."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from answer.base import ABSTENTION_TEXT, abstention_text
+from answer.scope import ScopeCheck
+from ingest.pipeline import default_sources, parse_sources
+from nenqa.glossary import load_glossary_table
+from nenqa.settings import Settings
+from nenqa.types import Question, Turn
+
+TELOTRISTAT_EN = "Is telotristat effective for carcinoid syndrome diarrhea?"
+TELOTRISTAT_ZH = "特罗司他对类癌综合征腹泻有效吗？"
+
+
+@pytest.fixture(scope="module")
+def scope() -> ScopeCheck:
+    """The check over the shipped review, its English renderings and the glossary."""
+    data = Settings().data_dir
+    corpus = parse_sources(default_sources(data))
+    renderings = (data / "nen-drug-trials-review-2022.en.jsonl").read_text(encoding="utf-8")
+    english = [json.loads(line)["en"] for line in renderings.splitlines() if line]
+    terms = load_glossary_table(data / "glossary.tsv")
+    check = ScopeCheck(
+        [c.text for c in corpus.chunks] + english, [f for t in terms for f in t.forms]
+    )
+    check.learn_glossary(terms)
+    return check
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        (TELOTRISTAT_ZH, ["特罗司他"]),
+        (
+            "Does hydroxychloroquine help in rheumatoid arthritis?",
+            ["hydroxychloroquine", "rheumatoid"],
+        ),
+        ("What dose of pasireotide is used for Cushing's disease?", ["Cushing"]),
+        ("Does mitotane after adrenalectomy prolong survival?", ["adrenalectomy"]),
+        ("帕博利珠单抗治疗晚期黑色素瘤的缓解率是多少？", ["黑色素瘤"]),
+        ("嗜铬细胞瘤患者术前怎样准备？", ["嗜铬细胞瘤"]),
+    ],
+)
+def test_names_the_review_never_mentions_are_found_and_named_whole(scope, question, unknown):
+    assert scope.unknown_entities(question) == unknown
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Did lanreotide as upkeep therapy after first-line treatment delay progression?",
+        "Which everolimus-containing combinations or sequences were studied?",
+        "How did oxaliplatin with infusional fluorouracil fare in pancreatic NETs?",
+        "西班牙真实世界数据里奥曲肽和兰瑞肽一线使用，哪个病情稳定得更久？",
+        "NIPINEC试验中双免疫联合与纳武利尤单抗单药的ORR比较如何？",
+        "TALENT试验中仑伐替尼在胃肠NET组的ORR高达40.4%，为什么这么高？",
+    ],
+)
+def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
+    assert scope.unknown_entities(question) == []
+
+
+def test_without_the_tokenizer_a_rare_word_is_kept_rather_than_abstained_on():
+    check = ScopeCheck(["兰瑞肽 lanreotide"], word_pieces=lambda word: 1)
+    assert check.unknown_entities("Does lanreotide help glioblastoma?") == []
+
+
+def test_the_abstention_says_what_the_review_does_not_discuss():
+    assert abstention_text("en", ["telotristat"]) == (
+        "The review does not discuss telotristat. " + ABSTENTION_TEXT["en"]
+    )
+    assert abstention_text("zh", ["特罗司他"]) == "综述没有讨论特罗司他。" + ABSTENTION_TEXT["zh"]
+    assert abstention_text("en", ["NETTER-2", "lutetium-177"]).startswith(
+        "The review does not discuss NETTER-2 or lutetium-177."
+    )
+    assert abstention_text("en") == ABSTENTION_TEXT["en"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("question", "named"),
+    [
+        # "telotristat" is three tokenizer pieces, like "upkeep": the disease word is named.
+        (TELOTRISTAT_EN, "The review does not discuss diarrhea."),
+        (TELOTRISTAT_ZH, "综述没有讨论特罗司他。"),
+    ],
+)
+def test_telotristat_abstains_cites_nothing_and_is_named(service, question, named):
+    answer = service.answerers["extractive"].answer(Question(question))
+    assert answer.abstained
+    assert answer.citations == () and answer.passages == ()
+    assert answer.text.startswith(named)
+
+
+@pytest.mark.slow
+def test_a_follow_up_about_another_disease_abstains_and_names_it(service):
+    history = (
+        Turn("user", "依维莫司治疗胰腺NET的疗效如何？"),
+        Turn("assistant", "依维莫司……"),
+    )
+    answer = service.answerers["extractive"].answer(Question("那乳腺癌呢？", history))
+    assert answer.abstained and answer.citations == ()
+    assert answer.text.startswith("综述没有讨论乳腺癌。")
+
+
+@pytest.mark.slow
+def test_a_covered_follow_up_is_still_answered(service):
+    history = (Turn("user", "What TTF did lanreotide give in SPINET?"), Turn("assistant", "…"))
+    answer = service.answerers["extractive"].answer(Question("And with placebo?", history))
+    assert not answer.abstained and answer.citations
+
+
+@pytest.mark.slow
+def test_the_llm_mode_makes_the_same_decision_and_names_the_same_drug(
+    service, llm_service, scripted_llm
+):
+    scripted_llm.set_rules([{"when": "", "reply": "Telotristat cut bowel movements."}])
+    extractive = service.answerers["extractive"].answer(Question(TELOTRISTAT_EN))
+    generated = llm_service.answerers["llm"].answer(Question(TELOTRISTAT_EN))
+    assert generated.abstained and extractive.abstained
+    assert generated.text == extractive.text
+    assert generated.citations == ()
+    # The model was never asked: nothing it might write about telotristat reaches the clinician.
+    assert all("telotristat" not in json.dumps(r).lower() for r in scripted_llm.requests())
+
+
+@pytest.mark.slow
+def test_a_follow_up_in_the_llm_mode_abstains_like_the_extractive_one(service, llm_service):
+    history = (Turn("user", "依维莫司治疗胰腺NET的疗效如何？"), Turn("assistant", "…"))
+    question = Question("那乳腺癌呢？", history)
+    generated = llm_service.answerers["llm"].answer(question)
+    assert generated.abstained and generated.citations == ()
+    assert generated.text == service.answerers["extractive"].answer(question).text
