@@ -113,6 +113,31 @@ def test_a_stream_sends_whole_markers_and_citations_last(client):
     assert text == plain.choices[0].message.content
 
 
+def test_a_streamed_list_answer_carries_its_markdown_table_and_each_rows_citations(client):
+    question = "Which trials in the review tested immune checkpoint inhibitors in NEN?"
+    chunks = list(
+        client.chat.completions.create(
+            model="nenqa-extractive",
+            messages=[{"role": "user", "content": question}],
+            stream=True,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    lines = text.splitlines()
+    header = lines.index(
+        "| Trial | Design and phase | Patients | Population | Arms | Key results | Cite |"
+    )
+    assert re.fullmatch(r"\| (?:--- \| ){6}--- \|", lines[header + 1])
+    rows = [line for line in lines[header + 2 :] if line.startswith("| ")]
+    assert len(rows) == 14 and rows[0].startswith(("| CASPIAN |", "| IMpower133 |"))
+    final = chunks[-1].model_extra
+    cited = {f"[{c['ref']}]" for c in final["citations"]}
+    cited |= {f"[§{p['section']}]" for p in final["passages"]}
+    for row in rows:
+        markers = MARKER.findall(row.rsplit("|", 2)[1])
+        assert markers and set(markers) <= cited, row
+
+
 def test_llm_mode_streams_the_quotes_first_then_the_checked_sentences(client, scripted_llm):
     # The scripted model streams 3 characters at a time; sentences still arrive whole.
     scripted_llm.set_rules(

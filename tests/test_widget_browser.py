@@ -36,6 +36,7 @@ ZH_QUESTION = "SPINET里兰瑞肽和安慰剂相比，治疗失败时间分别�
 EN_QUESTION = "In AXINET, what did adding axitinib to octreotide LAR achieve versus SSA alone?"
 EN_FOLLOW_UP = "Which patients did that trial enrol?"
 TALENT_EN_QUESTION = "How many patients did the TALENT trial of lenvatinib enrol?"
+LIST_QUESTION = "Which trials in the review tested immune checkpoint inhibitors in NEN?"
 MARKUP_QUESTION = '<img src=x onerror="window.__xss=1">二甲双胍治疗2型糖尿病的起始剂量是多少？'
 WIDGET_GZIP_BUDGET = 10 * 1024
 ANSWER_TIMEOUT_S = 90
@@ -99,8 +100,10 @@ def test_widget_script_is_javascript_cacheable_and_answers_304_when_unchanged(we
     assert stale.content == response.content
 
 
-def test_widget_is_small_and_never_parses_markup():
-    source = (web.STATIC_DIR / "widget.js").read_bytes()
+def test_widget_is_small_and_never_parses_markup(web_client):
+    source = web_client.get("/widget.js").content  # both parts, as a host page gets them
+    for part in web.WIDGET_PARTS:
+        assert (web.STATIC_DIR / part).read_bytes() in source, part
     assert len(gzip.compress(source, 9)) <= WIDGET_GZIP_BUDGET
     # Text from the server or the user must never become markup: no HTML-parsing sinks.
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
@@ -517,3 +520,76 @@ def test_cancel_and_a_stopped_server_are_reported_in_words(
     assert "Cannot reach the server" in message and server.url in message
     assert widget.find("textarea").is_enabled()
     assert widget.find_all(".msg.assistant") == [], "no empty answer bubble is left behind"
+
+
+TABLE_JS = """
+const tables = root.querySelectorAll('.msg.assistant table');
+const table = tables[tables.length - 1];
+if (!table) return null;
+const texts = (nodes) => [...nodes].map((n) => n.textContent);
+return {
+  columns: texts(table.querySelectorAll('thead th[scope=col]')),
+  names: texts(table.querySelectorAll('tbody tr > th[scope=row]:first-child')),
+  rows: [...table.querySelectorAll('tbody tr')].map((r) => r.children.length),
+  cites: [...table.querySelectorAll('tbody tr')].map((r) =>
+    texts(r.lastElementChild.querySelectorAll('button.cite'))),
+  markdownLeft: /\\|\\s*---/.test(table.closest('.body').textContent),
+};
+"""
+
+
+@in_browser
+def test_a_list_question_gets_a_table_whose_citations_open_their_passages(
+    browser, api_server, host_pages
+):
+    from selenium.webdriver.common.keys import Keys
+
+    page = host_pages.page_url(api_server.url, lang="en", key=API_KEY)
+    widget = Widget(browser, page + "&fresh=1")
+    widget.find(".launcher").click()
+    widget.ask(LIST_QUESTION)
+    outcome = widget.wait_for_outcome(1)
+    assert outcome["type"] == "answer", outcome
+    table = widget.js(TABLE_JS)
+    assert table is not None, widget.last_assistant_text()[:500]
+    assert table["columns"] == ["Trial", "Design and phase", "Patients", "Population", "Arms",
+                                "Key results", "Cite"]  # fmt: skip
+    assert len(table["names"]) >= 10 and set(table["rows"]) == {7}
+    assert set(table["names"][:2]) == {"CASPIAN", "IMpower133"}, "phase III trials first"
+    assert "Keynote-158" in table["names"]
+    assert all(cites for cites in table["cites"]), "every row carries its citation"
+    assert not table["markdownLeft"], "no Markdown table syntax is left as text"
+
+    # Keyboard: a numbered citation in the table opens its reference and quoted passage.
+    row = table["names"].index("CASPIAN")
+    button = widget.find_all(".msg.assistant tbody tr")[row].find_element(
+        widget.by.CSS_SELECTOR, "td:last-child button.cite"
+    )
+    number = int(button.text.strip("[]"))
+    button.send_keys(Keys.ENTER)
+    assert widget.find(".ref").is_displayed() and widget.active() == "h3.#ref-title"
+    citation = next(c for c in outcome["detail"]["citations"] if c["ref"] == number)
+    quotes = [q.get_property("textContent") for q in widget.find_all(".ref blockquote")]
+    assert quotes and quotes == [q["text"] for q in citation["quotes"]]
+    widget.find(".ref .back").click()
+    assert widget.active() == "button.cite#", "focus returns to the table's citation"
+
+    # A trial the review names without a marker is cited by its section, and opens it too.
+    section = widget.js("const b = [...root.querySelectorAll('.msg.assistant tbody .cite')]"
+                        ".find((b) => b.textContent.startsWith('§')); b.click();"
+                        "return b.textContent.slice(1);")  # fmt: skip
+    assert widget.find(".ref").is_displayed()
+    assert section in widget.text(".ref p")
+    assert all(q.get_property("textContent") for q in widget.find_all(".ref blockquote"))
+    widget.find(".ref .back").click()
+
+    # Reloaded, the conversation draws the table again from its Markdown; so does the chat page.
+    widget = Widget(browser, page)
+    widget.find(".launcher").click()
+    assert widget.js(TABLE_JS) == table
+    key = "nenqa-chat:" + api_server.url
+    stored = browser.driver.execute_script("return sessionStorage.getItem(arguments[0])", key)
+    widget = Widget(browser, api_server.url + "/")
+    browser.driver.execute_script("sessionStorage.setItem(arguments[0], arguments[1])", key, stored)
+    widget = Widget(browser, api_server.url + "/")
+    assert widget.js(TABLE_JS) == table

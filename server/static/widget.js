@@ -1,6 +1,7 @@
-/*! nenqa chat widget. Embed: <script src="https://HOST/widget.js" data-api="https://HOST"
- * data-lang="zh"></script>. Attributes, events and sizes: docs/widget.md. No dependencies.
- * Every text it renders goes through textContent; no markup from a server or a user is parsed. */
+/*! nenqa chat widget, part 2 of 2. Embed: <script src="https://HOST/widget.js"
+ * data-api="https://HOST" data-lang="zh"></script>. Attributes, events and sizes: docs/widget.md.
+ * No dependencies. Drawing answers (widgetRender) is part 1, widget_render.js, served ahead of
+ * this file. Every text goes through textContent; no markup from a server or user is parsed. */
 (() => {
   "use strict";
   const script = document.currentScript;
@@ -13,7 +14,6 @@
   const pageLayout = attr("layout") === "page";
   const storeKey = "nenqa-chat:" + api;
   const maxHistory = 12; // earlier messages sent as context; keeps requests far below 64 KB
-  const marker = /\[(\d{1,3})\]|\[§([^\[\]\n]{1,160})\]/g;
 
   const T = {
     en: {
@@ -52,6 +52,7 @@
       e503: "The server is still starting up (503). Try again in {s} seconds.",
       cut: "The connection broke before the answer was complete. Try again.",
       refFail: "This reference could not be loaded.",
+      table: "Evidence table (scrolls sideways)",
     },
     zh: {
       open: "NEN 综述问答",
@@ -89,6 +90,7 @@
       e503: "服务器仍在启动（503）。请在 {s} 秒后重试。",
       cut: "回答尚未完成时连接中断，请重试。",
       refFail: "无法加载该参考文献。",
+      table: "证据表（可横向滚动）",
     },
   }[lang];
   const fmt = (text, values) => text.replace(/\{(\w+)\}/g, (_, k) => String(values[k]));
@@ -130,18 +132,8 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
 .foot{margin:0;padding:0 12px 8px;font-size:12px;color:#4a5560}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}`;
 
-  // Builds an element; "text" sets textContent, "on*" adds listeners, the rest are attributes.
-  const el = (tag, props = {}, kids = []) => {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (value !== false && value != null)
-        node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const kid of kids) if (kid) node.append(kid);
-    return node;
-  };
+  const { el } = widgetRender;
+  const { quoteBlock, writer } = widgetRender.renderer(T, fmt, showReference);
 
   const host = document.createElement("nenqa-chat");
   const root = host.attachShadow({ mode: "open" });
@@ -208,7 +200,7 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
       el("p", { class: "foot", text: T.foot }),
     ],
   );
-  root.append(el("style", { text: CSS }), wrap);
+  root.append(el("style", { text: CSS + widgetRender.css }), wrap);
   wrap.append(...[launcher, panel].filter(Boolean));
 
   let history = [];
@@ -241,31 +233,6 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
     log.scrollTop = log.scrollHeight;
   };
 
-  function citeButton(ref, section, message) {
-    const label = ref != null ? fmt(T.cite, { n: ref }) : fmt(T.citePassage, { s: section });
-    return el("button", {
-      class: "cite",
-      type: "button",
-      "aria-label": label,
-      title: label,
-      text: ref != null ? "[" + ref + "]" : "§" + section,
-      onclick: (event) => showReference(message, ref, section, event.currentTarget),
-    });
-  }
-
-  // Appends text, turning complete [n] and [§section] markers into citation buttons.
-  function appendRich(body, text, message) {
-    let last = 0;
-    for (const m of text.matchAll(marker)) {
-      body.append(
-        text.slice(last, m.index),
-        citeButton(m[1] ? Number(m[1]) : null, m[2] || null, message),
-      );
-      last = m.index + m[0].length;
-    }
-    body.append(text.slice(last));
-  }
-
   function addMessage(role, text, message = {}) {
     const body = el("div", { class: "body" });
     const node = el("div", { class: "msg " + role }, [
@@ -273,7 +240,11 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
       body,
     ]);
     if (role === "user") body.textContent = text;
-    else if (text) appendRich(body, text, message);
+    else if (text) {
+      const out = writer(body, message);
+      out.write(text);
+      out.end();
+    }
     if (message.abstained) markBadge(node, T.abstained, "abstained");
     log.append(node);
     scrollDown();
@@ -335,22 +306,6 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
         refEntry.textContent = T.refFail;
       }
     }
-  }
-
-  // A translated quote is a button: a click, Enter or Space shows (or hides) its original.
-  function quoteBlock(q) {
-    if (!q.original) return el("blockquote", { text: q.text });
-    const original = el("span", { class: "orig", lang: "zh-CN", hidden: true }, [
-      el("b", { text: T.original }),
-      q.original,
-    ]);
-    const button = el("button", { class: "quote", type: "button", title: T.reveal, text: q.text });
-    button.setAttribute("aria-expanded", "false");
-    button.addEventListener("click", () => {
-      original.hidden = !original.hidden;
-      button.setAttribute("aria-expanded", String(!original.hidden));
-    });
-    return el("blockquote", {}, [button, original]);
   }
 
   function closeReference() {
@@ -456,7 +411,7 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
     controller = new AbortController();
     setBusy(true);
     if (hadFocus) cancelButton.focus();
-    let pending = "";
+    const out = writer(bubble.body, message);
     let started = false;
     let part = null;
     try {
@@ -489,18 +444,16 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
         message.content += piece;
         // llm mode: the quotes arrive first (part "quoted"), the model's summary under a label.
         const summary = chunk.part === "answer" && part === "quoted";
-        if (summary) bubble.body.append(el("div", { class: "synth", text: T.synthesized }));
+        if (summary) {
+          out.end();
+          bubble.body.append(el("div", { class: "synth", text: T.synthesized }));
+        }
         part = chunk.part || part;
-        // Holds back an unterminated "[..." so a marker is never rendered half as text.
-        pending += summary ? piece.replace(/^\n+/, "") : piece;
-        const open = pending.lastIndexOf("[");
-        const hold = open >= 0 && pending.indexOf("]", open) < 0 && pending.length - open < 170;
-        appendRich(bubble.body, hold ? pending.slice(0, open) : pending, message);
-        pending = hold ? pending.slice(open) : "";
+        out.write(summary ? piece.replace(/^\n+/, "") : piece);
         scrollDown();
       });
       if (!complete) throw { kind: "cut", text: T.cut };
-      appendRich(bubble.body, pending, message);
+      out.end();
       if (!started) bubble.body.textContent = "";
       if (message.abstained) markBadge(bubble.node, T.abstained, "abstained");
       history.push({ role: "user", content: question }, message);
@@ -525,7 +478,7 @@ textarea:disabled{background:#eef1f4;color:#4a5560}
               ? { kind: "network", text: fmt(T.down, { api }) }
               : { kind: "server", text: fmt(T.e5xx, { status: String(err && err.message) }) };
       if (started) {
-        appendRich(bubble.body, pending, message);
+        out.end();
         markBadge(bubble.node, T.partial, "partial");
       } else {
         bubble.node.remove();

@@ -1,7 +1,8 @@
 """The chat page (``GET /``) and the embeddable widget script (``GET /widget.js``).
 
-Both files are read once at import and served with an ``ETag``: a conditional request answers
-304. The widget may be cached by host pages for five minutes, the page is always revalidated.
+The widget's two files (``WIDGET_PARTS``) are served as one script. Both routes' bodies are
+read once at import and served with an ``ETag``: a conditional request answers 304. The widget
+may be cached by host pages for five minutes, the page is always revalidated.
 Neither route is part of the OpenAPI schema, which documents only the ``/v1`` API.
 """
 
@@ -42,26 +43,34 @@ class StaticAsset:
         return Response(self.body, media_type=self.media_type, headers=headers)
 
 
-def load_static_asset(name: str, media_type: str, headers: dict[str, str]) -> StaticAsset:
-    """Read ``server/static/<name>``; its ETag is a hash of the bytes, so it changes with them."""
+def read_static(name: str) -> bytes:
+    """The bytes of ``server/static/<name>``."""
     path = STATIC_DIR / name
     try:
-        body = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"{path} is missing; it ships with the package (reinstall or restore it from git)"
         ) from error
+
+
+def static_asset(body: bytes, media_type: str, headers: dict[str, str]) -> StaticAsset:
+    """``body`` served as it is; its ETag is a hash of the bytes, so it changes with them."""
     etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
     return StaticAsset(body, media_type, etag, {"X-Content-Type-Options": "nosniff", **headers})
 
 
-CHAT_PAGE = load_static_asset(
-    "index.html",
+CHAT_PAGE = static_asset(
+    read_static("index.html"),
     "text/html; charset=utf-8",
     {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP},
 )
-WIDGET_SCRIPT = load_static_asset(
-    "widget.js",
+# The widget is two files, its drawing of answers first, served as one script inside one
+# function: a host page still embeds one tag, and neither file adds a global to it.
+WIDGET_PARTS = ("widget_render.js", "widget.js")
+WIDGET_BODY = b"(() => {\n" + b"\n".join(read_static(p) for p in WIDGET_PARTS) + b"})();\n"
+WIDGET_SCRIPT = static_asset(
+    WIDGET_BODY,
     "text/javascript; charset=utf-8",
     {
         "Cache-Control": f"public, max-age={WIDGET_MAX_AGE_S}",
