@@ -18,8 +18,6 @@ from cli.console import console, fail, out
 from nenqa.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from contextlib import ExitStack
-
     from ingest.pipeline import DocumentChange, ParsedCorpus
     from ingest.registry import DocumentRegistry
     from ingest.translation import TranslationReport, Translator
@@ -128,6 +126,7 @@ def docs_remove(
             except UnknownDocumentError as error:
                 fail(str(error))
             store.publish()
+            save_generation(store)
             console.print(f"removed {doc_id}: {removal.chunks} chunks")
             if removal.cited_by:
                 console.print(
@@ -198,6 +197,14 @@ def open_index(settings: Settings) -> tuple[ChunkStore | None, DocumentRegistry,
         return None, registry, None
     # Listing and removing need no model: open the collection with the model it was built with.
     return ChunkStore(settings, None, built_with), registry, built_with
+
+
+def save_generation(store: ChunkStore) -> None:
+    """The new generation's search tables, built once here so that every server opens them
+    instead of building its own (docs/reliability.md)."""
+    from retriever.search import current_tables
+
+    current_tables(store)
 
 
 @contextmanager
@@ -362,6 +369,7 @@ def write_documents(
             except DocumentConflictError as error:
                 fail(f"{error} (the index was not changed)")
         store.publish()  # servers on this index (a Chroma server's) reload within seconds
+        save_generation(store)
     _print_changes(changes)
     return changes
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import bm25s
 import jieba
@@ -70,6 +71,19 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return self._size
+
+    def save(self, folder: Path) -> None:
+        """Write the index in bm25s's format (``load`` memory-maps it back)."""
+        self._bm25.save(str(folder), show_progress=False)
+
+    @classmethod
+    def load(cls, folder: Path, *, size: int) -> LexicalIndex:
+        """An index ``save`` wrote, its arrays memory-mapped read-only (shared between the
+        processes that open it)."""
+        index = cls.__new__(cls)
+        index._size = size
+        index._bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
+        return index
 
     def scores(self, query_tokens: Sequence[str]) -> np.ndarray:
         """BM25 score of every indexed text for the query tokens (unknown tokens score 0)."""

@@ -35,8 +35,10 @@ from nenqa.text import has_cjk
 from nenqa.timing import elapsed_ms
 from nenqa.types import Chunk, ChunkKind, Evidence, Question, Retrieval, Turn
 from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
+from retriever.generation import Generation, fingerprint_of
 from retriever.glossary import harvest_definitions
 from retriever.lexical import LexicalIndex, register_terms, tokenize
+from retriever.snapshot import SearchTables, load_tables, save_tables, snapshots_dir
 from retriever.store import ChunkStore, IndexUnavailableError, decode_list
 
 
@@ -105,6 +107,7 @@ class HybridSearcher:
         dense_candidates: int = 40,
         lexical_candidates: int = 40,
         default_k: int = 5,
+        tables: SearchTables | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -114,50 +117,23 @@ class HybridSearcher:
         self.lexical_candidates = lexical_candidates
         self.default_k = default_k
         self._lock = threading.Lock()
-        self.refresh()
+        if tables is None:
+            self.refresh()
+        else:
+            self._install(tables)
 
     def refresh(self) -> None:
-        """Reload the chunk table and lexical index from the store (after an ingest).
+        """Rebuild the chunk table and lexical indexes from the store, in place (a server swaps
+        in a ``reopened`` searcher instead, so no request sees two generations)."""
+        self._install(build_tables(self.store.generation(), self.store.all_chunks()))
 
-        ``chunks`` is every indexed chunk, parents first, then the twins whose parent is
-        indexed (a twin without one is never found); ``parents`` the chunks search returns.
-        """
-        # The generation first: chunks written after it are at worst a newer generation's,
-        # which the server's watcher then loads again.
-        generation = self.store.generation()
-        stored = self.store.all_chunks()
-        parents = [c for c in stored if c.rendering_of is None]
-        parent_ids = {c.chunk_id for c in parents}
-        twins = [c for c in stored if c.rendering_of in parent_ids]
-        chunks = [*parents, *twins]
+    def _install(self, tables: SearchTables) -> None:
+        chunks = tables.chunks
+        parents = chunks[: tables.parent_count]
         position = {c.chunk_id: i for i, c in enumerate(chunks)}
         # Every position to the parent position it ranks for (a parent to itself).
         folded = [position[c.rendering_of or c.chunk_id] for c in chunks]
-        renderings = {(c.rendering_of, c.language): c for c in twins}
-        lexical = LexicalIndex([lexical_text(c) for c in parents])
-        # Per language, BM25 over every text in it, originals and renderings, so a rendering
-        # ranks against all its language's text (not inflated in a small index of renderings
-        # alone); only the renderings' places are kept, each standing for its parent.
-        # A rendering whose every sentence its document already prints in that language (the
-        # review's abstract in both) adds no words of its own: it would only count twice.
-        printed = defaultdict(str)
-        for chunk in parents:
-            printed[(chunk.doc_id, chunk.language)] += _unspaced(chunk.text)
-        new_words = [
-            c
-            for c in twins
-            if not all(
-                _unspaced(c.text[a:b]) in printed[(c.doc_id, c.language)]
-                for a, b in c.sentence_offsets or ((0, len(c.text)),)
-            )
-        ]
-        rendering_lexical = {}
-        for language in sorted({c.language for c in new_words}):
-            texts = [c for c in [*parents, *new_words] if c.language == language]
-            rendering_lexical[language] = (
-                LexicalIndex([lexical_text(c) for c in texts]),
-                [folded[position[c.chunk_id]] if c.rendering_of else None for c in texts],
-            )
+        renderings = {(c.rendering_of, c.language): c for c in chunks[tables.parent_count :]}
         citing: dict[tuple[str, int], list[int]] = defaultdict(list)
         naming: dict[str, list[int]] = defaultdict(list)
         for index, chunk in enumerate(parents):
@@ -168,22 +144,23 @@ class HybridSearcher:
             for trial in chunk.trials:
                 naming[normalize_text(trial)].append(index)
         with self._lock:
-            self.generation = generation
+            self.generation = tables.generation
             self.chunks, self.parents = chunks, parents
             self.position, self._folded, self._renderings = position, folded, renderings
-            self.lexical, self._rendering_lexical = lexical, rendering_lexical
+            self.lexical, self._rendering_lexical = tables.lexical, tables.rendering_lexical
             self._citing = dict(citing)
             self._naming = dict(naming)
 
     def reopened(self) -> HybridSearcher:
         """A new searcher over the same store and model holding the index's current generation
-        (chunks, glossary, lexical index); this one keeps serving the requests that hold it,
-        so no request mixes two generations."""
-        glossary = build_glossary(self.store.settings, self.store.all_chunks())
+        (chunks, glossary, lexical indexes: saved ones where another process saved them); this
+        one keeps serving the requests that hold it, so no request mixes two generations."""
+        tables, glossary = current_tables(self.store)
         return HybridSearcher(
             self.store,
             self.embedder,
             glossary,
+            tables=tables,
             weights=self.weights,
             dense_candidates=self.dense_candidates,
             lexical_candidates=self.lexical_candidates,
@@ -368,6 +345,67 @@ def _folded_list(value: object) -> list[str]:
     return [normalize_text(v) for v in decode_list(value)]
 
 
+def build_tables(generation: Generation, stored: Sequence[Chunk]) -> SearchTables:
+    """The chunk table and lexical indexes of the chunks read from the store.
+
+    Parents first, then the twins whose parent is indexed (a twin without one is never found).
+    Per language, BM25 over every text in it, originals and renderings, so a rendering ranks
+    against all its language's text (not inflated in a small index of renderings alone); only
+    the renderings' places are kept, each standing for its parent. A rendering whose every
+    sentence its document already prints in that language (the review's abstract in both) adds
+    no words of its own: it would only count twice. The glossary's words must be registered
+    with the tokenizer first (``build_glossary``).
+    """
+    parents = [c for c in stored if c.rendering_of is None]
+    parent_ids = {c.chunk_id for c in parents}
+    twins = [c for c in stored if c.rendering_of in parent_ids]
+    chunks = [*parents, *twins]
+    position = {c.chunk_id: i for i, c in enumerate(chunks)}
+    printed: dict[tuple[str, str], str] = defaultdict(str)
+    for chunk in parents:
+        printed[(chunk.doc_id, chunk.language)] += _unspaced(chunk.text)
+    new_words = [
+        c
+        for c in twins
+        if not all(
+            _unspaced(c.text[a:b]) in printed[(c.doc_id, c.language)]
+            for a, b in c.sentence_offsets or ((0, len(c.text)),)
+        )
+    ]
+    rendering_lexical = {}
+    for language in sorted({c.language for c in new_words}):
+        texts = [c for c in [*parents, *new_words] if c.language == language]
+        rendering_lexical[language] = (
+            LexicalIndex([lexical_text(c) for c in texts]),
+            [position[c.rendering_of] if c.rendering_of else None for c in texts],
+        )
+    return SearchTables(
+        generation=generation,
+        chunks=chunks,
+        parent_count=len(parents),
+        lexical=LexicalIndex([lexical_text(c) for c in parents]),
+        rendering_lexical=rendering_lexical,
+        complete=fingerprint_of(c.chunk_id for c in stored) == generation.fingerprint,
+    )
+
+
+def current_tables(store: ChunkStore) -> tuple[SearchTables, Glossary]:
+    """The index's current generation as a searcher needs it, with its glossary: the tables
+    another process saved for it, else built from the store and saved for the next one."""
+    root = snapshots_dir(store.settings.index_dir)
+    # The generation first: chunks written after it are at worst a newer generation's, which
+    # the server's watcher then loads again (and never saved under this one).
+    generation = store.generation()
+    tables = load_tables(root, generation)
+    stored = tables.chunks if tables else store.all_chunks()
+    # The glossary teaches the tokenizer its words, so it comes before any lexical index.
+    glossary = build_glossary(store.settings, stored)
+    if tables is None:
+        tables = build_tables(generation, stored)
+        save_tables(root, tables)
+    return tables, glossary
+
+
 def build_glossary(settings: Settings, chunks: Sequence[Chunk] = ()) -> Glossary:
     """The curated table plus the definitions the indexed passages spell out."""
     terms = []
@@ -390,12 +428,12 @@ def load_searcher(settings: Settings) -> HybridSearcher:
             f"the index at {settings.chroma_url or settings.index_dir} is empty; "
             "run `nenqa ingest` first"
         )
-    # The glossary teaches the tokenizer its words, so it comes before the lexical index.
-    glossary = build_glossary(settings, store.all_chunks())
+    tables, glossary = current_tables(store)
     return HybridSearcher(
         store,
         embedder,
         glossary,
+        tables=tables,
         dense_candidates=settings.dense_candidates,
         lexical_candidates=settings.lexical_candidates,
         default_k=settings.top_k,

@@ -56,6 +56,7 @@ def indexed_settings(tmp_path_factory, embedder):
     settings = Settings(index_dir=tmp_path_factory.mktemp("index"), embedding_model=None)
     store = ChunkStore(settings, ChromaEmbeddingFunction(embedder), embedder.model_id)
     sync_index(rendered_default_corpus(settings.data_dir), store, embedder)
+    store.publish()  # as `nenqa ingest` does
     return settings
 
 
@@ -127,4 +128,5 @@ def chroma_settings(chroma_server, embedder, tmp_path_factory):
     )
     store = ChunkStore(settings, ChromaEmbeddingFunction(embedder), embedder.model_id)
     sync_index(rendered_default_corpus(settings.data_dir), store, embedder)
+    store.publish()  # as `nenqa ingest` does
     return settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from ingest.pipeline import default_sources
 from nenqa.settings import PROJECT_ROOT
 from server.app import create_app
 from tests import test_api_chat as chat_tests
@@ -32,6 +34,8 @@ from tests.browser_support import free_port, stop_process
 pytestmark = pytest.mark.slow
 
 SPINET = chat_tests.SPINET
+DATA = PROJECT_ROOT / "data"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +141,18 @@ def _ready_worker(url: str) -> int | None:
 def two_workers(chroma_settings, tmp_path_factory):
     """``nenqa serve --workers 2`` over the Chroma server; yields (url, supervisor PID)."""
     port = free_port()
+    # The workers' own data folder (the corpus and a document to add through /admin).
+    data = tmp_path_factory.mktemp("workers-data")
+    for path in [*default_sources(DATA), DATA / "glossary.tsv", FIXTURES / "sample-review.md"]:
+        shutil.copyfile(path, data / path.name)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "NENQA_CHROMA_URL": chroma_settings.chroma_url,
         "NENQA_RATE_LIMIT_PER_MINUTE": "0",
+        "NENQA_DATA_DIR": str(data),
+        "NENQA_ADMIN_KEYS": "admin-secret",
+        "NENQA_TRANSLATE_AT_INGEST": "false",
     }
     env.pop("NENQA_LLM_BASE_URL", None)
     log_path = tmp_path_factory.mktemp("workers") / "serve.log"
@@ -218,6 +229,63 @@ class TestTwoWorkersSpeakOpenAI:
     test_conversation_history_is_used = staticmethod(
         completion_tests.test_conversation_history_is_used
     )
+
+
+def _generations(url: str, asks: int = 24) -> dict[int, tuple[int, str, int]]:
+    """(generation, fingerprint, chunks) by worker PID, from fresh connections."""
+    seen = {}
+    for _ in range(asks):
+        body = httpx.get(f"{url}/readyz", timeout=5, headers={"Connection": "close"}).json()
+        seen[body["worker_pid"]] = (body["generation"], body["fingerprint"], body["chunks"])
+    return seen
+
+
+def _until_every_worker_serves(url: str, workers: set[int], generation: int) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = _generations(url)
+        if set(seen) == workers and {g for g, _, _ in seen.values()} == {generation}:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"not every worker serves generation {generation}: {seen}")
+
+
+def test_a_change_through_one_worker_or_the_cli_reaches_every_worker(
+    two_workers, chroma_settings, monkeypatch
+):
+    """Admin API on whichever worker answers, then `nenqa docs remove` from another process:
+    both workers serve each new generation, the same chunks, without a restart."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from nenqa.settings import get_settings
+
+    url, _, workers = two_workers
+    current = next(iter(_generations(url).values()))[0]
+    before = _until_every_worker_serves(url, workers, current)
+    start, fingerprint, chunks = next(iter(before.values()))
+    added = httpx.post(
+        f"{url}/admin/documents",
+        json={"paths": ["sample-review.md"]},
+        headers={"X-Admin-Key": "admin-secret"},
+        timeout=300,
+    )
+    assert added.status_code == 200, added.text
+    seen = _until_every_worker_serves(url, workers, start + 1)
+    assert {c for _, _, c in seen.values()} == {chunks + 8}
+    assert len({f for _, f, _ in seen.values()}) == 1
+
+    monkeypatch.setenv("NENQA_CHROMA_URL", chroma_settings.chroma_url)
+    monkeypatch.setenv("NENQA_INDEX_DIR", str(chroma_settings.index_dir))
+    get_settings.cache_clear()
+    try:
+        removed = CliRunner().invoke(app, ["docs", "remove", "sample-review"])
+    finally:
+        get_settings.cache_clear()
+    assert removed.exit_code == 0, removed.output
+    seen = _until_every_worker_serves(url, workers, start + 2)
+    # The corpus is as before: the same chunks, so the same fingerprint.
+    assert set(seen.values()) == {(start + 2, fingerprint, chunks)}
 
 
 def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():

@@ -204,3 +204,76 @@ def test_a_change_through_one_server_reaches_the_other_whole(two_apps):
     wait_for_generation(other, ready["generation"] + 1)
     back = other.get("/readyz").json()
     assert back["chunks"] == start["chunks"] and back["fingerprint"] == start["fingerprint"]
+
+
+@pytest.mark.slow
+def test_a_new_process_opens_the_saved_tables_and_ranks_alike(searcher, monkeypatch):
+    """The session searcher built the generation's tables and saved them; a reopened searcher
+    (what another worker or a reload does) reads no chunk from the store and ranks the same."""
+    from retriever.snapshot import snapshots_dir
+
+    root = snapshots_dir(searcher.store.settings.index_dir)
+    generation = searcher.generation
+    assert generation.number >= 1
+    assert (root / f"{generation.number:06d}-{generation.fingerprint}" / "meta.json").exists()
+
+    def no_store_reads(self):
+        raise AssertionError("the tables were rebuilt from the store")
+
+    monkeypatch.setattr(ChunkStore, "all_chunks", no_store_reads)
+    opened = searcher.reopened()
+    assert opened.generation == generation and len(opened) == len(searcher)
+    for question in [
+        "SPINET研究中兰瑞肽的TTF是多少？",
+        "What did CLARINET FORTE show for high-dose lanreotide?",
+        "哪些研究使用了双免疫联合治疗？",
+    ]:
+        built = [e.chunk.chunk_id for e in searcher.search(question)]
+        assert [e.chunk.chunk_id for e in opened.search(question)] == built
+
+
+def test_saved_tables_of_another_corpus_or_format_are_rebuilt_with_a_warning(tmp_path, caplog):
+    from retriever.lexical import LexicalIndex
+    from retriever.snapshot import SearchTables, load_tables, save_tables
+
+    generation = Generation(3, fingerprint_of(["p-1"]))
+    tables = SearchTables(generation, [chunk("p-1", "SPINET lanreotide")], 1,
+                          LexicalIndex(["SPINET lanreotide"]), {})  # fmt: skip
+    folder = save_tables(tmp_path, tables)
+    assert folder is not None and load_tables(tmp_path, generation) is not None
+    assert load_tables(tmp_path, Generation(3, "0" * 16)) is None  # nothing saved for it
+
+    meta = folder / "meta.json"
+    meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
+    assert load_tables(tmp_path, generation) is None
+    assert "not this generation's; rebuilding" in caplog.text
+
+    (folder / "chunks.pickle").write_bytes(b"not a pickle")
+    meta.write_text(meta.read_text().replace('"format": 99', '"format": 1'))
+    assert load_tables(tmp_path, generation) is None
+    assert "cannot be read" in caplog.text
+
+
+def test_an_interrupted_save_leaves_the_previous_generation_loadable(tmp_path, monkeypatch):
+    from retriever.lexical import LexicalIndex
+    from retriever.snapshot import SearchTables, load_tables, save_tables
+
+    def tables(number: int, ids: list[str]) -> SearchTables:
+        chunks = [chunk(i, f"text {i}") for i in ids]
+        generation = Generation(number, fingerprint_of(ids))
+        return SearchTables(
+            generation, chunks, len(chunks), LexicalIndex([c.text for c in chunks]), {}
+        )
+
+    first = tables(1, ["p-1"])
+    save_tables(tmp_path, first)
+    second = tables(2, ["p-1", "p-2"])
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(LexicalIndex, "save", crash)
+    assert save_tables(tmp_path, second) is None
+    assert [p.name for p in tmp_path.iterdir()] == [f"000001-{first.generation.fingerprint}"]
+    assert load_tables(tmp_path, first.generation) is not None
+    assert load_tables(tmp_path, second.generation) is None
