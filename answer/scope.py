@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import jieba
 import jieba.posseg
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from nenqa.glossary import Term, normalize_text
 from nenqa.text import CJK_RANGE
@@ -60,6 +61,8 @@ class ScopeThresholds:
     # A word sharing this many first letters with a corpus word is a form of it (embolising,
     # embolization), not a new name.
     en_stem: int = 6
+    # Whether an unknown word right before a glossary disease head noun counts (breast cancer).
+    en_disease_modifiers: bool = True
     # Highest jieba dictionary frequency of a rare Chinese noun (unknown words count 0).
     zh_max_frequency: int = 300
     # jieba word classes that count: common nouns (n) and transliterated names (nrt). Person
@@ -86,12 +89,21 @@ class ScopeCheck:
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
         self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
         self._zh_endings = _ZH_ENTITY_END
+        self._disease_heads: frozenset[str] = frozenset()
         self._stem_cache: dict[int, frozenset[str]] = {}
         self.word_pieces = word_pieces if word_pieces is not None else embedder_word_pieces()
         self.thresholds = thresholds or ScopeThresholds()
 
     def learn_glossary(self, terms: Iterable[Term]) -> None:
-        """Take the endings of the glossary's Chinese drug and disease names (…肽, …癌)."""
+        """Take the endings of the glossary's Chinese drug and disease names (…肽, …癌) and the
+        head nouns of its English disease names (carcinoma, syndrome)."""
+        self._disease_heads = frozenset(
+            _singular(form.split()[-1])
+            for t in terms
+            if t.type == "disease"
+            for form in t.en
+            if " " in form and form.split()[-1].isalpha() and form.split()[-1].islower()
+        )
         self._zh_endings = _ZH_ENTITY_END | {
             form[-1]
             for t in terms
@@ -102,11 +114,15 @@ class ScopeCheck:
 
     def unknown_entities(self, question: str) -> list[str]:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
-        unknown = [
-            m.group()
-            for m in _LATIN_WORD.finditer(question)
-            if self._unknown_latin(m.group(), question[: m.start()])
-        ]
+        matches = list(_LATIN_WORD.finditer(question))
+        unknown: list[str] = []
+        for i, match in enumerate(matches):
+            word = match.group()
+            following = matches[i + 1].group() if i + 1 < len(matches) else ""
+            if self._unknown_site(word, following):
+                unknown.append(f"{word} {following}")  # named with its head: "breast cancer"
+            elif self._unknown_latin(word, question[: match.start()]):
+                unknown.append(word)
         unknown += self._unknown_chinese(normalize_text(question))
         return list(dict.fromkeys(unknown))
 
@@ -133,6 +149,20 @@ class ScopeCheck:
                 unknown.append(word + _name_tail(pairs[i + 1 :]))
         # Named once, whole: 特罗司他, not also 特罗司.
         return [w for w in unknown if not any(w != other and w in other for other in unknown)]
+
+    def _unknown_site(self, word: str, following: str) -> bool:
+        """A word naming the site or kind of a disease ("breast" cancer, "dumping" syndrome):
+        right before a head noun of the glossary's diseases, and unknown to the corpus."""
+        lowered = word.lower()
+        return (
+            self.thresholds.en_disease_modifiers
+            and _singular(following.lower()) in self._disease_heads
+            and lowered.isalpha()
+            and len(lowered) >= 3
+            and lowered not in ENGLISH_STOP_WORDS
+            and not self._knows_latin(word)
+            and not self._knows_stem(lowered)
+        )
 
     def _unknown_latin(self, word: str, before: str) -> bool:
         """A trial-, drug-, disease- or syndrome-like word the corpus lacks: letters with digits,
@@ -179,6 +209,10 @@ class ScopeCheck:
         # A combination (atezolizumab-bevacizumab) is known when each of its parts is.
         parts = [p for p in re.split(r"[-/]", lowered) if p]
         return len(parts) > 1 and all(p in self._latin or p.isdigit() for p in parts)
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def _name_tail(following: list[tuple[str, str]]) -> str:

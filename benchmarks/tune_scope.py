@@ -33,10 +33,12 @@ sys.path.insert(0, str(ROOT))
 SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
 EVAL_SET = ROOT / "eval" / "qa.jsonl"
 # The grid ``tune`` searches: tokenizer pieces of an unknown English word, the shared first
-# letters that make it a form of a corpus word, the highest jieba frequency of an unknown
-# Chinese noun, and which jieba noun classes count.
+# letters that make it a form of a corpus word, whether an unknown word before a disease head
+# noun counts, the highest jieba frequency of an unknown Chinese noun, and which jieba noun
+# classes count.
 PIECES_GRID = (3, 4, 5, 6, 99)
 STEM_GRID = (5, 6, 7, 99)
+MODIFIER_GRID = (False, True)
 FREQUENCY_GRID = (-1, 50, 100, 200, 300, 500, 1000)
 NOUN_CLASSES_GRID = (
     frozenset({"n"}),
@@ -164,6 +166,7 @@ def tune(args: argparse.Namespace) -> None:
         conservative = (
             thresholds.en_min_pieces,
             -thresholds.en_stem,
+            not thresholds.en_disease_modifiers,
             -thresholds.zh_max_frequency,
             -len(thresholds.zh_noun_classes),
         )
@@ -171,9 +174,16 @@ def tune(args: argparse.Namespace) -> None:
 
     default = scorer.scope.thresholds
     grid = [
-        replace(default, en_min_pieces=p, en_stem=st, zh_max_frequency=f, zh_noun_classes=c)
-        for p, st, f, c in itertools.product(
-            PIECES_GRID, STEM_GRID, FREQUENCY_GRID, NOUN_CLASSES_GRID
+        replace(
+            default,
+            en_min_pieces=p,
+            en_stem=st,
+            en_disease_modifiers=m,
+            zh_max_frequency=f,
+            zh_noun_classes=c,
+        )
+        for p, st, m, f, c in itertools.product(
+            PIECES_GRID, STEM_GRID, MODIFIER_GRID, FREQUENCY_GRID, NOUN_CLASSES_GRID
         )
     ]
     best = max(grid, key=objective)

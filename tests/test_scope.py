@@ -45,6 +45,8 @@ def scope() -> ScopeCheck:
         ("Does mitotane after adrenalectomy prolong survival?", ["adrenalectomy"]),
         ("帕博利珠单抗治疗晚期黑色素瘤的缓解率是多少？", ["黑色素瘤"]),
         ("嗜铬细胞瘤患者术前怎样准备？", ["嗜铬细胞瘤"]),
+        # A site the review never names, before a head noun of the glossary's diseases.
+        ("And in breast cancer?", ["breast cancer"]),
     ],
 )
 def test_names_the_review_never_mentions_are_found_and_named_whole(scope, question, unknown):
@@ -107,6 +109,17 @@ def test_a_follow_up_about_another_disease_abstains_and_names_it(service):
     answer = service.answerers["extractive"].answer(Question("那乳腺癌呢？", history))
     assert answer.abstained and answer.citations == ()
     assert answer.text.startswith("综述没有讨论乳腺癌。")
+
+
+@pytest.mark.slow
+def test_an_english_follow_up_about_breast_cancer_abstains_and_names_it(service):
+    history = (
+        Turn("user", "How long did everolimus control pancreatic NETs?"),
+        Turn("assistant", "…"),
+    )
+    answer = service.answerers["extractive"].answer(Question("And in breast cancer?", history))
+    assert answer.abstained and answer.citations == ()
+    assert answer.text.startswith("The review does not discuss breast cancer.")
 
 
 @pytest.mark.slow
