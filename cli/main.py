@@ -160,7 +160,7 @@ def serve(
     stack = ExitStack()  # stops the local LLM when uvicorn returns (Ctrl-C, SIGTERM)
     if workers == 1:
         with stack:
-            if not settings.chroma_url:  # the admin API writes it; no other process may
+            if not settings.chroma_url:  # no other process may write it meanwhile
                 hold_embedded_index(stack, settings)
             if llm == "local":
                 settings = start_local_llm(stack, settings)
@@ -194,11 +194,14 @@ def serve(
 
 
 def hold_embedded_index(stack: ExitStack, settings: Settings) -> None:
-    """Hold the embedded index for this server's lifetime, or end with the way out."""
+    """Hold the embedded index for this server's lifetime, or end with the way out: for
+    writing when its admin API can change it, else shared with other servers that only read."""
     from retriever.generation import IndexBusyError, writer_lock
 
+    holder = "a running `nenqa serve`"
+    shared = not settings.admin_keys
     try:
-        stack.enter_context(writer_lock(settings.index_dir, "a running `nenqa serve`"))
+        stack.enter_context(writer_lock(settings.index_dir, holder, shared=shared))
     except IndexBusyError as error:
         fail(str(error))
 

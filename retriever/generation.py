@@ -11,8 +11,10 @@ generation they have until the change is finished by running it again.
 An embedded index (a Chroma ``PersistentClient`` directory) is safe in one process only: a
 second process writing it corrupts it, and a server never sees another process's writes. So
 every process that may write it holds ``writer_lock`` on the directory for as long as it may
-write (``nenqa serve`` for its lifetime, a ``nenqa`` write command while it runs), and a second
-one is refused with a message naming the way out. A Chroma server serialises writers itself.
+write (``nenqa serve`` with admin keys for its lifetime, a ``nenqa`` write command while it
+runs), and a second one is refused with a message naming the way out. A server without admin
+keys only reads, so it holds the lock shared: other such servers may open the index, but no
+writer, whose changes it would never see. A Chroma server serialises writers itself.
 """
 
 from __future__ import annotations
@@ -60,16 +62,17 @@ _held_lock = threading.Lock()
 
 
 @contextmanager
-def writer_lock(index_dir: Path, holder: str) -> Iterator[None]:
-    """Hold the embedded index in ``index_dir`` for writing; ``holder`` names this process in
-    the message another process gets (``nenqa serve``). Raises ``IndexBusyError``."""
+def writer_lock(index_dir: Path, holder: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold the embedded index in ``index_dir`` for writing (``shared``: for reading, which
+    keeps writers out); ``holder`` names this process in the message another process gets
+    (``nenqa serve``). Raises ``IndexBusyError``."""
     path = (index_dir / LOCK_FILE).resolve()
     with _held_lock:
         if path in _held:
             handle, count = _held[path]
             _held[path] = (handle, count + 1)
         else:
-            _held[path] = (_acquire(path, holder), 1)
+            _held[path] = (_acquire(path, holder, shared), 1)
     try:
         yield
     finally:
@@ -80,12 +83,11 @@ def writer_lock(index_dir: Path, holder: str) -> Iterator[None]:
             else:
                 del _held[path]
                 if handle is not None:
-                    handle.truncate(0)
                     fcntl.flock(handle, fcntl.LOCK_UN)
                     handle.close()
 
 
-def _acquire(path: Path, holder: str) -> IO[str] | None:
+def _acquire(path: Path, holder: str, shared: bool) -> IO[str] | None:
     """The locked lock file; ``None`` where it cannot be created (a read-only or full folder),
     where no process can write the index either and the write itself says why."""
     try:
@@ -94,7 +96,7 @@ def _acquire(path: Path, holder: str) -> IO[str] | None:
     except OSError:
         return None
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         other = handle.read().strip() or "another process"
@@ -106,7 +108,7 @@ def _acquire(path: Path, holder: str) -> IO[str] | None:
             "from a Chroma server that several processes share (`chroma run --path DIR`, "
             "NENQA_CHROMA_URL)."
         ) from None
-    try:
+    try:  # a shared holder names itself too: the last one to arrive is named
         handle.seek(0)
         handle.truncate(0)
         handle.write(f"{holder} (pid {os.getpid()})")

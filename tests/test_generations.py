@@ -277,3 +277,31 @@ def test_an_interrupted_save_leaves_the_previous_generation_loadable(tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == [f"000001-{first.generation.fingerprint}"]
     assert load_tables(tmp_path, first.generation) is not None
     assert load_tables(tmp_path, second.generation) is None
+
+
+TRY = """
+import sys
+from pathlib import Path
+from retriever.generation import IndexBusyError, writer_lock
+for shared in (True, False):
+    try:
+        with writer_lock(Path(sys.argv[1]), "probe", shared=shared):
+            print("got", "shared" if shared else "exclusive")
+    except IndexBusyError as error:
+        print("refused", "shared" if shared else "exclusive", "by", str(error).split(" by ")[0])
+"""
+
+
+def test_servers_that_only_read_share_an_embedded_index_but_keep_writers_out(tmp_path):
+    index_dir = tmp_path / "index"
+    with writer_lock(index_dir, "a running `nenqa serve`", shared=True):
+        tried = subprocess.run(
+            [sys.executable, "-c", TRY, str(index_dir)],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    lines = tried.stdout.splitlines()
+    assert lines[0] == "got shared"
+    assert lines[1].startswith("refused exclusive"), tried.stdout + tried.stderr

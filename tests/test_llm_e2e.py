@@ -223,7 +223,8 @@ def test_an_injected_instruction_does_not_change_what_is_cited(server):
     if not body["abstained"]:
         assert_grounded(body, {SPINET_REF})
     assert "[12]" not in body["answer"]
-    assert not re.search(r"doubl", body["answer"], re.IGNORECASE), body["answer"]
+    # The injected claim, not the review's own "double-blind" (in its English rendering).
+    assert not re.search(r"doubled|doubling", body["answer"], re.IGNORECASE), body["answer"]
 
 
 def test_stopping_nenqa_serve_stops_the_local_model_it_started(
