@@ -26,16 +26,21 @@ NOT_DISCUSSED_TEXT = {"zh": "综述没有讨论{names}。", "en": "The review do
 _NAME_JOINS = {"zh": ("、", "和"), "en": (", ", " or ")}
 
 
+def not_discussed_text(language: Literal["zh", "en"], names: Sequence[str]) -> str:
+    """ "The review does not discuss telotristat." / "综述没有讨论特罗司他。" """
+    names = list(dict.fromkeys(names))
+    comma, last = _NAME_JOINS[language]
+    joined = names[0] if len(names) == 1 else comma.join(names[:-1]) + last + names[-1]
+    return NOT_DISCUSSED_TEXT[language].format(names=joined)
+
+
 def abstention_text(language: Literal["zh", "en"], not_covered: Sequence[str] = ()) -> str:
     """The abstention, naming what the review does not discuss when that is known ("The review
     does not discuss telotristat. The review does not contain evidence ...")."""
     if not not_covered:
         return ABSTENTION_TEXT[language]
-    names = list(dict.fromkeys(not_covered))
-    comma, last = _NAME_JOINS[language]
-    joined = names[0] if len(names) == 1 else comma.join(names[:-1]) + last + names[-1]
     gap = "" if language == "zh" else " "
-    return NOT_DISCUSSED_TEXT[language].format(names=joined) + gap + ABSTENTION_TEXT[language]
+    return not_discussed_text(language, not_covered) + gap + ABSTENTION_TEXT[language]
 
 
 # A word of running English: a letter and at least two lower-case ones ("What", "lanreotide");

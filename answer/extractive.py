@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from answer.base import answer_language, final_answer
+from answer.base import answer_language, final_answer, not_discussed_text
 from answer.citations import QuotedSentence, collect_citations, render_quote
 from answer.relevance import Relevance, ScoringConfig, SentenceScorer, abstention
 from nenqa.glossary import Glossary, normalize_text
@@ -114,6 +114,8 @@ class ExtractiveAnswerer:
         segments += [
             render_quote(q.sentence, self.references, rendering=q.rendering) for q in quoted
         ]
+        if relevance.unknown_entities:  # answered in part: the rest is named, never quoted for
+            segments.append(not_discussed_text(language, relevance.unknown_entities))
         citations, passages = collect_citations(
             quoted, self.references, self.scorer.bank.entries_in(language)
         )

@@ -39,6 +39,7 @@ from answer.base import (
     LLMUnavailableError,
     answer_language,
     final_answer,
+    not_discussed_text,
 )
 from answer.citations import (
     FOREIGN_MARKER,
@@ -261,10 +262,18 @@ class LLMAnswerer:
         first = not any(c.supported for c in checked)
         for index, quote in enumerate(restored):
             yield AnswerPiece(text=_spaced(self._render(quote), first and index == 0, language))
+        # Answered in part: what the review does not discuss is named, as in the quoted answer.
+        unknown = relevance.unknown_entities
+        spaced = _spaced(not_discussed_text(language, unknown), False, language) if unknown else ""
+        if spaced and (restored or not first):
+            yield AnswerPiece(text=spaced)
         timings["total"] = elapsed_ms(started)
-        yield AnswerPiece(
-            answer=self.finish(language, quoted, checked, restored, timings, "".join(raw))
-        )
+        finished = self.finish(language, quoted, checked, restored, timings, "".join(raw))
+        if spaced and not finished.abstained:
+            finished = replace(
+                finished, text=finished.text + spaced, segments=(*finished.segments, spaced)
+            )
+        yield AnswerPiece(answer=finished)
 
     def check_draft(self, draft: str, shown: Sequence[QuotedSentence]) -> list[Aligned]:
         """Every sentence of a complete model answer, aligned and checked (abstain token out)."""

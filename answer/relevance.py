@@ -12,7 +12,8 @@ embedder, ``overlap`` the IDF-weighted share of the question's corpus words the 
 contains, the glossary's other-language forms counting for their terms. The question is
 answerable only when the best sentence reaches both ``min_similarity`` and ``min_overlap`` (or
 covers every specific word at ``strong_min_similarity``) and the question names no entity the
-review never mentions (``ScopeCheck``).
+review never mentions (``ScopeCheck``), unless such entities sit in a part of their own beside a
+part about a covered drug or trial: that part is answered and the rest named.
 """
 
 from __future__ import annotations
@@ -71,12 +72,15 @@ class Relevance:
     best_similarity: float = 0.0
     best_overlap: float = 0.0
     unknown_entities: list[str] = field(default_factory=list)
+    # A part of the question asks about a covered drug or trial, apart from the unknown ones:
+    # that part is answered, and the answer names what the review does not discuss.
+    answered_in_part: bool = False
     ranked: list[ScoredSentence] = field(default_factory=list)
     # Every folded form of the trials the question names (SPINET; 兰瑞肽 is not a trial).
     named_trials: frozenset[str] = frozenset()
 
     def answerable(self, config: ScoringConfig) -> bool:
-        if self.unknown_entities or not self.ranked:
+        if (self.unknown_entities and not self.answered_in_part) or not self.ranked:
             return False
         top = self.ranked[0]
         covered = top.overlap >= config.strong_overlap
@@ -110,8 +114,10 @@ class SentenceScorer:
         for rank, item in enumerate(retrieval.evidence):
             for index in self.bank.sentences_of(item.chunk.chunk_id):
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
+        unknown = self.scope.unknown_entities(question.text)
         relevance = Relevance(
-            unknown_entities=self.scope.unknown_entities(question.text),
+            unknown_entities=unknown,
+            answered_in_part=self.scope.answers_in_part(question.text, unknown),
             named_trials=frozenset(
                 normalize_text(form)
                 for term in self.searcher.glossary.matches(question.text)

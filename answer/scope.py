@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,6 +46,11 @@ _AGE = re.compile(r"^\d+-(?:year|month|week|day)s?-old$", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.?!:;。？！：；]\s*)$")
 # Glossary types whose Chinese endings mark a drug or disease name (…替尼, …单抗, …癌).
 _ENTITY_TYPES = frozenset({"drug", "disease", "regimen"})
+# Glossary types a question is about, as opposed to the disease or site it asks them about.
+_SUBJECT_TYPES = frozenset({"drug", "regimen", "trial"})
+# Where a question joins its parts ("SPINET and NETTER-2", "依维莫司治疗胰腺NET，乳腺癌呢"); not
+# comparison words (与, versus): "177Lu-edotreotide与依维莫司相比" is one question.
+_PART_BREAK = re.compile(r"\s*(?:\band\b|[,;?？，；])\s*", re.I)
 # Endings of Chinese disease, drug and vaccine names outside the glossary (糖尿病, 胰岛素,
 # 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
 # answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
@@ -89,6 +94,7 @@ class ScopeCheck:
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
         self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
         self._zh_endings = _ZH_ENTITY_END
+        self._subject = re.compile(r"(?!)")  # no glossary yet: no subject is known
         self._disease_heads: frozenset[str] = frozenset()
         self._stem_cache: dict[int, frozenset[str]] = {}
         self.word_pieces = word_pieces if word_pieces is not None else embedder_word_pieces()
@@ -96,7 +102,22 @@ class ScopeCheck:
 
     def learn_glossary(self, terms: Iterable[Term]) -> None:
         """Take the endings of the glossary's Chinese drug and disease names (…肽, …癌) and the
-        head nouns of its English disease names (carcinoma, syndrome)."""
+        head nouns of its English disease names (carcinoma, syndrome), and its drug, regimen and
+        trial names (what a question can be about while also naming something uncovered)."""
+        terms = list(terms)
+        forms = sorted(
+            {normalize_text(f) for t in terms if t.type in _SUBJECT_TYPES for f in t.forms},
+            key=len,
+            reverse=True,
+        )
+        self._subject = re.compile(
+            "|".join(
+                re.escape(f) if _CJK_WORD.match(f) else rf"(?<![a-z0-9]){re.escape(f)}(?![a-z0-9])"
+                for f in forms
+                if len(f) >= 2
+            )
+            or r"(?!)"
+        )
         self._disease_heads = frozenset(
             _singular(form.split()[-1])
             for t in terms
@@ -125,6 +146,24 @@ class ScopeCheck:
                 unknown.append(word)
         unknown += self._unknown_chinese(normalize_text(question))
         return list(dict.fromkeys(unknown))
+
+    def answers_in_part(self, question: str, unknown: Sequence[str]) -> bool:
+        """Whether a part of the question asks about a drug, regimen or trial the review covers
+        while every part naming something uncovered names none ("What did everolimus do in
+        pancreatic NETs, and in breast cancer?"): that part is answered and the rest named. A
+        part naming both (sunitinib in renal cell carcinoma) makes the whole question
+        uncovered."""
+        if not unknown:
+            return False
+        covered = uncovered = False
+        for part in _PART_BREAK.split(normalize_text(question)):
+            names_unknown = any(normalize_text(u) in part for u in unknown)
+            names_subject = self._subject.search(part) is not None
+            if names_unknown and names_subject:
+                return False
+            covered |= names_subject
+            uncovered |= names_unknown
+        return covered and uncovered
 
     def _unknown_chinese(self, folded: str) -> list[str]:
         for form in self._zh_forms:

@@ -68,6 +68,21 @@ def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, qu
     assert scope.unknown_entities(question) == []
 
 
+@pytest.mark.parametrize(
+    ("question", "in_part"),
+    [
+        ("What did everolimus do in pancreatic NETs, and in breast cancer?", True),
+        ("依维莫司治疗胰腺NET的疗效如何？对乳腺癌呢？", True),
+        ("What did SPINET and NETTER-2 show?", True),
+        # A covered drug asked about an uncovered disease is not covered at all.
+        ("帕博利珠单抗治疗晚期黑色素瘤的缓解率是多少？", False),
+        ("Is hydroxychloroquine used in rheumatoid arthritis?", False),
+    ],
+)
+def test_a_part_about_a_covered_drug_or_trial_is_answered_apart(scope, question, in_part):
+    assert scope.answers_in_part(question, scope.unknown_entities(question)) is in_part
+
+
 def test_without_the_tokenizer_a_rare_word_is_kept_rather_than_abstained_on():
     check = ScopeCheck(["兰瑞肽 lanreotide"], word_pieces=lambda word: 1)
     assert check.unknown_entities("Does lanreotide help glioblastoma?") == []
@@ -120,6 +135,20 @@ def test_an_english_follow_up_about_breast_cancer_abstains_and_names_it(service)
     answer = service.answerers["extractive"].answer(Question("And in breast cancer?", history))
     assert answer.abstained and answer.citations == ()
     assert answer.text.startswith("The review does not discuss breast cancer.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["extractive", "llm"])
+def test_a_partly_covered_question_answers_the_covered_part_and_names_the_rest(
+    service, llm_service, scripted_llm, mode
+):
+    scripted_llm.set_rules([{"when": "", "reply": "INSUFFICIENT_EVIDENCE"}])
+    answerers = {"extractive": service.answerers["extractive"], **llm_service.answerers}
+    question = Question("What TTF did lanreotide give in SPINET, and what did NETTER-2 show?")
+    answer = answerers[mode].answer(question)
+    assert not answer.abstained
+    assert 7 in {c.ref for c in answer.citations}  # SPINET's reference
+    assert "The review does not discuss NETTER-2." in answer.text
 
 
 @pytest.mark.slow
