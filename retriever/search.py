@@ -361,9 +361,14 @@ def build_tables(generation: Generation, stored: Sequence[Chunk]) -> SearchTable
     twins = [c for c in stored if c.rendering_of in parent_ids]
     chunks = [*parents, *twins]
     position = {c.chunk_id: i for i, c in enumerate(chunks)}
-    printed: dict[tuple[str, str], str] = defaultdict(str)
+    # Only the documents with renderings, joined once (adding to a string per chunk was
+    # quadratic: minutes at 100k chunks).
+    rendered = {(c.doc_id, c.language) for c in twins}
+    pieces: dict[tuple[str, str], list[str]] = defaultdict(list)
     for chunk in parents:
-        printed[(chunk.doc_id, chunk.language)] += _unspaced(chunk.text)
+        if (chunk.doc_id, chunk.language) in rendered:
+            pieces[(chunk.doc_id, chunk.language)].append(_unspaced(chunk.text))
+    printed = defaultdict(str, {key: "".join(texts) for key, texts in pieces.items()})
     new_words = [
         c
         for c in twins
