@@ -13,7 +13,9 @@ contains, the glossary's other-language forms counting for their terms. The ques
 answerable only when the best sentence reaches both ``min_similarity`` and ``min_overlap`` (or
 covers every specific word at ``strong_min_similarity``) and the question names no entity the
 review never mentions (``ScopeCheck``), unless such entities sit in a part of their own beside a
-part about a covered drug or trial: that part is answered and the rest named.
+part about a covered drug or trial: that part is answered and the rest named. A disease the
+question names must also be mentioned where its best sentences come from (their chunks and
+renderings): sunitinib's passages never say renal cell carcinoma.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class ScoringConfig:
     # answerable at a lower similarity ("What did the SEQTOR trial find?").
     strong_overlap: float = 0.9
     strong_min_similarity: float = 0.70
+    # Glossary types a question names that the chunks of its best sentences (with their
+    # renderings) must mention ("sunitinib in renal cell carcinoma": the sunitinib passages
+    # never say renal cell carcinoma). Chosen on the tune half (benchmarks/tune_scope.py).
+    support_types: frozenset[str] = frozenset({"disease"})
+    support_sentences: int = 3
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,13 @@ class Relevance:
     ranked: list[ScoredSentence] = field(default_factory=list)
     # Every folded form of the trials the question names (SPINET; 兰瑞肽 is not a trial).
     named_trials: frozenset[str] = frozenset()
+    # Glossary terms the question names that the evidence it would quote never mentions.
+    unsupported: list[str] = field(default_factory=list)
 
     def answerable(self, config: ScoringConfig) -> bool:
         if (self.unknown_entities and not self.answered_in_part) or not self.ranked:
+            return False
+        if self.unsupported:
             return False
         top = self.ranked[0]
         covered = top.overlap >= config.strong_overlap
@@ -144,7 +155,25 @@ class SentenceScorer:
         relevance.ranked = scored
         relevance.best_similarity = max(s.similarity for s in scored)
         relevance.best_overlap = max(s.overlap for s in scored)
+        relevance.unsupported = self._unsupported(question, retrieval, scored)
         return relevance
+
+    def _unsupported(
+        self, question: Question, retrieval: Retrieval, ranked: Sequence[ScoredSentence]
+    ) -> list[str]:
+        """The question's glossary terms of ``support_types`` that the chunks of its best
+        sentences, and their sentences' renderings, never mention."""
+        types = self.config.support_types
+        terms = [t for t in self.searcher.glossary.matches(question.text) if t.type in types]
+        if not terms:
+            return []
+        chunk_ids = {s.chunk_id for s in ranked[: self.config.support_sentences]}
+        texts = [item.chunk.text for item in retrieval.evidence if item.chunk.chunk_id in chunk_ids]
+        for chunk_id in chunk_ids:
+            for index in self.bank.sentences_of(chunk_id):
+                texts += self.bank.sentences[index].renderings.values()
+        support = normalize_text("\n".join(texts))
+        return [t.forms[0] for t in terms if not any(normalize_text(f) in support for f in t.forms)]
 
     def _query_units(self, question: Question) -> list[tuple[float, tuple[frozenset[str], ...]]]:
         """What the question asks about, as (weight, alternatives) units a sentence can cover.

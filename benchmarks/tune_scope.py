@@ -188,6 +188,8 @@ def tune(args: argparse.Namespace) -> None:
     ]
     best = max(grid, key=objective)
     print(f"chosen on the tune half: {best}")
+    scorer.scope.thresholds = best
+    support = choose_support_types(answerer, scorer, items)
     report = {}
     for half in ("tune", "test"):
         report[half] = {k: f"{a}/{n}" for k, (a, n) in counts(best, half).items()}
@@ -195,9 +197,47 @@ def tune(args: argparse.Namespace) -> None:
     scorer.scope.thresholds = default
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "scope_tune.json"
-    chosen = {**best.__dict__, "zh_noun_classes": sorted(best.zh_noun_classes)}
+    chosen = {
+        **best.__dict__,
+        "zh_noun_classes": sorted(best.zh_noun_classes),
+        "support_types": sorted(support),
+    }
     path.write_text(json.dumps({"chosen": chosen, "abstained": report}, indent=2), encoding="utf-8")
     print(f"wrote {path}")
+
+
+SUPPORT_GRID = (frozenset(), frozenset({"disease"}), frozenset({"disease", "site"}))
+
+
+def choose_support_types(answerer, scorer, items: list[dict]) -> frozenset[str]:
+    """With the scope thresholds fixed, which glossary types the quoted evidence must mention
+    (``ScoringConfig.support_types``): chosen on the tune half like the thresholds."""
+    from nenqa.types import Question, Turn
+
+    default = scorer.config
+    results = {}
+    for types in SUPPORT_GRID:
+        scorer.config = replace(default, support_types=types)
+        tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for item in items:
+            history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
+            question = Question(item["question"], history=history)
+            relevance = scorer.relevance(answerer.searcher.retrieve(question, answerer.top_k))
+            tally[item["split"], item["kind"]][0] += not relevance.answerable(scorer.config)
+            tally[item["split"], item["kind"]][1] += 1
+        results[types] = {f"{h}/{k}": f"{a}/{n}" for (h, k), (a, n) in sorted(tally.items())}
+        print(f"support {sorted(types)}: {results[types]}")
+
+    def objective(types: frozenset[str]) -> tuple:
+        tune = {k: int(v.split("/")[0]) for k, v in results[types].items() if k.startswith("tune")}
+        wrongly = tune.get("tune/answerable", 0) + tune.get("tune/eval_answerable", 0)
+        caught = tune.get("tune/out_of_scope", 0) + tune.get("tune/eval_out_of_scope", 0)
+        return (-wrongly, caught, -len(types))
+
+    scorer.config = default
+    best = max(SUPPORT_GRID, key=objective)
+    print(f"support types chosen on the tune half: {sorted(best)}")
+    return best
 
 
 def main() -> None:

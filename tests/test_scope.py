@@ -179,3 +179,10 @@ def test_a_follow_up_in_the_llm_mode_abstains_like_the_extractive_one(service, l
     generated = llm_service.answerers["llm"].answer(question)
     assert generated.abstained and generated.citations == ()
     assert generated.text == service.answerers["extractive"].answer(question).text
+
+
+@pytest.mark.slow
+def test_a_disease_the_quoted_passages_never_mention_is_not_answered_from_them(service):
+    question = "Which chemotherapy suits small cell neuroendocrine carcinoma of the cervix?"
+    answer = service.answerers["extractive"].answer(Question(question))
+    assert answer.abstained and answer.citations == ()
