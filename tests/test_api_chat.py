@@ -165,7 +165,11 @@ def completion(
     ("question", "llm_answer"),
     [
         (SPINET, "兰瑞肽组TTF为13.3个月[7]。"),
-        ("二甲双胍每天最多能吃多少？", "综述中没有能回答这个问题的内容，因此不作回答。"),
+        # The abstention first names what the review does not discuss (jieba cuts 二甲/双胍).
+        (
+            "二甲双胍每天最多能吃多少？",
+            "综述没有讨论双胍。综述中没有能回答这个问题的内容，因此不作回答。",
+        ),
     ],
 )
 def test_streamed_and_plain_completions_and_chat_give_the_same_answer(
