@@ -101,6 +101,14 @@ def private_mib() -> float:
     return kib / 1024
 
 
+def anonymous_mib() -> float:
+    """Anonymous memory of this process (heap: Python objects, arrays read into memory): what a
+    second worker cannot share, unlike file-backed pages (memory-mapped BM25 arrays), which
+    count as private only while one process maps them."""
+    fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    return sum(int(f.split()[1]) for f in fields if f.startswith("Anonymous:")) / 1024
+
+
 def measure_ingest(embedder, count: int, tmp: Path) -> dict:
     """Encode throughput of the embedder alone vs the whole ingest path on the same texts."""
     from ingest.pipeline import ParsedCorpus, sync_index
@@ -210,7 +218,7 @@ def open_saved(index_dir: Path, out: Path) -> None:
     embedder = load_embedder(Settings())
     settings = Settings(index_dir=index_dir, collection="scale")
     store = ChunkStore(settings, None, "scale-bench")
-    before_rss, before_private = rss_mib(), private_mib()
+    before_rss, before_private, before_anonymous = rss_mib(), private_mib(), anonymous_mib()
     started = time.perf_counter()
     tables, glossary = current_tables(store)
     searcher = HybridSearcher(store, embedder, glossary, tables=tables)
@@ -227,6 +235,7 @@ def open_saved(index_dir: Path, out: Path) -> None:
         "rss_mib": round(rss_mib(), 1),
         "searcher_rss_mib": round(rss_mib() - before_rss, 1),
         "searcher_private_mib": round(private_mib() - before_private, 1),
+        "searcher_anonymous_mib": round(anonymous_mib() - before_anonymous, 1),
         "worker_private_mib": round(private_mib(), 1),
         "search_p50_ms": round(statistics.median(latencies), 2),
         "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
