@@ -41,9 +41,7 @@ from ingest.registry import DocumentRegistry
 from ingest.translation import ChatTranslator, renderer_for
 from nenqa.settings import Settings
 from retriever.store import make_client
-from server.api.deps import AdminKeyDep, ServiceDep
-from server.generations import serve_current_generation
-from server.schemas import (
+from server.admin_schemas import (
     AddDocuments,
     ChangeList,
     ChangeOut,
@@ -53,6 +51,8 @@ from server.schemas import (
     TranslationOut,
     UnregisteredDocument,
 )
+from server.api.deps import AdminKeyDep, ServiceDep
+from server.generations import serve_current_generation
 from server.state import ServiceState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
