@@ -52,6 +52,7 @@ from answer.llm import (  # noqa: E402
 )
 from eval.client import ChatReply  # noqa: E402
 from eval.judges import DeterministicJudge  # noqa: E402
+from eval.metrics import QuotedRendering  # noqa: E402
 from eval.qa_schema import QAItem, load_qa  # noqa: E402
 from eval.report import score_item, summarize  # noqa: E402
 from nenqa.settings import Settings, get_settings  # noqa: E402
@@ -88,7 +89,11 @@ def question_of(item: QAItem) -> Question:
 
 
 def reply_of(answer: Answer, text: str | None = None, ms: float = 0.0) -> ChatReply:
-    """What ``/v1/chat`` would have returned, as the evaluation reads it."""
+    """What ``/v1/chat`` would have returned, as the evaluation reads it: with the quotes shown
+    in translation and their originals, so the judge checks a translated quote against its
+    original (as ``nenqa eval`` does) instead of reading English words in Chinese evidence."""
+    quotes = [q for c in (*answer.citations, *answer.passages) for q in c.quotes]
+    renderings = {(q.text, q.original): None for q in quotes if q.original}
     return ChatReply(
         answer=answer.text if text is None else text,
         abstained=answer.abstained if text is None else not text,
@@ -96,6 +101,7 @@ def reply_of(answer: Answer, text: str | None = None, ms: float = 0.0) -> ChatRe
         citations=[],
         mode=answer.mode,
         ms=ms,
+        renderings=[QuotedRendering(text, original) for text, original in renderings],
     )
 
 
