@@ -168,7 +168,7 @@ def analyse(llm: LLMAnswerer, item: QAItem, answer: Answer, judges: dict) -> dic
     checked = llm.check_draft(answer.draft, shown) if answer.draft else []
     joiner = "" if answer.language == "zh" else " "
     before_text = joiner.join(cite(c.claim, c.cited) if c.cited else c.claim for c in checked)
-    before = score_item(item, reply_of(answer, before_text), judges)
+    before = score_item(item, reply_of(answer, before_text), judges, judges["deterministic"])
     return {
         "reached_model": bool(answer.draft),
         "model_abstained": bool(answer.draft) and not checked,
@@ -320,11 +320,15 @@ def main(argv: list[str] | None = None) -> int:
                 "draft": answer.draft,
                 "abstained": answer.abstained,
                 "latency": latency,
-                "row": score_item(item, reply_of(answer, ms=latency["total_ms"]), judges),
+                "row": score_item(
+                    item, reply_of(answer, ms=latency["total_ms"]), judges, judges["deterministic"]
+                ),
                 "analysis": analyse(llm, item, answer, judges),
             }
             quoted = extractive.answer(question_of(item))
-            record["extractive_row"] = score_item(item, reply_of(quoted), judges)
+            record["extractive_row"] = score_item(
+                item, reply_of(quoted), judges, judges["deterministic"]
+            )
             records.append(record)
             removed = sum(s["verdict"] != "kept" for s in record["analysis"]["sentences"])
             print(
