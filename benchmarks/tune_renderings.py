@@ -11,7 +11,6 @@ Query embeddings are cached, so each weight only re-ranks. Needs an index with r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from dataclasses import replace
@@ -26,17 +25,12 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 METRICS = ("fact_recall@5", "ref_recall@5", "mrr@10", "ndcg@10")
 
 
-def half(item_id: str) -> str:
-    """``tune`` or ``test``: a fixed split by the id's hash, independent of any result."""
-    return "tune" if hashlib.sha256(item_id.encode()).digest()[0] % 2 == 0 else "test"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     args = parser.parse_args()
 
-    from eval.qa_schema import load_qa
+    from eval.qa_schema import half_of, load_qa
     from eval.retrieval import evaluate, hybrid_retriever
     from nenqa.settings import Settings
     from retriever.search import load_searcher
@@ -45,7 +39,7 @@ def main() -> None:
     searcher.embedder = CachedEmbedder(searcher.embedder)
     retrieve, corpus = hybrid_retriever(searcher)
     items = load_qa(ROOT / "eval" / "qa.jsonl")
-    halves = {name: [i for i in items if half(i.id) == name] for name in ("tune", "test")}
+    halves = {name: [i for i in items if half_of(i.id) == name] for name in ("tune", "test")}
     halves["all"] = items
     base = searcher.weights
     rows = []

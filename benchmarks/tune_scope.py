@@ -19,7 +19,6 @@ Needs an index (``NENQA_INDEX_DIR``; ``nenqa ingest`` first).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from eval.qa_schema import half_of  # noqa: E402
 
 SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
 EVAL_SET = ROOT / "eval" / "qa.jsonl"
@@ -103,11 +104,6 @@ def measure(args: argparse.Namespace) -> None:
         json.dumps({"table": table, "rows": rows}, ensure_ascii=False, indent=2), encoding="utf-8"
     )
     print(f"wrote {path}")
-
-
-def half_of(item_id: str) -> str:
-    """The half an id hashes to (the rule the scope set's ``split`` column was written by)."""
-    return "tune" if hashlib.sha256(item_id.encode()).digest()[0] % 2 == 0 else "test"
 
 
 def tuning_items() -> list[dict]:

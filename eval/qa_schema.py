@@ -11,6 +11,7 @@ looked for in an answer in its own language. Citations written in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -159,3 +160,9 @@ def load_qa(path: Path | str) -> list[QAItem]:
         first_line_of[item.id] = line_number
         items.append(item)
     return items
+
+
+def half_of(item_id: str) -> str:
+    """``tune`` or ``test``: the fixed half an item's id hashes to, independent of any result
+    (the rule the tuning scripts and the scope set's ``split`` column use)."""
+    return "tune" if hashlib.sha256(item_id.encode()).digest()[0] % 2 == 0 else "test"

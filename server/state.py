@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -107,13 +108,20 @@ class ServiceState:
             raise AnswerError(self.llm_problem or f"answer mode {mode!r} is not available")
         if self.levels is None:
             return self.answerers[mode]
-        return EvidenceTableMode(
-            self.answerers[mode],
-            self.levels,
-            self.searcher.glossary,
-            trial_chunks_by_id(self.searcher.chunks),
-            self.references,
-        )
+        return self._with_tables[mode]
+
+    @cached_property
+    def _with_tables(self) -> dict[str, AnswerMode]:
+        """Each mode wrapped once per service, not per request: the trial chunks are found by
+        scanning every chunk (100k at scale). A ``replace``d service wraps its own modes."""
+        assert self.levels is not None
+        trial_chunks = trial_chunks_by_id(self.searcher.chunks)
+        return {
+            name: EvidenceTableMode(
+                mode, self.levels, self.searcher.glossary, trial_chunks, self.references
+            )
+            for name, mode in self.answerers.items()
+        }
 
 
 def load_service(
