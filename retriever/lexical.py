@@ -8,8 +8,12 @@ Latin tokens keep trial names, drug names, NCT numbers and decimal numbers whole
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
+from array import array
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -108,3 +112,133 @@ class LexicalIndex:
         else:
             order = np.lexsort((np.arange(scores.size), -scores))
         return [(int(i), float(scores[i])) for i in order if scores[i] > 0]
+
+
+class LexicalIndexWriter:
+    """Builds a ``LexicalIndex`` one text at a time, with memory bounded by the vocabulary.
+
+    ``LexicalIndex(texts)`` holds every text's token list at once (bm25s indexes a list of
+    lists): at 1M chunks that alone outgrew the machine. This writer keeps each text's distinct
+    token IDs and counts in a spill file, then writes the score matrix column by column into
+    memory-mapped ``.npy`` files in bm25s's format, so ``LexicalIndex.load`` opens it. Scores are
+    bm25s's (lucene, float32) to the bit: the same idf, the same term-frequency arithmetic.
+    """
+
+    _SPILL = 1 << 20  # (token, count) pairs buffered before they go to the spill file
+
+    def __init__(self, folder: Path, *, k1: float = 1.2, b: float = 0.75) -> None:
+        self.folder = folder
+        self._params = bm25s.BM25(k1=k1, b=b, method="lucene")
+        folder.mkdir(parents=True, exist_ok=True)
+        self._vocab: dict[str, int] = {}
+        self._lengths = array("q")  # tokens per text, repeats included
+        self._distinct = array("q")  # distinct tokens per text
+        self._terms, self._counts = array("i"), array("i")
+        self._doc_freq = np.zeros(0, dtype=np.int64)
+        self._spill = (folder / "terms.spill").open("wb"), (folder / "counts.spill").open("wb")
+
+    def add(self, tokens: Sequence[str]) -> None:
+        """The next text's tokens (its position is the number added before it)."""
+        tokens = tokens or ["<empty>"]
+        vocab = self._vocab
+        counts = Counter(vocab.setdefault(t, len(vocab)) for t in tokens)
+        self._terms.extend(counts.keys())
+        self._counts.extend(counts.values())
+        self._lengths.append(len(tokens))
+        self._distinct.append(len(counts))
+        if len(self._terms) >= self._SPILL:
+            self._flush()
+
+    def _flush(self) -> None:
+        terms = np.frombuffer(self._terms, dtype=np.int32)
+        found = np.bincount(terms, minlength=len(self._vocab))
+        self._doc_freq = np.pad(self._doc_freq, (0, found.size - self._doc_freq.size)) + found
+        self._terms.tofile(self._spill[0])
+        self._counts.tofile(self._spill[1])
+        self._terms, self._counts = array("i"), array("i")
+
+    def finish(self) -> int:
+        """Write the index; returns how many texts it holds."""
+        self._flush()
+        for handle in self._spill:
+            handle.close()
+        texts, vocab_size = len(self._lengths), len(self._vocab)
+        entries = int(self._doc_freq.sum())
+        bm25 = self._params
+        # bm25s's idf: math.log per token, stored as float32.
+        idf = np.array(
+            [math.log(1 + (texts - df + 0.5) / (df + 0.5)) for df in self._doc_freq.tolist()],
+            dtype=np.float32,
+        )
+        indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+        np.cumsum(self._doc_freq, out=indptr[1:])
+        if entries:
+            data = _npy(self.folder / "data.csc.index.npy", np.float32, entries)
+            rows = _npy(self.folder / "indices.csc.index.npy", np.int32, entries)
+            self._fill(data, rows, idf, indptr)
+            data.flush()
+            rows.flush()
+            del data, rows
+        else:  # no text: empty arrays (a memory map cannot be empty)
+            np.save(self.folder / "data.csc.index.npy", np.zeros(0, dtype=np.float32))
+            np.save(self.folder / "indices.csc.index.npy", np.zeros(0, dtype=np.int32))
+        np.save(self.folder / "indptr.csc.index.npy", indptr)
+        (self.folder / "terms.spill").unlink()
+        (self.folder / "counts.spill").unlink()
+        vocab = {**self._vocab, "": vocab_size}  # bm25s's empty token, as index() adds it
+        (self.folder / "vocab.index.json").write_text(
+            json.dumps(vocab, ensure_ascii=False), encoding="utf-8"
+        )
+        params = {
+            "k1": bm25.k1,
+            "b": bm25.b,
+            "delta": bm25.delta,
+            "method": bm25.method,
+            "idf_method": bm25.idf_method,
+            "dtype": bm25.dtype,
+            "int_dtype": bm25.int_dtype,
+            "num_docs": texts,
+            "version": bm25s.__version__,
+            "backend": bm25.backend,
+        }
+        (self.folder / "params.index.json").write_text(json.dumps(params, indent=4))
+        self._vocab = {}
+        return texts
+
+    def _fill(self, data: np.ndarray, rows: np.ndarray, idf: np.ndarray, indptr: np.ndarray):
+        """Each text's scores into its tokens' columns, texts in order (so each column's rows
+        ascend, as bm25s sorts them), a spill-sized slice of the spill files at a time."""
+        k1, b = self._params.k1, self._params.b
+        lengths = np.frombuffer(self._lengths, dtype=np.int64)
+        average = lengths.mean()  # as bm25s: float64 mean of the lengths
+        distinct = np.frombuffer(self._distinct, dtype=np.int64)
+        ends = np.cumsum(distinct)
+        terms_all = np.memmap(self.folder / "terms.spill", dtype=np.int32, mode="r")
+        counts_all = np.memmap(self.folder / "counts.spill", dtype=np.int32, mode="r")
+        filled = indptr[:-1].copy()
+        first = 0
+        while first < lengths.size:
+            start = int(ends[first - 1]) if first else 0
+            last = int(np.searchsorted(ends, start + self._SPILL, side="right"))
+            last = max(last, first + 1)
+            stop = int(ends[last - 1])
+            terms = np.asarray(terms_all[start:stop])
+            tf = np.asarray(counts_all[start:stop], dtype=np.float32)
+            doc = np.repeat(np.arange(first, last, dtype=np.int32), distinct[first:last])
+            # bm25s's _score_tfc_robertson with l_d per text; float64, as its scalar form is.
+            tfc = tf / (k1 * ((1 - b) + b * lengths[doc] / average) + tf)
+            scores = (idf[terms] * tfc).astype(np.float32)
+            order = np.argsort(terms, kind="stable")
+            terms, doc, scores = terms[order], doc[order], scores[order]
+            starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]])
+            run = np.arange(terms.size) - np.repeat(starts, np.diff(np.r_[starts, terms.size]))
+            slots = filled[terms] + run
+            data[slots] = scores
+            rows[slots] = doc
+            filled[terms[starts]] += np.diff(np.r_[starts, terms.size])
+            first = last
+        del terms_all, counts_all
+
+
+def _npy(path: Path, dtype: type, size: int) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(size,))

@@ -21,25 +21,30 @@ off: measured there). ``rendering(chunk_id, language)`` gives the twin.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from nenqa.glossary import Glossary, load_glossary_table, normalize_text
+from nenqa.glossary import Glossary, Term, load_glossary_table, normalize_text
 from nenqa.settings import Settings
 from nenqa.text import has_cjk
 from nenqa.timing import elapsed_ms
 from nenqa.types import Chunk, ChunkKind, Evidence, Question, Retrieval, Turn
+from retriever.chunk_table import cited_document, citing_key
 from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedder
-from retriever.generation import Generation, fingerprint_of
+from retriever.generation import Generation
 from retriever.glossary import harvest_definitions
-from retriever.lexical import LexicalIndex, register_terms, tokenize
-from retriever.snapshot import SearchTables, load_tables, save_tables, snapshots_dir
+from retriever.lexical import register_terms, tokenize
+from retriever.snapshot import SearchTables, build_saved, load_tables, snapshots_dir
 from retriever.store import ChunkStore, IndexUnavailableError, decode_list
+
+log = logging.getLogger("nenqa.search")
 
 
 @dataclass(frozen=True)
@@ -128,28 +133,14 @@ class HybridSearcher:
         self._install(build_tables(self.store.generation(), self.store.all_chunks()))
 
     def _install(self, tables: SearchTables) -> None:
-        chunks = tables.chunks
-        parents = chunks[: tables.parent_count]
-        position = {c.chunk_id: i for i, c in enumerate(chunks)}
-        # Every position to the parent position it ranks for (a parent to itself).
-        folded = [position[c.rendering_of or c.chunk_id] for c in chunks]
-        renderings = {(c.rendering_of, c.language): c for c in chunks[tables.parent_count :]}
-        citing: dict[tuple[str, int], list[int]] = defaultdict(list)
-        naming: dict[str, list[int]] = defaultdict(list)
-        for index, chunk in enumerate(parents):
-            if chunk.kind != "passage":
-                continue
-            for ref in chunk.refs:
-                citing[(cited_document(chunk), ref)].append(index)
-            for trial in chunk.trials:
-                naming[normalize_text(trial)].append(index)
+        # Opened tables read chunks on demand and look positions up in memory-mapped arrays
+        # (chunk_table), so nothing here grows with the corpus.
+        layout = tables.chunk_layout()
         with self._lock:
             self.generation = tables.generation
-            self.chunks, self.parents = chunks, parents
-            self.position, self._folded, self._renderings = position, folded, renderings
+            self.chunks, self.parents = tables.chunks, tables.chunks[: tables.parent_count]
+            self._layout = layout
             self.lexical, self._rendering_lexical = tables.lexical, tables.rendering_lexical
-            self._citing = dict(citing)
-            self._naming = dict(naming)
 
     def reopened(self) -> HybridSearcher:
         """A new searcher over the same store and model holding the index's current generation
@@ -178,7 +169,11 @@ class HybridSearcher:
 
     def rendering(self, chunk_id: str, language: str) -> Chunk | None:
         """The twin of a chunk in ``language``, or ``None`` where the index has none."""
-        return self._renderings.get((chunk_id, language))
+        parent = self._layout.position(chunk_id)
+        if parent is None or parent >= len(self.parents):
+            return None
+        twin = self._layout.rendering(parent, language)
+        return None if twin is None else self.chunks[twin]
 
     def retrieval_query(self, question: str, history: Sequence[Turn] = ()) -> str:
         """The question, preceded by the last user turns so follow-ups keep their subject."""
@@ -219,7 +214,7 @@ class HybridSearcher:
             return replace(prepared, timings_ms={"total": elapsed_ms(started, digits=3)})
         timings = dict(prepared.timings_ms)
 
-        chunks, position, folded = self.chunks, self.position, self._folded
+        chunks, layout, parent_count = self.chunks, self._layout, len(self.parents)
         # Filters are applied to a wider candidate pool; kind is pushed down to Chroma. Twins
         # take places in the dense list, so it asks for as many more as there are renderings.
         widen = (10 if filters.active else 1) * (1 + min(1, self.twin_count))
@@ -228,9 +223,9 @@ class HybridSearcher:
         dense_twins = self.weights.dense_renderings
         dense = fold_renderings(
             [
-                (folded[position[cid]], sim)
+                (int(layout.folded[p]), sim)
                 for cid, sim in dense_hits
-                if cid in position and (dense_twins or chunks[position[cid]].rendering_of is None)
+                if (p := layout.position(cid)) is not None and (dense_twins or p < parent_count)
             ],
             chunks,
             filters,
@@ -240,7 +235,7 @@ class HybridSearcher:
         extra_tokens = [tok for term in prepared.expansions for tok in tokenize(term)]
         candidates = self.lexical_candidates * (10 if filters.active else 1)
         ranked_lexical = self.lexical.rank(prepared.query, candidates, extra_tokens=extra_tokens)
-        lexical = [(i, s) for i, s in ranked_lexical if filters.accepts(chunks[i])]
+        lexical = [(i, s) for i, s in ranked_lexical if _accepts(filters, chunks, i)]
         lexical = lexical[: self.lexical_candidates]
         # Words match words of their own language: renderings rank for a question in theirs.
         language = "zh" if has_cjk(prepared.query) else "en"
@@ -248,7 +243,7 @@ class HybridSearcher:
         if language in self._rendering_lexical:
             index, parent_of = self._rendering_lexical[language]
             ranked = index.rank(prepared.query, candidates, extra_tokens=extra_tokens)
-            hits = [(p, s) for i, s in ranked if (p := parent_of[i]) is not None]
+            hits = [(p, s) for i, s in ranked if (p := _parent(parent_of[i])) is not None]
             rendered = fold_renderings(hits, chunks, filters)
             rendered = rendered[: self.lexical_candidates]
 
@@ -291,14 +286,13 @@ class HybridSearcher:
         for i, score in fused.items():
             chunk = self.chunks[i]
             cites = cited_document(chunk)
+            citing, naming = self._layout.citing, self._layout.naming
             if chunk.kind == "reference":
-                targets = [p for ref in chunk.refs for p in self._citing.get((cites, ref), ())]
+                targets = [p for ref in chunk.refs for p in citing.get(citing_key(cites, ref))]
                 lift = w.reference_lift
             elif chunk.kind == "trial":
-                targets = [p for ref in chunk.refs for p in self._citing.get((cites, ref), ())]
-                targets += [
-                    p for name in chunk.trials for p in self._naming.get(normalize_text(name), ())
-                ]
+                targets = [p for ref in chunk.refs for p in citing.get(citing_key(cites, ref))]
+                targets += [p for name in chunk.trials for p in naming.get(normalize_text(name))]
                 lift = w.trial_lift
             else:
                 continue
@@ -321,77 +315,38 @@ def fold_renderings(
     seen: set[int] = set()
     ranking = []
     for i, score in hits:
-        if i not in seen and filters.accepts(chunks[i]):
+        if i not in seen and _accepts(filters, chunks, i):
             seen.add(i)
             ranking.append((i, score))
     return ranking
 
 
-def _unspaced(text: str) -> str:
-    return "".join(text.split())
+def _accepts(filters: SearchFilters, chunks: Sequence[Chunk], i: int) -> bool:
+    # Without filters a chunk is not read at all (a table read on demand decodes it).
+    return not filters.active or filters.accepts(chunks[i])
 
 
-def cited_document(chunk: Chunk) -> str:
-    """The document whose reference list the chunk's numbers belong to ([7] of which review)."""
-    return str(chunk.metadata.get("cites") or chunk.doc_id)
-
-
-def lexical_text(chunk: Chunk) -> str:
-    """What BM25 sees: the text plus trial names (trial chunks already name themselves)."""
-    return " ".join([chunk.text, *chunk.trials])
+def _parent(position: int | None) -> int | None:
+    """A rendering index's parent position; ``None`` (in memory) or -1 (saved) for an original."""
+    return None if position is None or position < 0 else int(position)
 
 
 def _folded_list(value: object) -> list[str]:
     return [normalize_text(v) for v in decode_list(value)]
 
 
-def build_tables(generation: Generation, stored: Sequence[Chunk]) -> SearchTables:
-    """The chunk table and lexical indexes of the chunks read from the store.
-
-    Parents first, then the twins whose parent is indexed (a twin without one is never found).
-    Per language, BM25 over every text in it, originals and renderings, so a rendering ranks
-    against all its language's text (not inflated in a small index of renderings alone); only
-    the renderings' places are kept, each standing for its parent. A rendering whose every
-    sentence its document already prints in that language (the review's abstract in both) adds
-    no words of its own: it would only count twice. The glossary's words must be registered
-    with the tokenizer first (``build_glossary``).
-    """
-    parents = [c for c in stored if c.rendering_of is None]
-    parent_ids = {c.chunk_id for c in parents}
-    twins = [c for c in stored if c.rendering_of in parent_ids]
-    chunks = [*parents, *twins]
-    position = {c.chunk_id: i for i, c in enumerate(chunks)}
-    # Only the documents with renderings, joined once (adding to a string per chunk was
-    # quadratic: minutes at 100k chunks).
-    rendered = {(c.doc_id, c.language) for c in twins}
-    pieces: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for chunk in parents:
-        if (chunk.doc_id, chunk.language) in rendered:
-            pieces[(chunk.doc_id, chunk.language)].append(_unspaced(chunk.text))
-    printed = defaultdict(str, {key: "".join(texts) for key, texts in pieces.items()})
-    new_words = [
-        c
-        for c in twins
-        if not all(
-            _unspaced(c.text[a:b]) in printed[(c.doc_id, c.language)]
-            for a, b in c.sentence_offsets or ((0, len(c.text)),)
-        )
-    ]
-    rendering_lexical = {}
-    for language in sorted({c.language for c in new_words}):
-        texts = [c for c in [*parents, *new_words] if c.language == language]
-        rendering_lexical[language] = (
-            LexicalIndex([lexical_text(c) for c in texts]),
-            [position[c.rendering_of] if c.rendering_of else None for c in texts],
-        )
-    return SearchTables(
-        generation=generation,
-        chunks=chunks,
-        parent_count=len(parents),
-        lexical=LexicalIndex([lexical_text(c) for c in parents]),
-        rendering_lexical=rendering_lexical,
-        complete=fingerprint_of(c.chunk_id for c in stored) == generation.fingerprint,
-    )
+def build_tables(
+    generation: Generation,
+    stored: Iterable[Chunk],
+    *,
+    root: Path | None = None,
+    register: Callable[[list[Term]], object] | None = None,
+) -> SearchTables:
+    """The chunk table and lexical indexes of the chunks read from the store, streamed into
+    files (``retriever.table_build``) and opened read on demand: saved under ``root`` when
+    they are the generation's, else in a temporary folder. ``register`` receives the
+    passages' definitions before any text is tokenized (``glossary_of`` registers them)."""
+    return build_saved(root, generation, stored, register=register)
 
 
 def current_tables(store: ChunkStore) -> tuple[SearchTables, Glossary]:
@@ -402,24 +357,41 @@ def current_tables(store: ChunkStore) -> tuple[SearchTables, Glossary]:
     # the server's watcher then loads again (and never saved under this one).
     generation = store.generation()
     tables = load_tables(root, generation)
-    stored = tables.chunks if tables else store.all_chunks()
-    # The glossary teaches the tokenizer its words, so it comes before any lexical index.
-    glossary = build_glossary(store.settings, stored)
-    if tables is None:
-        tables = build_tables(generation, stored)
-        save_tables(root, tables)
-    return tables, glossary
+    if tables is not None:
+        return tables, glossary_of(store.settings, tables.definitions)
+    glossaries: list[Glossary] = []
+
+    def register(definitions: list[Term]) -> None:
+        # The glossary teaches the tokenizer its words, so it comes before any lexical index.
+        glossaries.append(glossary_of(store.settings, definitions))
+
+    try:
+        tables = build_tables(generation, store.iter_chunks(), root=root, register=register)
+    except OSError as error:  # the index folder cannot take the tables: only this process's
+        log.warning("could not save the search tables in %s (%s); building them aside", root, error)
+        glossaries.clear()
+        tables = build_tables(generation, store.iter_chunks(), register=register)
+    return tables, glossaries[-1]
 
 
-def build_glossary(settings: Settings, chunks: Sequence[Chunk] = ()) -> Glossary:
+def build_glossary(settings: Settings, chunks: Iterable[Chunk] = ()) -> Glossary:
     """The curated table plus the definitions the indexed passages spell out."""
+    definitions = [
+        term
+        for chunk in chunks
+        if chunk.kind == "passage" and chunk.rendering_of is None
+        for term in harvest_definitions(chunk.text)
+    ]
+    return glossary_of(settings, definitions)
+
+
+def glossary_of(settings: Settings, definitions: Sequence[Term]) -> Glossary:
+    """The curated table plus ``definitions``, their Chinese forms taught to the tokenizer."""
     terms = []
     table = settings.data_dir / "glossary.tsv"
     if table.exists():
         terms.extend(load_glossary_table(table))
-    for chunk in chunks:
-        if chunk.kind == "passage" and chunk.rendering_of is None:
-            terms.extend(harvest_definitions(chunk.text))
+    terms.extend(definitions)
     register_terms(form for term in terms for form in term.zh)
     return Glossary(terms)
 

@@ -4,9 +4,12 @@ A searcher needs the chunk table and the BM25 indexes of one generation (``Searc
 Building them means reading every chunk from Chroma and tokenizing every text with jieba: at
 100k chunks that took minutes per process. So the first process to build a generation's tables
 saves them beside the index (``<index_dir>/generations/<number>-<fingerprint>/``: the chunk
-table, each BM25 index in bm25s's own format, ``meta.json``), and every later process, every
-worker and every reload opens them instead, the BM25 arrays memory-mapped read-only (the pages
-are shared between workers through the page cache).
+table as records read on demand and its layout arrays (``chunk_table``), each BM25 index in
+bm25s's own format, the harvested glossary definitions, ``meta.json``), and every later
+process, every worker and every reload opens them instead, every array and the records
+memory-mapped read-only (the pages are shared between workers through the page cache). The
+build streams the chunks and writes as it goes (``table_build``), so its memory does not grow
+with the corpus's token lists.
 
 A folder is written under a temporary name and renamed into place when complete, so a crash
 leaves the previous generation's folder as it was and never a half-written one; the two
@@ -19,18 +22,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from nenqa.glossary import Term
 from nenqa.types import Chunk
+from retriever.chunk_table import ChunkLayout, ChunkTable, RecordWriter, layout_of
 from retriever.generation import Generation
 from retriever.lexical import LexicalIndex
+from retriever.table_build import load_definitions, save_definitions, write_tables
 
-FORMAT = 1
+FORMAT = 2  # 2: chunk records read on demand and layout arrays, no pickle
 KEEP_GENERATIONS = 2
 
 log = logging.getLogger("nenqa.snapshot")
@@ -41,17 +49,25 @@ class SearchTables:
     """One generation's chunk table and lexical indexes.
 
     ``chunks`` are the parents (``chunks[:parent_count]``), then the twins whose parent is
-    indexed; ``lexical`` ranks the parents; ``rendering_lexical[language]`` ranks every text in
-    that language with, per position, the parent position a rendering stands for (``None`` for
-    an original). ``complete``: the chunks are exactly the generation's (only then saved).
+    indexed (a ``ChunkTable`` read on demand when opened from disk); ``lexical`` ranks the
+    parents; ``rendering_lexical[language]`` ranks every text in that language with, per
+    position, the parent position a rendering stands for (``None`` or -1 for an original).
+    ``complete``: the chunks are exactly the generation's (only then saved). ``layout``: the
+    per-position lookups (computed from ``chunks`` when not given); ``definitions``: the
+    glossary terms the passages define.
     """
 
     generation: Generation
-    chunks: list[Chunk]
+    chunks: Sequence[Chunk]
     parent_count: int
     lexical: LexicalIndex
-    rendering_lexical: dict[str, tuple[LexicalIndex, list[int | None]]]
+    rendering_lexical: dict[str, tuple[LexicalIndex, Sequence[int | None]]]
     complete: bool = True
+    layout: ChunkLayout | None = None
+    definitions: tuple[Term, ...] = ()
+
+    def chunk_layout(self) -> ChunkLayout:
+        return self.layout or layout_of(self.chunks, self.parent_count)
 
 
 def snapshots_dir(index_dir: Path) -> Path:
@@ -76,33 +92,81 @@ def load_tables(root: Path, generation: Generation) -> SearchTables | None:
         if {key: meta.get(key) for key in expected} != expected:
             log.warning("the saved tables in %s are not this generation's; rebuilding", folder)
             return None
-        with (folder / "chunks.pickle").open("rb") as handle:
-            chunks: list[Chunk] = pickle.load(handle)
-        if len(chunks) != meta["chunks"]:
-            raise ValueError(f"{len(chunks)} chunks, meta.json says {meta['chunks']}")
-        rendering_lexical = {
-            language: (
-                LexicalIndex.load(folder / f"rendering-{language}", size=len(parents)),
-                parents,
-            )
-            for language, parents in meta["rendering_parents"].items()
-        }
-        return SearchTables(
-            generation=generation,
-            chunks=chunks,
-            parent_count=meta["parents"],
-            lexical=LexicalIndex.load(folder / "lexical", size=meta["parents"]),
-            rendering_lexical=rendering_lexical,
-        )
-    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as error:
+        return _open(folder, generation, meta)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         log.warning("the saved tables in %s cannot be read (%s); rebuilding", folder, error)
         return None
 
 
+def _open(folder: Path, generation: Generation, meta: dict, *, complete=True) -> SearchTables:
+    chunks = ChunkTable.open(folder)
+    if len(chunks) != meta["chunks"]:
+        raise ValueError(f"{len(chunks)} chunks, meta.json says {meta['chunks']}")
+    rendering_lexical: dict[str, tuple[LexicalIndex, Sequence[int | None]]] = {}
+    for language in meta["rendering_languages"]:
+        parents = np.load(folder / f"rendering-{language}.npy", mmap_mode="r")
+        index = LexicalIndex.load(folder / f"rendering-{language}", size=len(parents))
+        rendering_lexical[language] = (index, parents)
+    return SearchTables(
+        generation=generation,
+        chunks=chunks,
+        parent_count=meta["parents"],
+        lexical=LexicalIndex.load(folder / "lexical", size=meta["parents"]),
+        rendering_lexical=rendering_lexical,
+        complete=complete,
+        layout=ChunkLayout.load(folder),
+        definitions=load_definitions(folder),
+    )
+
+
+def _meta(generation: Generation, chunks: int, parents: int, languages: Iterable[str]) -> dict:
+    return {
+        "format": FORMAT,
+        **generation.as_json(),
+        "chunks": chunks,
+        "parents": parents,
+        "rendering_languages": sorted(languages),
+    }
+
+
+def build_saved(
+    root: Path | None,
+    generation: Generation,
+    stored: Iterable[Chunk],
+    *,
+    register: Callable[[list[Term]], object] | None = None,
+) -> SearchTables:
+    """Build ``generation``'s tables from the chunks streamed from the store, in a temporary
+    folder under ``root``, renamed into place when they are complete (the chunks read are the
+    generation's), so the next process opens them. Incomplete ones, or ``root`` ``None``
+    (a system temporary folder), are opened and their folder removed (the open memory maps
+    keep the files until the tables are dropped). ``register`` as for ``write_tables``."""
+    work: Path | None = None
+    try:
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        prefix = f".{generation.number:06d}-{generation.fingerprint}-"
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        built = write_tables(work, stored, register=register)
+        complete = built.fingerprint == generation.fingerprint
+        meta = _meta(generation, built.chunks, built.parents, built.rendering_languages)
+        (work / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        tables = _open(work, generation, meta, complete=complete)
+        if not (root is not None and complete and generation.fingerprint):
+            shutil.rmtree(work, ignore_errors=True)
+            return tables
+    except BaseException:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    _publish(root, work, generation)
+    return tables
+
+
 def save_tables(root: Path, tables: SearchTables) -> Path | None:
-    """Save complete tables for the next process; returns the folder (``None`` when not saved:
-    incomplete tables, a pre-generation index, or a folder that cannot be written, which only
-    costs the next process a rebuild)."""
+    """Save complete tables built in memory for the next process; returns the folder (``None``
+    when not saved: incomplete tables, a pre-generation index, or a folder that cannot be
+    written, which only costs the next process a rebuild)."""
     generation = tables.generation
     if not (tables.complete and generation.fingerprint):
         return None
@@ -113,25 +177,35 @@ def save_tables(root: Path, tables: SearchTables) -> Path | None:
     try:
         root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
-        with (work / "chunks.pickle").open("wb") as handle:
-            pickle.dump(tables.chunks, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        records = RecordWriter(work)
+        for chunk in tables.chunks:
+            records.add(chunk)
+        records.finish()
+        np.save(work / "order.npy", np.arange(len(tables.chunks), dtype=np.int32))
+        tables.chunk_layout().save(work)
         tables.lexical.save(work / "lexical")
-        for language, (index, _) in tables.rendering_lexical.items():
+        for language, (index, parents) in tables.rendering_lexical.items():
             index.save(work / f"rendering-{language}")
-        meta = {
-            "format": FORMAT,
-            **generation.as_json(),
-            "chunks": len(tables.chunks),
-            "parents": tables.parent_count,
-            "rendering_parents": {
-                language: parents for language, (_, parents) in tables.rendering_lexical.items()
-            },
-        }
+            parent_positions = [-1 if p is None else p for p in parents]
+            np.save(work / f"rendering-{language}.npy", np.array(parent_positions, np.int32))
+        save_definitions(work, tables.definitions)
+        meta = _meta(generation, len(tables.chunks), tables.parent_count, tables.rendering_lexical)
         (work / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        os.rename(work, folder)
-    except OSError as error:  # another process renamed first, or the disk is full
+    except OSError as error:  # the disk is full, the folder cannot be written
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+        log.warning("could not save the search tables in %s: %s", root, error)
+        return None
+    return _publish(root, work, generation)
+
+
+def _publish(root: Path, work: Path, generation: Generation) -> Path | None:
+    """Rename a written folder into place (atomic: a reader sees all of it or none)."""
+    folder = _folder(root, generation)
+    try:
+        os.rename(work, folder)
+    except OSError as error:  # another process renamed first, or the disk is full
+        shutil.rmtree(work, ignore_errors=True)
         if folder.is_dir():
             return folder
         log.warning("could not save the search tables in %s: %s", root, error)

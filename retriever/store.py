@@ -304,7 +304,11 @@ class ChunkStore:
 
     def all_chunks(self) -> list[Chunk]:
         """Every stored chunk, in a stable order (by chunk ID)."""
-        chunks: list[Chunk] = []
+        return sorted(self.iter_chunks(), key=lambda c: c.chunk_id)
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk, a page at a time in the store's own order (the search tables'
+        build streams them: at 1M chunks a list of them all outgrows a machine)."""
         offset, total = 0, self.count()
         while offset < total:
             with chroma_errors(self.settings):
@@ -314,9 +318,8 @@ class ChunkStore:
             for cid, text, meta in zip(
                 page["ids"], page["documents"], page["metadatas"], strict=True
             ):
-                chunks.append(chunk_from_record(cid, text, meta))
+                yield chunk_from_record(cid, text, meta)
             offset += _BATCH
-        return sorted(chunks, key=lambda c: c.chunk_id)
 
     def query(
         self, embedding: np.ndarray, limit: int, where: dict[str, Any] | None = None

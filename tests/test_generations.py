@@ -234,7 +234,7 @@ def test_a_new_process_opens_the_saved_tables_and_ranks_alike(searcher, monkeypa
 
 def test_saved_tables_of_another_corpus_or_format_are_rebuilt_with_a_warning(tmp_path, caplog):
     from retriever.lexical import LexicalIndex
-    from retriever.snapshot import SearchTables, load_tables, save_tables
+    from retriever.snapshot import FORMAT, SearchTables, load_tables, save_tables
 
     generation = Generation(3, fingerprint_of(["p-1"]))
     tables = SearchTables(generation, [chunk("p-1", "SPINET lanreotide")], 1,
@@ -244,12 +244,12 @@ def test_saved_tables_of_another_corpus_or_format_are_rebuilt_with_a_warning(tmp
     assert load_tables(tmp_path, Generation(3, "0" * 16)) is None  # nothing saved for it
 
     meta = folder / "meta.json"
-    meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
+    meta.write_text(meta.read_text().replace(f'"format": {FORMAT}', '"format": 99'))
     assert load_tables(tmp_path, generation) is None
     assert "not this generation's; rebuilding" in caplog.text
 
-    (folder / "chunks.pickle").write_bytes(b"not a pickle")
-    meta.write_text(meta.read_text().replace('"format": 99', '"format": 1'))
+    (folder / "records.bin").write_bytes(b"not the chunk records")
+    meta.write_text(meta.read_text().replace('"format": 99', f'"format": {FORMAT}'))
     assert load_tables(tmp_path, generation) is None
     assert "cannot be read" in caplog.text
 
