@@ -14,6 +14,11 @@ vectors derived from a pool of real embeddings of synthetic texts (each chunk's 
 pool vector plus small noise, renormalised): the index, the ANN search and BM25 see corpora of
 the real size and shape; only the semantic content of most vectors is synthetic.
 
+The search tables are built in a process of their own, as ``nenqa ingest`` builds them after
+writing, so its peak resident memory is the build's alone. Every process the benchmark starts
+watches its own resident memory and stops the run when it passes ``--max-rss-gib`` (12 by
+default): on a shared machine an out-of-memory kill takes other work with it.
+
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000 100000 --project 1000000
     .venv/bin/python benchmarks/bench_scale.py --ingest-only --ingest-sample 500
 """
@@ -30,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+MAX_RSS_VARIABLE = "BENCH_SCALE_MAX_RSS_GIB"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -109,6 +116,34 @@ def anonymous_mib() -> float:
     return sum(int(f.split()[1]) for f in fields if f.startswith("Anonymous:")) / 1024
 
 
+def peak_rss_mib() -> float:
+    """The most resident memory this process has held (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+PEAK_ANONYMOUS_MIB = [0.0]  # the most anonymous memory the watcher saw (sampled every 0.5 s)
+
+
+def watch_memory(limit_gib: float) -> None:
+    """Stop this process (exit status 3) when its resident memory passes ``limit_gib``."""
+
+    def watch() -> None:
+        while True:
+            PEAK_ANONYMOUS_MIB[0] = max(PEAK_ANONYMOUS_MIB[0], anonymous_mib())
+            if rss_mib() > limit_gib * 1024:
+                print(f"resident memory passed {limit_gib} GiB; stopped", file=sys.stderr)
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_child(*arguments: str) -> None:
+    """This script again in a fresh process (the memory limit passes on in the environment)."""
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
 def measure_ingest(embedder, count: int, tmp: Path) -> dict:
     """Encode throughput of the embedder alone vs the whole ingest path on the same texts."""
     from ingest.pipeline import ParsedCorpus, sync_index
@@ -140,31 +175,16 @@ def measure_ingest(embedder, count: int, tmp: Path) -> dict:
 
 def measure_size(size: int, pool: np.ndarray, embedder, questions, tmp: Path) -> dict:
     """Build an index of ``size`` chunks in a child process and time searches over it."""
-    script = Path(__file__).resolve()
     pool_path = tmp / "pool.npy"
     np.save(pool_path, pool)
     out = tmp / f"size-{size}.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--child",
-            str(size),
-            "--tmp",
-            str(tmp),
-            "--child-out",
-            str(out),
-        ],
-        check=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    run_child("--child", str(size), "--tmp", str(tmp), "--child-out", str(out))
     return json.loads(out.read_text())
 
 
 def child(size: int, tmp: Path, out: Path) -> None:
     """One scale point in a fresh process, so RSS is this size's alone."""
     from nenqa.settings import Settings
-    from retriever.search import current_tables
     from retriever.store import ChunkStore
 
     rng = np.random.default_rng(size)
@@ -183,26 +203,45 @@ def child(size: int, tmp: Path, out: Path) -> None:
     write_s = time.perf_counter() - started
     del chunks
 
-    started = time.perf_counter()
     store.publish()  # as nenqa ingest does: a generation, then its search tables built once
-    current_tables(store)
-    publish_s = time.perf_counter() - started
+    index_mib = folder_bytes(settings.index_dir) / 2**20
     result = {
         "chunks": size,
         "measured": True,
         "write_chunks_per_s": round(size / write_s, 1),
-        "index_mib": round(folder_bytes(settings.index_dir) / 2**20, 1),
-        "tables_build_s": round(publish_s, 2),
+        "index_mib": round(index_mib, 1),
     }
+    print(json.dumps(result), flush=True)
+    built = tmp / f"build-{size}.json"
+    run_child("--build", str(settings.index_dir), "--child-out", str(built))
+    result |= json.loads(built.read_text())
+    print(json.dumps(result), flush=True)
     # Every server process after that: a fresh process opening the saved tables.
     opened = tmp / f"open-{size}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--open", str(settings.index_dir)]
-    subprocess.run(
-        [*command, "--child-out", str(opened)],
-        check=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    run_child("--open", str(settings.index_dir), "--child-out", str(opened))
     result |= json.loads(opened.read_text())
+    out.write_text(json.dumps(result))
+
+
+def build_saved_tables(index_dir: Path, out: Path) -> None:
+    """What ``nenqa ingest`` does after writing: build and save the generation's search
+    tables once, in a process of its own so its peak memory is the build's."""
+    from nenqa.settings import Settings
+    from retriever.search import current_tables
+    from retriever.snapshot import snapshots_dir
+    from retriever.store import ChunkStore
+
+    store = ChunkStore(Settings(index_dir=index_dir, collection="scale"), None, "scale-bench")
+    before = peak_rss_mib()
+    started = time.perf_counter()
+    current_tables(store)
+    result = {
+        "tables_build_s": round(time.perf_counter() - started, 2),
+        "build_peak_rss_mib": round(peak_rss_mib(), 1),
+        "build_start_rss_mib": round(before, 1),
+        "build_peak_anonymous_mib": round(max(PEAK_ANONYMOUS_MIB[0], anonymous_mib()), 1),
+        "tables_mib": round(folder_bytes(snapshots_dir(index_dir)) / 2**20, 1),
+    }
     out.write_text(json.dumps(result))
 
 
@@ -223,6 +262,9 @@ def open_saved(index_dir: Path, out: Path) -> None:
     tables, glossary = current_tables(store)
     searcher = HybridSearcher(store, embedder, glossary, tables=tables)
     load_s = time.perf_counter() - started
+    # The tables alone, before the first question loads jieba's dictionary and Chroma's
+    # vector index into this process.
+    opened_anonymous = anonymous_mib() - before_anonymous
     questions = [Question(item.question) for item in load_qa(ROOT / "eval" / "qa.jsonl")]
     for question in questions[:5]:
         searcher.retrieve(question, 5)
@@ -236,6 +278,7 @@ def open_saved(index_dir: Path, out: Path) -> None:
         "searcher_rss_mib": round(rss_mib() - before_rss, 1),
         "searcher_private_mib": round(private_mib() - before_private, 1),
         "searcher_anonymous_mib": round(anonymous_mib() - before_anonymous, 1),
+        "tables_anonymous_mib": round(opened_anonymous, 1),
         "worker_private_mib": round(private_mib(), 1),
         "search_p50_ms": round(statistics.median(latencies), 2),
         "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
@@ -251,6 +294,7 @@ def project(points: list[dict], size: int) -> dict:
         "write_chunks_per_s",
         "index_mib",
         "tables_build_s",
+        "build_peak_rss_mib",
         "load_s",
         "rss_mib",
         "searcher_private_mib",
@@ -313,13 +357,28 @@ def main() -> None:
         help="measure only ingest vs encode throughput (writes ingest.json)",
     )
     parser.add_argument("--pool", type=int, default=2000)
+    parser.add_argument(
+        "--work", type=Path, help="keep the indexes in this folder (default: a temporary one)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "scale.png")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=float(os.environ.get(MAX_RSS_VARIABLE, 12)),
+        help="stop any process of the run whose resident memory passes this (GiB)",
+    )
     args = parser.parse_args()
+    os.environ[MAX_RSS_VARIABLE] = str(args.max_rss_gib)
+    watch_memory(args.max_rss_gib)
+    if args.build:
+        build_saved_tables(args.build, args.child_out)
+        return
     if args.open:
         open_saved(args.open, args.child_out)
         return
@@ -332,7 +391,8 @@ def main() -> None:
 
     embedder = load_embedder(Settings())
     with tempfile.TemporaryDirectory() as name:
-        tmp = Path(name)
+        tmp = args.work or Path(name)
+        tmp.mkdir(parents=True, exist_ok=True)
         ingest = measure_ingest(embedder, args.ingest_sample, tmp)
         print(json.dumps(ingest))
         if args.ingest_only:
@@ -350,7 +410,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(result, indent=2))
     plot(rows, args.plot)
-    header = ("chunks", "measured", "write/s", "MiB", "build_s", "open_s", "rss_MiB", "+MiB")
+    header = ("chunks", "measured", "write/s", "MiB", "build_s", "build_MiB", "open_s")
+    header += ("rss_MiB", "+MiB", "+anon_MiB")
     header += ("p50_ms", "p95_ms")
     print(" ".join(f"{h:>10}" for h in header))
     for r in rows:
@@ -363,9 +424,11 @@ def main() -> None:
                     r["write_chunks_per_s"],
                     r["index_mib"],
                     r["tables_build_s"],
+                    r.get("build_peak_rss_mib", "-"),
                     r["load_s"],
                     r["rss_mib"],
                     r["searcher_private_mib"],
+                    r.get("searcher_anonymous_mib", "-"),
                     r["search_p50_ms"],
                     r["search_p95_ms"],
                 )
