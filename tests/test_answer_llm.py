@@ -282,3 +282,38 @@ def test_an_endpoint_failure_is_reported_as_such(llm):
     answerer = llm([{"when": "", "status": 500}])
     with pytest.raises(LLMEndpointError, match="did not answer"):
         answerer.answer(Question(SPINET_Q))
+
+
+def test_a_list_question_in_the_llm_mode_gets_its_table_first_and_the_synthesis_below(
+    llm_service, scripted_llm
+):
+    scripted_llm.set_rules(
+        [
+            {
+                "when": "",
+                "reply": "Research on immune checkpoint inhibitors is the most mature in "
+                "immunotherapy. IMpower133 doubled survival.",
+            }
+        ]
+    )
+    answerer = llm_service.answerer("llm")
+    question = Question("Which trials in the review tested immune checkpoint inhibitors in NEN?")
+    pieces = list(answerer.stream(question))
+    answer = pieces[-1].answer
+    assert answer is not None and answer.mode == "llm" and not answer.abstained
+    table = answer.table
+    assert table is not None and len(table.rows) >= 6
+    # The table is sent before the model is asked, and heads the final text.
+    assert pieces[0].text.startswith(table.summary) and "| --- |" in pieces[0].text
+    assert answer.text.startswith(pieces[0].text.strip())
+    # Every row is cited: by its references, or by its section where it has no marker.
+    cited = {c.ref for c in answer.citations}
+    sections = {p.section for p in answer.passages}
+    for row in table.rows:
+        assert set(row.refs) <= cited if row.refs else row.section in sections
+    # Below it, the model's sentence the evidence holds, cited by code; the claim it does not
+    # hold removed; the quotes no kept sentence restates kept.
+    below = answer.text[len(pieces[0].text.strip()) :]
+    assert "checkpoint inhibitors is the most mature in immunotherapy [§4" in below
+    assert "doubled" not in answer.text and any("doubled" in u for u in answer.unsupported)
+    assert "[§摘要]" in below
