@@ -29,7 +29,7 @@ from nenqa.glossary import normalize_text
 from nenqa.types import Chunk, Span
 
 LANGUAGES = ("zh", "en")  # a position's language code is its index here
-_DECODED = 4096  # chunks a table keeps decoded: a question reads a few hundred
+_DECODED = 2048  # chunks a table keeps decoded: a question reads a few hundred
 
 
 def encode_chunk(chunk: Chunk) -> bytes:

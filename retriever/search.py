@@ -391,7 +391,8 @@ def glossary_of(settings: Settings, definitions: Sequence[Term]) -> Glossary:
     table = settings.data_dir / "glossary.tsv"
     if table.exists():
         terms.extend(load_glossary_table(table))
-    terms.extend(definitions)
+    # A definition the corpus repeats is one term (at 100k chunks, tens of thousands of copies).
+    terms.extend(dict.fromkeys(definitions))
     register_terms(form for term in terms for form in term.zh)
     return Glossary(terms)
 

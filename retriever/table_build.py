@@ -92,7 +92,9 @@ def write_tables(
     twins = sorted((r for r, p in twin_of.items() if p in parent_position), key=ids.__getitem__)
     np.save(folder / "order.npy", np.array([*parents, *twins], dtype=np.int32))
     table = ChunkTable.open(folder)
-    definitions = [term for record in parents for term in harvested.get(record, ())]
+    # Each definition once, in table order: a corpus repeats its definitions (the glossary
+    # would hold every copy, tens of thousands at 100k chunks).
+    definitions = list(dict.fromkeys(t for record in parents for t in harvested.get(record, ())))
     if register is not None:
         register(definitions)
 
