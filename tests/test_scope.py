@@ -37,9 +37,12 @@ def scope() -> ScopeCheck:
     ("question", "unknown"),
     [
         (TELOTRISTAT_ZH, ["特罗司他"]),
+        # Rare in general text by the tokenizer's unigram model, though cut into three pieces;
+        # the review never mentions diarrhoea either.
+        (TELOTRISTAT_EN, ["telotristat", "diarrhea"]),
         (
             "Does hydroxychloroquine help in rheumatoid arthritis?",
-            ["hydroxychloroquine", "rheumatoid"],
+            ["hydroxychloroquine", "rheumatoid arthritis"],
         ),
         ("What dose of pasireotide is used for Cushing's disease?", ["Cushing"]),
         ("Does mitotane after adrenalectomy prolong survival?", ["adrenalectomy"]),
@@ -58,6 +61,8 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
     [
         "Did lanreotide as upkeep therapy after first-line treatment delay progression?",
         "Which everolimus-containing combinations or sequences were studied?",
+        # 对 is a preposition: 铂 starts the next word, not "对铂".
+        "拓扑替康对铂耐药的小细胞肺癌有效吗？",
         "How did oxaliplatin with infusional fluorouracil fare in pancreatic NETs?",
         "西班牙真实世界数据里奥曲肽和兰瑞肽一线使用，哪个病情稳定得更久？",
         "NIPINEC试验中双免疫联合与纳武利尤单抗单药的ORR比较如何？",
@@ -83,8 +88,8 @@ def test_a_part_about_a_covered_drug_or_trial_is_answered_apart(scope, question,
     assert scope.answers_in_part(question, scope.unknown_entities(question)) is in_part
 
 
-def test_without_the_tokenizer_a_rare_word_is_kept_rather_than_abstained_on():
-    check = ScopeCheck(["兰瑞肽 lanreotide"], word_pieces=lambda word: 1)
+def test_a_word_common_in_general_text_is_kept_rather_than_abstained_on():
+    check = ScopeCheck(["兰瑞肽 lanreotide"], word_logprob=lambda word: -12.0)
     assert check.unknown_entities("Does lanreotide help glioblastoma?") == []
 
 
@@ -103,8 +108,8 @@ def test_the_abstention_says_what_the_review_does_not_discuss():
 @pytest.mark.parametrize(
     ("question", "named"),
     [
-        # "telotristat" is three tokenizer pieces, like "upkeep": the disease word is named.
-        (TELOTRISTAT_EN, "The review does not discuss diarrhea."),
+        # "telotristat" is rare in general text (the tokenizer's unigram model), "upkeep" is not.
+        (TELOTRISTAT_EN, "The review does not discuss telotristat or diarrhea."),
         (TELOTRISTAT_ZH, "综述没有讨论特罗司他。"),
     ],
 )
