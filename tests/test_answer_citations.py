@@ -79,14 +79,24 @@ def test_citations_list_refs_in_order_and_passages_separately():
 
 def test_a_plain_sentence_is_cited_with_the_review_numbers_of_what_it_restates():
     result = ClaimChecker(None).align(
-        "Lanreotide gave a TTF of 13.3 months vs 9.8.", list(KEYS.values())
+        "兰瑞肽组的TTF为13.3个月，而安慰剂组为9.8个月。", list(KEYS.values())
     )
     assert result.supported and result.cited == (KEYS["S1"],)
-    assert cite(result.claim, result.cited) == "Lanreotide gave a TTF of 13.3 months vs 9.8 [7]."
+    assert cite(result.claim, result.cited) == "兰瑞肽组的TTF为13.3个月，而安慰剂组为9.8个月[7]。"
+
+
+def test_a_sentence_sharing_only_numbers_with_its_evidence_restates_none_of_it():
+    # Most of its words are not the evidence's (here: another language, no rendering shown):
+    # the quote it would stand for is kept instead.
+    result = ClaimChecker(None).align(
+        "Lanreotide gave a TTF of 13.3 months vs 9.8.", list(KEYS.values())
+    )
+    assert not result.supported and result.cited == ()
+    assert result.problem.startswith("restates none")
 
 
 def test_a_number_missing_from_the_evidence_rejects_the_sentence():
-    result = ClaimChecker(None).align("兰瑞肽组的TTF为26.6个月。", [KEYS["S1"]])
+    result = ClaimChecker(None).align("兰瑞肽组的TTF为13.3个月，安慰剂组为26.6个月。", [KEYS["S1"]])
     assert not result.supported
     assert "26.6" in result.problem
 

@@ -77,7 +77,7 @@ def test_typed_markers_are_dropped_and_a_sentence_restating_nothing_is_removed(l
 
 
 def test_when_every_sentence_is_removed_the_quotes_answer_instead_of_an_abstention(llm):
-    answerer = llm([{"when": "SPINET", "reply": "Lanreotide doubled OS to 26.6 months."}])
+    answerer = llm([{"when": "SPINET", "reply": "Lanreotide gave a TTF of 26.6 months."}])
     answer = answerer.answer(Question(SPINET_Q))
     assert not answer.abstained and "26.6" not in answer.text
     assert "13.3 months" in answer.text and "9.8 months" in answer.text and "[7]" in answer.text
@@ -130,7 +130,7 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
         ),
         (  # a worked example's placeholder leaking into an answer
             "GETNE-TRASGU研究中长效兰瑞肽组的mPFS是多少？",
-            "在研究X中，药物B的mPFS为30.1个月。",
+            "长效兰瑞肽组在研究X中的mPFS为30.1个月。",
             "长效兰瑞肽组的mPFS为30.1个月。",
             "placeholder",
         ),
