@@ -72,28 +72,34 @@ class LexicalIndex:
         corpus_tokens = [tokenize(t) or ["<empty>"] for t in texts]
         if corpus_tokens:
             self._bm25.index(corpus_tokens, show_progress=False)
+        self._vocab: dict[str, int] | SortedVocabulary = getattr(self._bm25, "vocab_dict", {})
 
     def __len__(self) -> int:
         return self._size
 
     def save(self, folder: Path) -> None:
-        """Write the index in bm25s's format (``load`` memory-maps it back)."""
+        """Write the index in bm25s's format plus its vocabulary sorted (``load`` memory-maps
+        both back)."""
         self._bm25.save(str(folder), show_progress=False)
+        SortedVocabulary.save(folder, self._bm25.vocab_dict)
 
     @classmethod
     def load(cls, folder: Path, *, size: int) -> LexicalIndex:
-        """An index ``save`` wrote, its arrays memory-mapped read-only (shared between the
-        processes that open it)."""
+        """An index ``save`` or ``LexicalIndexWriter`` wrote, its arrays and vocabulary
+        memory-mapped read-only (shared between the processes that open it; bm25s's own
+        vocabulary, a dict of every token, is not read)."""
         index = cls.__new__(cls)
         index._size = size
-        index._bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
+        index._bm25 = bm25s.BM25.load(str(folder), mmap=True, load_vocab=False)
+        index._vocab = SortedVocabulary(folder)
         return index
 
     def scores(self, query_tokens: Sequence[str]) -> np.ndarray:
         """BM25 score of every indexed text for the query tokens (unknown tokens score 0)."""
         if not self._size or not query_tokens:
             return np.zeros(self._size, dtype=np.float32)
-        known = [t for t in query_tokens if t in self._bm25.vocab_dict]
+        # Column IDs in query order, as bm25s maps tokens itself (so the sums are the same).
+        known = [i for t in query_tokens if (i := self._vocab.get(t)) is not None]
         if not known:
             return np.zeros(self._size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
@@ -189,6 +195,7 @@ class LexicalIndexWriter:
         (self.folder / "vocab.index.json").write_text(
             json.dumps(vocab, ensure_ascii=False), encoding="utf-8"
         )
+        SortedVocabulary.save(self.folder, vocab)
         params = {
             "k1": bm25.k1,
             "b": bm25.b,
@@ -238,6 +245,45 @@ class LexicalIndexWriter:
             filled[terms[starts]] += np.diff(np.r_[starts, terms.size])
             first = last
         del terms_all, counts_all
+
+
+class SortedVocabulary:
+    """A saved index's tokens in byte order with their column IDs, found by binary search in
+    memory-mapped arrays: bm25s's vocabulary is a dict of every token in each process (at 1M
+    chunks millions of tokens, hundreds of MiB per worker)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._text = np.load(folder / "vocab.text.npy", mmap_mode="r")
+        self._ends = np.load(folder / "vocab.ends.npy", mmap_mode="r")
+        self._ids = np.load(folder / "vocab.ids.npy", mmap_mode="r")
+
+    def _token(self, rank: int) -> bytes:
+        start = int(self._ends[rank - 1]) if rank else 0
+        return self._text[start : int(self._ends[rank])].tobytes()
+
+    def get(self, token: str) -> int | None:
+        """The column of ``token``; ``None`` when no indexed text has it."""
+        key = token.encode("utf-8")
+        low, high = 0, self._ends.size
+        while low < high:
+            middle = (low + high) // 2
+            if self._token(middle) < key:
+                low = middle + 1
+            else:
+                high = middle
+        if low < self._ends.size and self._token(low) == key:
+            return int(self._ids[low])
+        return None
+
+    @staticmethod
+    def save(folder: Path, vocab: dict[str, int]) -> None:
+        # bm25s's empty token has no column (it scores texts without tokens, which we avoid).
+        pairs = sorted((token.encode("utf-8"), column) for token, column in vocab.items() if token)
+        text = b"".join(token for token, _ in pairs)
+        np.save(folder / "vocab.text.npy", np.frombuffer(text, dtype=np.uint8))
+        ends = np.cumsum([len(token) for token, _ in pairs], dtype=np.int64)
+        np.save(folder / "vocab.ends.npy", ends)
+        np.save(folder / "vocab.ids.npy", np.array([c for _, c in pairs], dtype=np.int32))
 
 
 def _npy(path: Path, dtype: type, size: int) -> np.ndarray:
