@@ -85,7 +85,7 @@ def test_answer_check_and_eval_agree_on_names_with_digits():
     shown = {"text": evidence.text, "refs": [30], "kind": "passage", "section": "2 免疫治疗"}
     text = cite(checked.claim, checked.cited)
     assert score_answer(text, [shown], judge).numeric_fidelity == 1.0
-    wrong = ClaimChecker(None).align("PD-1抑制剂单药的ORR为13.7%。", shown_to_model)
+    wrong = ClaimChecker(None).align("PD-1抑制剂单药治疗NEC的ORR仅为13.7%。", shown_to_model)
     assert not wrong.supported and "13.7" in wrong.problem
 
 
