@@ -12,7 +12,7 @@ from nenqa.types import Chunk, Span
 from retriever.chunk_table import ChunkLayout, ChunkTable, layout_of
 from retriever.generation import Generation, fingerprint_of
 from retriever.lexical import LexicalIndex, LexicalIndexWriter, tokenize
-from retriever.search import build_tables, glossary_of
+from retriever.search import build_tables, current_tables, glossary_of
 from retriever.snapshot import load_tables
 from retriever.table_build import lexical_text
 from tests.conftest import rendered_default_corpus
@@ -140,3 +140,26 @@ def test_a_corpus_of_only_renderings_without_parents_builds_an_empty_table(tmp_p
     tables = build_tables(Generation(1, fingerprint_of(["t-1"])), [orphan], root=tmp_path)
     assert len(tables.chunks) == 0 and tables.rendering_lexical == {}
     assert tables.lexical.rank("lanreotide", 5) == []
+
+
+class _Store:
+    """What ``current_tables`` reads of a store: its settings, generation and chunks."""
+
+    def __init__(self, settings: Settings, chunks: list[Chunk]) -> None:
+        self.settings, self._chunks = settings, chunks
+
+    def generation(self) -> Generation:
+        return Generation(1, fingerprint_of(c.chunk_id for c in self._chunks))
+
+    def iter_chunks(self):
+        return iter(self._chunks)
+
+
+def test_tables_that_cannot_be_saved_are_still_built_with_a_warning(corpus, tmp_path, caplog):
+    settings = Settings(index_dir=tmp_path / "index")
+    settings.index_dir.mkdir()
+    (settings.index_dir / "generations").write_text("a file where the folder would go")
+    tables, glossary = current_tables(_Store(settings, corpus))  # type: ignore[arg-type]
+    assert len(tables.chunks) == len(corpus) and tables.lexical.rank("SPINET 兰瑞肽", 3)
+    assert glossary.expand("TTF") and "could not save the search tables" in caplog.text
+    assert not list(tmp_path.glob("**/.0*"))  # no temporary folder left behind
