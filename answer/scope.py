@@ -59,6 +59,8 @@ _PART_BREAK = re.compile(r"\s*(?:\band\b|[,;?？，；])\s*", re.I)
 # 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
 # answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
 _ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗药")
+# English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
+_EN_PREFIXES = ("pre", "post", "re", "non", "un", "anti", "co", "sub", "multi", "over", "under")
 # jieba's classes of function words: preposition, conjunction, particle, adverb, pronoun,
 # numeral, measure word, locative.
 _ZH_FUNCTION_CLASSES = frozenset("pcudrmqf")
@@ -247,8 +249,17 @@ class ScopeCheck:
         )
 
     def _knows_stem(self, lowered: str) -> bool:
+        """A form of a corpus word: the same first letters (embolising, embolization), or a
+        corpus word behind an English prefix (pretreated, treated)."""
         stem = self.thresholds.en_stem
-        return len(lowered) > stem and lowered[:stem] in self._stems(stem)
+        if len(lowered) > stem and lowered[:stem] in self._stems(stem):
+            return True
+        return any(
+            lowered.startswith(prefix)
+            and len(rest := lowered[len(prefix) :]) >= 4
+            and (rest in self._latin or (len(rest) > stem and rest[:stem] in self._stems(stem)))
+            for prefix in _EN_PREFIXES
+        )
 
     def _stems(self, length: int) -> frozenset[str]:
         if length not in self._stem_cache:

@@ -61,6 +61,8 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
     [
         "Did lanreotide as upkeep therapy after first-line treatment delay progression?",
         "Which everolimus-containing combinations or sequences were studied?",
+        # A corpus word behind an English prefix is a form of it, not a new name.
+        "Did toripalimab help pretreated patients with NEN?",
         # 对 is a preposition: 铂 starts the next word, not "对铂".
         "拓扑替康对铂耐药的小细胞肺癌有效吗？",
         "How did oxaliplatin with infusional fluorouracil fare in pancreatic NETs?",
