@@ -182,6 +182,18 @@ def test_an_english_claim_is_checked_on_its_numbers_and_names(judge):
     assert refused.supported is False and "worse" in refused.reason
 
 
+def test_an_english_plural_names_what_its_chinese_evidence_says_in_the_singular(judge):
+    # "NETs" for 胃肠胰及原发不明NET: Chinese has no plural.
+    plural = (
+        "In SPINET, lanreotide was used beyond gastroenteropancreatic NETs: TTF 13.3 months [7]."
+    )
+    assert score_answer(plural, EVIDENCE, judge).citation_recall == 1.0
+    # A name the evidence does not hold in any number is still refused.
+    other = "In SPINET, lanreotide was used beyond MiNENs: TTF 13.3 months [7]."
+    refused = score_answer(other, EVIDENCE, judge).sentences[0]
+    assert refused.supported is False and "minen" in refused.reason
+
+
 class _UnparseableJudge:
     """A judge whose every output failed to parse."""
 
