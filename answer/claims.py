@@ -71,6 +71,9 @@ _NEGATION = re.compile(
     re.I,
 )
 # A placeholder of a worked example: "study X", "drug A", "研究X", "药物B", "{question}".
+# A letter or a Chinese character: a sentence without one outside its numbers says no more
+# than "32." (what was 32 is left to the reader).
+_WORD = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 _PLACEHOLDER = re.compile(
     r"\b(?:study|trial|drug|arm|group|regimen|treatment|patient)\s+[A-Z]\b(?![-.]\w)"
     r"|(?:研究|药物|试验|方案|治疗)[A-ZＡ-Ｚ](?![A-Za-z\d])|\{[a-z_]+\}|\bX{2,}\b",
@@ -281,6 +284,8 @@ class ClaimChecker:
     def problem(self, claim: str, cited: Sequence[QuotedSentence]) -> str:
         """Why ``claim`` may not stand on ``cited``, or ``""`` when it may."""
         texts = self._texts(cited)
+        if not _WORD.search(NUMBER.sub("", claim)):
+            return "a number alone, without what it measures"
         if missing := numbers_in(claim) - self._numbers(cited):
             return (
                 f"numbers not in its evidence: {', '.join(sorted(format(n, 'f') for n in missing))}"

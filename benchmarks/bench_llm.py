@@ -84,6 +84,36 @@ def default_subset(items: Sequence[QAItem]) -> list[QAItem]:
     return chosen
 
 
+def paraphrase_items(path: Path, batches: set[str]) -> list[QAItem]:
+    """The answerable paraphrases of the scope set (``eval/scope_questions.jsonl``) of the given
+    batches ("1", "2", "3": the digit after ``ans`` in their ids, none for the first) as
+    evaluation items: questions in words the review does not use, never used to tune the llm
+    mode, with their gold references and key facts. Ids become ``q900``... in file order."""
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line else None
+        if not row or row["kind"] != "answerable":
+            continue
+        batch = row["id"][3] if row["id"][3].isdigit() else "1"
+        if batch not in batches:
+            continue
+        items.append(
+            QAItem(
+                id=f"q{900 + len(items)}",
+                lang=row["lang"],
+                category="single_fact",
+                question=row["question"],
+                gold_answer="; ".join(row["key_facts"])
+                + "".join(f"[{ref}]" for ref in row["gold_refs"]),
+                gold_refs=row["gold_refs"],
+                key_facts=row["key_facts"],
+                answerable=True,
+                notes=f"scope set {row['id']}",
+            )
+        )
+    return items
+
+
 def question_of(item: QAItem) -> Question:
     return Question(item.question, tuple(Turn(t.role, t.content) for t in item.history))
 
@@ -116,6 +146,7 @@ VERDICTS = {
     "says better": "direction",
     "drops a negation": "negation",
     "states a negation": "negation",
+    "a number alone": "bare_number",
 }
 
 
@@ -266,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--qa", type=Path, default=ROOT / "eval" / "qa.jsonl")
     parser.add_argument("--ids", help="comma-separated item ids instead of the subset")
+    parser.add_argument(
+        "--paraphrases",
+        help="instead of the eval subset, the scope set's answerable paraphrases of these "
+        "batches (comma-separated: 1,2,3), questions never used to tune the llm mode",
+    )
     parser.add_argument("--limit", type=int, help="only the first N items of the selection")
     parser.add_argument("--base-url", help="a running OpenAI-compatible server (/v1)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "bench_llm.json")
@@ -277,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     items = load_qa(args.qa)
-    if args.ids:
+    if args.paraphrases:
+        scope_set = ROOT / "eval" / "scope_questions.jsonl"
+        items = paraphrase_items(scope_set, set(args.paraphrases.split(",")))
+        selected = items
+    elif args.ids:
         wanted = args.ids.split(",")
         selected = [i for i in items if i.id in wanted]
     else:
@@ -344,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         "extractive": [r["extractive_row"] for r in records],
     }
     report = {
-        "subset": args.ids or SUBSET_RULE,
+        "subset": args.ids
+        or (args.paraphrases and f"scope-set paraphrases, batches {args.paraphrases}")
+        or SUBSET_RULE,
         "ids": [i.id for i in selected],
         "items": len(selected),
         "answerable": sum(i.answerable for i in selected),

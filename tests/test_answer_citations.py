@@ -127,3 +127,11 @@ def test_chinese_draft_sentences_split_on_chinese_punctuation():
         "兰瑞肽组TTF为13.3个月[S1]。",
         "安慰剂组为9.8个月[S1]。",
     ]
+
+
+def test_a_number_alone_is_not_a_statement():
+    # "32." restates a number of its evidence, but not what was 32: the quote stays instead.
+    alone = ClaimChecker(None).align("13.3。", [KEYS["S1"]])
+    assert not alone.supported and alone.problem.startswith("a number alone")
+    said = ClaimChecker(None).align("兰瑞肽组的TTF为13.3个月。", [KEYS["S1"]])
+    assert said.supported
