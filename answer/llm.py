@@ -51,12 +51,12 @@ from answer.citations import (
     render_quote,
     split_draft,
 )
-from answer.claims import Aligned, ClaimChecker, ClaimWordCheck, NamedTermCheck
+from answer.claims import Aligned, ClaimChecker, ClaimWordCheck, NamedTermCheck, evidence_texts
 from answer.extractive import ExtractiveAnswerer
 from answer.relevance import SentenceScorer, abstention
 from nenqa.prompt_files import PROMPTS_DIR, load_prompt
 from nenqa.settings import Settings
-from nenqa.text import strip_citation_markers
+from nenqa.text import numbers_in, strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Question, Reference, TrialRecord
 
@@ -288,10 +288,20 @@ class LLMAnswerer:
     def lost_quotes(
         self, shown: Sequence[QuotedSentence], checked: Sequence[Aligned]
     ) -> list[QuotedSentence]:
-        """The quoted sentences no kept sentence restates, in reading order: their facts would
-        be lost (the quotes answered the question; a shorter answer must not drop them)."""
-        restated = {q for c in checked if c.supported for q in c.cited}
-        return [quote for quote in shown if quote not in restated]
+        """The quoted sentences whose facts the kept sentences would lose, in reading order (the
+        quotes answered the question; a shorter answer must not drop them): those no kept
+        sentence restates, and those whose numbers the sentences citing them do not all carry
+        ("77% [46]" for a sentence giving 61 patients and a 77% response keeps the quote)."""
+        said: dict[QuotedSentence, set] = {}
+        for result in checked:
+            if result.supported:
+                for quote in result.cited:
+                    said.setdefault(quote, set()).update(numbers_in(result.claim))
+        return [
+            quote
+            for quote in shown
+            if quote not in said or not numbers_in(evidence_texts(quote)[0]) <= said[quote]
+        ]
 
     def _render(self, quote: QuotedSentence) -> str:
         return render_quote(quote.sentence, self.references, rendering=quote.rendering)

@@ -17,6 +17,9 @@ from tests.counting import counting_scorer
 pytestmark = pytest.mark.slow
 
 SPINET_Q = "What TTF did lanreotide give in SPINET, and with placebo?"
+# The start of the SPINET quote (its English rendering), kept after a model sentence that does
+# not carry all its numbers (77 patients, 9.8 with placebo, 21.9 and 13.8 by histology).
+SPINET_QUOTE = "Regarding the extension of clinical use, the results of the randomized"
 REF_MARKER = re.compile(r"\[(\d+)\]")
 
 
@@ -36,7 +39,7 @@ def texts_of(pieces: list[AnswerPiece]) -> str:
 def test_the_code_cites_the_evidence_a_plain_sentence_restates(llm):
     answerer = llm([{"when": "SPINET", "reply": "Lanreotide gave a TTF of 13.3 months."}])
     answer = answerer.answer(Question(SPINET_Q))
-    assert answer.text == "Lanreotide gave a TTF of 13.3 months [7]."
+    assert answer.text.startswith("Lanreotide gave a TTF of 13.3 months [7]. " + SPINET_QUOTE)
     assert [c.ref for c in answer.citations] == [7]
     assert "SPINET" in answer.citations[0].quotes[0].text
     assert not answer.abstained and answer.unsupported == ()
@@ -69,7 +72,7 @@ def test_typed_markers_are_dropped_and_a_sentence_restating_nothing_is_removed(l
         ]
     )
     answer = answerer.answer(Question(SPINET_Q))
-    assert answer.text == "Placebo gave a TTF of 9.8 months [7]."
+    assert answer.text.startswith("Placebo gave a TTF of 9.8 months [7]. " + SPINET_QUOTE)
     assert (
         len(answer.unsupported) == 1 and "Octreotide is widely available" in answer.unsupported[0]
     )
@@ -97,7 +100,7 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
         ]
     )
     answer = answerer.answer(Question(SPINET_Q))
-    assert answer.text == "Lanreotide gave a TTF of 13.3 months [7]."
+    assert answer.text.startswith("Lanreotide gave a TTF of 13.3 months [7]. " + SPINET_QUOTE)
     assert len(answer.unsupported) == 1 and "cures" in answer.unsupported[0]
 
 
@@ -162,7 +165,7 @@ def test_instructions_in_the_question_do_not_change_the_checks(llm, scripted_llm
         ]
     )
     answer = answerer.answer(Question(question))
-    assert answer.text == "Per the review, TTF was 13.3 months [7]."
+    assert answer.text.startswith("Per the review, TTF was 13.3 months [7]. " + SPINET_QUOTE)
     assert "doubles" in answer.unsupported[0]
     user = scripted_llm.requests()[-1]["messages"][-1]["content"]
     assert f"<question>\n{question}\n</question>" in user
@@ -198,7 +201,12 @@ def test_the_quoted_answer_comes_first_then_checked_sentences_as_written(llm, ll
     assert pieces[0].quoted.citations == extractive.citations
     texts = [p.text for p in pieces[1:-1]]
     final = pieces[-1].answer
-    assert texts == ["Lanreotide gave a TTF of 13.3 months [7].", " Placebo gave 9.8 months [7]."]
+    assert texts[:2] == [
+        "Lanreotide gave a TTF of 13.3 months [7].",
+        " Placebo gave 9.8 months [7].",
+    ]
+    # Then the quote whose other numbers the two sentences leave out.
+    assert texts[2].startswith(" " + SPINET_QUOTE) and "21.9 months" in texts[2]
     assert final.text == "".join(texts) and final.quoted == pieces[0].quoted
     assert len(final.unsupported) == 1 and "curative" in final.unsupported[0]
     assert final.timings_ms["first_content"] < final.timings_ms["first_token"]
@@ -207,11 +215,11 @@ def test_the_quoted_answer_comes_first_then_checked_sentences_as_written(llm, ll
 def test_the_lcel_runnable_checks_like_the_answerer(llm):
     answerer = llm([{"when": "SPINET", "reply": "兰瑞肽组的TTF为13.3个月。它能治愈NEC。"}])
     answer = as_runnable(answerer).invoke({"question": SPINET_Q})
-    assert answer.text == "兰瑞肽组的TTF为13.3个月[7]。"
-    assert answer.mode == "llm"
+    assert answer.text.startswith("兰瑞肽组的TTF为13.3个月[7]。")
+    assert "它能治愈" not in answer.text and answer.mode == "llm"
     assert {"retrieve", "generate", "total"} <= set(answer.timings_ms)
     pieces = list(as_runnable(answerer).stream(SPINET_Q))
-    assert [p.text for p in pieces[:-1] if p.text] == ["兰瑞肽组的TTF为13.3个月[7]。"]
+    assert next(p.text for p in pieces[:-1] if p.text) == "兰瑞肽组的TTF为13.3个月[7]。"
     assert pieces[-1].answer.text == answer.text
 
 
@@ -240,7 +248,7 @@ def test_a_question_is_embedded_once_and_scored_once(llm_service, scripted_llm, 
     answerer = LLMAnswerer(scorer, llm_service.references, chat_model)
     question = Question(SPINET_Q)
     answer = list(answerer.stream(question))[-1].answer if streamed else answerer.answer(question)
-    assert answer.text == "Lanreotide gave a TTF of 13.3 months [7]."
+    assert answer.text.startswith("Lanreotide gave a TTF of 13.3 months [7]. " + SPINET_QUOTE)
     assert counting.queries == [counting.queries[0]] and SPINET_Q in counting.queries[0]
     assert scorer.calls == 1
 

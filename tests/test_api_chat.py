@@ -123,7 +123,9 @@ def test_the_llm_mode_is_chosen_per_request(llm_client, scripted_llm):
     scripted_llm.set_rules([{"when": "SPINET", "reply": "兰瑞肽组TTF为13.3个月{key:13.3个月}。"}])
     body = llm_client.post("/v1/chat", json={"question": SPINET, "mode": "llm"}).json()
     assert body["mode"] == "llm"
-    assert body["answer"] == "兰瑞肽组TTF为13.3个月[7]。"
+    # The model's checked sentence, then the quote holding the numbers it left out (9.8).
+    assert body["answer"].startswith("兰瑞肽组TTF为13.3个月[7]。在临床应用拓展方面")
+    assert "安慰剂组为9.8个月" in body["answer"]
     assert [c["ref"] for c in body["citations"]] == [7]
 
 
@@ -186,7 +188,8 @@ def test_streamed_and_plain_completions_and_chat_give_the_same_answer(
         shown = "\n\n".join(filter(None, [chat.get("quoted_answer"), chat["answer"]]))
         assert (shown, chat["citations"], chat["abstained"]) == plain, mode
         answers[mode] = chat["answer"]
-    assert answers["llm"] == llm_answer
+    # The checked sentence first (then, for SPINET, the quote holding the numbers it left out).
+    assert answers["llm"].startswith(llm_answer) and "治愈" not in answers["llm"]
 
 
 def test_an_english_answer_is_the_same_streamed_plain_and_through_chat(client):

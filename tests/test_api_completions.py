@@ -159,10 +159,10 @@ def test_llm_mode_streams_the_quotes_first_then_the_checked_sentences(client, sc
     ]
     quoted = "".join(text for part, text in parts if part == "quoted")
     assert quoted.startswith("以下为综述原文摘录：") and "13.3个月" in quoted and "[7]" in quoted
-    assert [text for part, text in parts if part == "answer"] == [
-        "\n\n兰瑞肽组的TTF为13.3个月[7]。",
-        "安慰剂组为9.8个月[7]。",
-    ]
+    answer_parts = [text for part, text in parts if part == "answer"]
+    assert answer_parts[:2] == ["\n\n兰瑞肽组的TTF为13.3个月[7]。", "安慰剂组为9.8个月[7]。"]
+    # Then the quote whose other numbers (77 patients, 21.9 and 13.8 by histology) they leave out.
+    assert len(answer_parts) == 3 and "21.9个月" in answer_parts[2] and "n=77" in answer_parts[2]
     assert parts.index(("answer", "\n\n兰瑞肽组的TTF为13.3个月[7]。")) > 0  # quotes first
     last = chunks[-1].model_extra
     assert [c["ref"] for c in last["citations"]] == [7]
@@ -185,11 +185,15 @@ def test_chat_streams_the_quoted_answer_then_deltas_then_the_answer(server_url, 
             if lines:
                 events.append((lines["event"], json.loads(lines["data"])))
     names = [name for name, _ in events]
-    assert names == ["quoted", "delta", "answer"]
-    quoted, delta, answer = (data for _, data in events)
+    # The quotes, the model's checked sentence, the quote holding what it left out (9.8 with
+    # placebo), the answer.
+    assert names == ["quoted", "delta", "delta", "answer"]
+    quoted, delta, kept, answer = (data for _, data in events)
     assert "13.3个月" in quoted["answer"] and quoted["mode"] == "extractive"
     assert delta == {"text": "兰瑞肽组的TTF为13.3个月[7]。"}
-    assert answer["answer"] == delta["text"] and answer["quoted_answer"] == quoted["answer"]
+    assert "安慰剂组为9.8个月" in kept["text"]
+    assert answer["answer"] == delta["text"] + kept["text"]
+    assert answer["quoted_answer"] == quoted["answer"]
     assert 7 in [c["ref"] for c in answer["citations"]]
 
 
