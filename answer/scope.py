@@ -62,8 +62,8 @@ _ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗药")
 # English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
 _EN_PREFIXES = ("pre", "post", "re", "non", "un", "anti", "co", "sub", "multi", "over", "under")
 # jieba's classes of function words: preposition, conjunction, particle, adverb, pronoun,
-# numeral, measure word, locative.
-_ZH_FUNCTION_CLASSES = frozenset("pcudrmqf")
+# locative. Not numerals: they start names (双 / 胍 of 二甲双胍).
+_ZH_FUNCTION_CLASSES = frozenset("pcudrf")
 
 
 @dataclass(frozen=True)
