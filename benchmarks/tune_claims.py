@@ -11,6 +11,12 @@ recorded items (``eval.qa_schema.half_of``: highest faithfulness, then key facts
 values nearest the current ones) and the test half is reported.
 
     .venv/bin/python benchmarks/tune_claims.py [--records benchmarks/out/bench_llm.json]
+    .venv/bin/python benchmarks/tune_claims.py --records <bench_llm --paraphrases 2,3 run> \
+        --paraphrases 2,3
+
+With ``--paraphrases`` the records are held-out questions (the scope set's answerable
+paraphrases, never used to tune the llm mode): they are scored at the current thresholds only,
+with the code as it is now (checks added since the run apply to its drafts).
 
 Needs the index ``bench_llm`` ran on (``nenqa ingest``). Prints a table, writes JSON
 (default ``benchmarks/out/tune_claims.json``).
@@ -29,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import answer.claims as claims  # noqa: E402
 from answer.llm import LLMAnswerer  # noqa: E402
-from benchmarks.bench_llm import question_of, reply_of  # noqa: E402
+from benchmarks.bench_llm import paraphrase_items, question_of, reply_of  # noqa: E402
 from eval.judges import DeterministicJudge  # noqa: E402
 from eval.qa_schema import half_of, load_qa  # noqa: E402
 from eval.report import score_item, summarize  # noqa: E402
@@ -55,12 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--qa", type=Path, default=ROOT / "eval" / "qa.jsonl")
     parser.add_argument(
+        "--paraphrases",
+        help="the records are bench_llm's --paraphrases run of these batches (1,2,3): score "
+        "them at the current thresholds only, as held-out questions (no choice is made)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "out" / "tune_claims.json"
     )
     args = parser.parse_args(argv)
 
     recorded = json.loads(args.records.read_text(encoding="utf-8"))["records"]
-    items = {i.id: i for i in load_qa(args.qa)}
+    if args.paraphrases:
+        scope_set = ROOT / "eval" / "scope_questions.jsonl"
+        qa_items = paraphrase_items(scope_set, set(args.paraphrases.split(",")))
+    else:
+        qa_items = load_qa(args.qa)
+    items = {i.id: i for i in qa_items}
     settings = get_settings()
     judges = {"deterministic": DeterministicJudge(build_glossary(settings))}
 
@@ -70,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def scores(word_share: float, anchored_share: float) -> dict[str, dict]:
         claims.MIN_WORD_SHARE, claims.MIN_WORD_SHARE_WITH_ANCHOR = word_share, anchored_share
-        rows: dict[str, list[dict]] = {"tune": [], "test": []}
+        rows: dict[str, list[dict]] = {"tune": [], "test": [], "all": []}
         for record in recorded:
             item = items[record["id"]]
             llm = LLMAnswerer(
@@ -83,9 +99,17 @@ def main(argv: list[str] | None = None) -> int:
             answer = llm.answer(question_of(item))
             row = score_item(item, reply_of(answer), judges, judges["deterministic"])
             rows[half_of(item.id)].append(row)
+            rows["all"].append(row)
         return {half: summarize(r, items, "deterministic") for half, r in rows.items()}
 
     current = (claims.MIN_WORD_SHARE, claims.MIN_WORD_SHARE_WITH_ANCHOR)
+    if args.paraphrases:
+        held_out = scores(*current)["all"]
+        print(f"{current}, {len(recorded)} held-out questions: ")
+        print(json.dumps(held_out, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"thresholds": current, **held_out}, indent=2))
+        return 0
     results = {}
     for word_share, anchored_share in itertools.product(WORD_SHARE_GRID, ANCHORED_SHARE_GRID):
         if anchored_share > word_share:
