@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 import re
 from array import array
 from collections import Counter
@@ -253,13 +254,16 @@ class SortedVocabulary:
     chunks millions of tokens, hundreds of MiB per worker)."""
 
     def __init__(self, folder: Path) -> None:
-        self._text = np.load(folder / "vocab.text.npy", mmap_mode="r")
-        self._ends = np.load(folder / "vocab.ends.npy", mmap_mode="r")
-        self._ids = np.load(folder / "vocab.ids.npy", mmap_mode="r")
+        with (folder / "vocab.text").open("rb") as handle:
+            size = handle.seek(0, 2)
+            self._text = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        # Plain arrays over the mapped pages: a memmap's own indexing costs microseconds.
+        self._ends = np.asarray(np.load(folder / "vocab.ends.npy", mmap_mode="r"))
+        self._ids = np.asarray(np.load(folder / "vocab.ids.npy", mmap_mode="r"))
 
     def _token(self, rank: int) -> bytes:
         start = int(self._ends[rank - 1]) if rank else 0
-        return self._text[start : int(self._ends[rank])].tobytes()
+        return self._text[start : int(self._ends[rank])]
 
     def get(self, token: str) -> int | None:
         """The column of ``token``; ``None`` when no indexed text has it."""
@@ -279,8 +283,7 @@ class SortedVocabulary:
     def save(folder: Path, vocab: dict[str, int]) -> None:
         # bm25s's empty token has no column (it scores texts without tokens, which we avoid).
         pairs = sorted((token.encode("utf-8"), column) for token, column in vocab.items() if token)
-        text = b"".join(token for token, _ in pairs)
-        np.save(folder / "vocab.text.npy", np.frombuffer(text, dtype=np.uint8))
+        (folder / "vocab.text").write_bytes(b"".join(token for token, _ in pairs))
         ends = np.cumsum([len(token) for token, _ in pairs], dtype=np.int64)
         np.save(folder / "vocab.ends.npy", ends)
         np.save(folder / "vocab.ids.npy", np.array([c for _, c in pairs], dtype=np.int32))

@@ -38,7 +38,7 @@ from retriever.generation import Generation
 from retriever.lexical import LexicalIndex
 from retriever.table_build import load_definitions, save_definitions, write_tables
 
-FORMAT = 2  # 2: chunk records read on demand and layout arrays, no pickle
+FORMAT = 3  # 2: chunk records read on demand and layout arrays, no pickle; 3: sorted vocabulary
 KEEP_GENERATIONS = 2
 
 log = logging.getLogger("nenqa.snapshot")
@@ -142,6 +142,8 @@ def build_saved(
     (a system temporary folder), are opened and their folder removed (the open memory maps
     keep the files until the tables are dropped). ``register`` as for ``write_tables``."""
     work: Path | None = None
+    # A folder already there was refused by ``load_tables`` (foreign or unreadable): replace it.
+    stale = root is not None and _folder(root, generation).is_dir()
     try:
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
@@ -159,7 +161,7 @@ def build_saved(
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         raise
-    _publish(root, work, generation)
+    _publish(root, work, generation, replace=stale)
     return tables
 
 
@@ -199,10 +201,15 @@ def save_tables(root: Path, tables: SearchTables) -> Path | None:
     return _publish(root, work, generation)
 
 
-def _publish(root: Path, work: Path, generation: Generation) -> Path | None:
-    """Rename a written folder into place (atomic: a reader sees all of it or none)."""
+def _publish(root: Path, work: Path, generation: Generation, *, replace=False) -> Path | None:
+    """Rename a written folder into place (atomic: a reader sees all of it or none);
+    ``replace``: a folder already there is moved aside and removed first."""
     folder = _folder(root, generation)
     try:
+        if replace and folder.is_dir():
+            aside = Path(tempfile.mkdtemp(prefix=f".stale-{folder.name}-", dir=root))
+            os.rename(folder, aside / folder.name)
+            shutil.rmtree(aside, ignore_errors=True)
         os.rename(work, folder)
     except OSError as error:  # another process renamed first, or the disk is full
         shutil.rmtree(work, ignore_errors=True)

@@ -163,3 +163,15 @@ def test_tables_that_cannot_be_saved_are_still_built_with_a_warning(corpus, tmp_
     assert len(tables.chunks) == len(corpus) and tables.lexical.rank("SPINET 兰瑞肽", 3)
     assert glossary.expand("TTF") and "could not save the search tables" in caplog.text
     assert not list(tmp_path.glob("**/.0*"))  # no temporary folder left behind
+
+
+def test_a_foreign_folder_in_the_generations_place_is_replaced_by_the_rebuild(corpus, tmp_path):
+    generation = Generation(1, fingerprint_of(c.chunk_id for c in corpus))
+    foreign = tmp_path / f"000001-{generation.fingerprint}"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text('{"format": 0}')
+    assert load_tables(tmp_path, generation) is None
+    build_tables(generation, corpus, root=tmp_path)
+    reopened = load_tables(tmp_path, generation)
+    assert reopened is not None and len(reopened.chunks) == len(corpus)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [foreign.name]
