@@ -220,7 +220,34 @@ def child(size: int, tmp: Path, out: Path) -> None:
     opened = tmp / f"open-{size}.json"
     run_child("--open", str(settings.index_dir), "--child-out", str(opened))
     result |= json.loads(opened.read_text())
+    result |= second_worker(settings.index_dir, tmp)
     out.write_text(json.dumps(result))
+
+
+def second_worker(index_dir: Path, tmp: Path) -> dict:
+    """What one more worker adds: a second process opening the same tables while a first one
+    holds them (so the pages both map, model file and memory-mapped tables, count as shared)."""
+    ready, first, second = tmp / "first.ready", tmp / "first.json", tmp / "second.json"
+    ready.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--open", str(index_dir)]
+    holder = subprocess.Popen(
+        [*command, "--child-out", str(first), "--hold", str(ready)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        while not ready.exists():
+            if holder.poll() is not None:
+                raise RuntimeError("the first worker stopped before it was ready")
+            time.sleep(0.5)
+        run_child("--open", str(index_dir), "--child-out", str(second))
+    finally:
+        holder.terminate()
+        holder.wait()
+    measured = json.loads(second.read_text())
+    return {
+        "second_worker_private_mib": measured["worker_private_mib"],
+        "second_worker_searcher_private_mib": measured["searcher_private_mib"],
+    }
 
 
 def build_saved_tables(index_dir: Path, out: Path) -> None:
@@ -245,8 +272,9 @@ def build_saved_tables(index_dir: Path, out: Path) -> None:
     out.write_text(json.dumps(result))
 
 
-def open_saved(index_dir: Path, out: Path) -> None:
-    """A server process's start over an index whose tables are saved: open them, search."""
+def open_saved(index_dir: Path, out: Path, hold: Path | None = None) -> None:
+    """A server process's start over an index whose tables are saved: open them, search;
+    with ``hold``, then create that file and wait to be stopped (a first worker)."""
     from eval.qa_schema import load_qa
     from nenqa.settings import Settings
     from nenqa.types import Question
@@ -284,6 +312,10 @@ def open_saved(index_dir: Path, out: Path) -> None:
         "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
     }
     out.write_text(json.dumps(result))
+    if hold is not None:
+        hold.touch()
+        while True:
+            time.sleep(60)
 
 
 def project(points: list[dict], size: int) -> dict:
@@ -367,6 +399,12 @@ def main() -> None:
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--second-worker",
+        type=Path,
+        help="only measure a second worker over this index (its tables saved)",
+    )
     parser.add_argument(
         "--max-rss-gib",
         type=float,
@@ -380,7 +418,11 @@ def main() -> None:
         build_saved_tables(args.build, args.child_out)
         return
     if args.open:
-        open_saved(args.open, args.child_out)
+        open_saved(args.open, args.child_out, args.hold)
+        return
+    if args.second_worker:
+        with tempfile.TemporaryDirectory() as name:
+            print(json.dumps(second_worker(args.second_worker, Path(name))))
         return
     if args.child:
         child(args.child, args.tmp, args.child_out)
@@ -411,7 +453,7 @@ def main() -> None:
     (args.out / "scale.json").write_text(json.dumps(result, indent=2))
     plot(rows, args.plot)
     header = ("chunks", "measured", "write/s", "MiB", "build_s", "build_MiB", "open_s")
-    header += ("rss_MiB", "+MiB", "+anon_MiB")
+    header += ("rss_MiB", "+MiB", "+anon_MiB", "2nd+MiB")
     header += ("p50_ms", "p95_ms")
     print(" ".join(f"{h:>10}" for h in header))
     for r in rows:
@@ -429,6 +471,7 @@ def main() -> None:
                     r["rss_mib"],
                     r["searcher_private_mib"],
                     r.get("searcher_anonymous_mib", "-"),
+                    r.get("second_worker_searcher_private_mib", "-"),
                     r["search_p50_ms"],
                     r["search_p95_ms"],
                 )
