@@ -283,10 +283,10 @@ class HybridSearcher:
 
         # A reference or trial hit lifts the passages that cite it or name it.
         lifted: dict[int, float] = defaultdict(float)
+        citing, naming = self._layout.citing, self._layout.naming
         for i, score in fused.items():
             chunk = self.chunks[i]
             cites = cited_document(chunk)
-            citing, naming = self._layout.citing, self._layout.naming
             if chunk.kind == "reference":
                 targets = [p for ref in chunk.refs for p in citing.get(citing_key(cites, ref))]
                 lift = w.reference_lift
