@@ -1,4 +1,4 @@
-"""The quotable sentences of the indexed evidence, embedded once per process.
+"""The quotable sentences of the indexed evidence, embedded once per generation.
 
 An answer quotes whole sentences of the review, exactly as ingest split them: a chunk carries
 their offsets (``Chunk.sentence_offsets``), so nothing here splits again. A passage chunk's are
@@ -61,9 +61,9 @@ def dedup_key(text: str) -> str:
 class SentenceBank:
     """Every quotable sentence of a chunk list, with embeddings and token statistics.
 
-    Built once at start-up (embedding a few hundred sentences takes seconds on a CPU) and
-    rebuilt with ``rebuild`` after the index changes; ``sentences_of(chunk_id)`` is the lookup
-    answers use.
+    Built once per generation and saved (``answer.sentence_store.open_bank``: later processes
+    open it, the vectors memory-mapped); ``rebuild`` rebuilds it in place;
+    ``sentences_of(chunk_id)`` is the lookup answers use.
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class SentenceBank:
         self.embedder = embedder
         self._lock = threading.Lock()
         # Vectors of an earlier bank (same model): after a re-ingest only new sentences embed.
-        self._vector_cache: dict[str, np.ndarray] = dict(reuse._vector_cache) if reuse else {}
+        self._vector_cache: dict[str, np.ndarray] = reuse.vector_cache() if reuse else {}
         self.sentences: list[EvidenceSentence] = []
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.tokens: list[frozenset[str]] = []
@@ -94,6 +94,7 @@ class SentenceBank:
         parents = [c for c in chunks if c.rendering_of is None]
         sentences, by_chunk = _collect_sentences(parents, _rendered_sentences(chunks))
         reference_renderings = _rendered_references(chunks)
+        self._vector_cache = self.vector_cache()  # an opened bank's vectors are not cached yet
         missing = [s.text for s in sentences if s.text not in self._vector_cache]
         if missing:
             vectors = np.asarray(self.embedder.embed_passages(missing), dtype=np.float32)  # type: ignore[attr-defined]
@@ -104,14 +105,54 @@ class SentenceBank:
             else np.zeros((0, 0), dtype=np.float32)
         )
         tokens = [frozenset(tokenize(strip_citation_markers(s.text))) for s in sentences]
+        self._install(sentences, matrix, tokens, by_chunk, reference_renderings)
+
+    @classmethod
+    def of_parts(
+        cls,
+        embedder: object,
+        sentences: list[EvidenceSentence],
+        vectors: np.ndarray,
+        tokens: list[frozenset[str]],
+        by_chunk: dict[str, list[int]],
+        reference_renderings: dict[str, dict[str, str]],
+    ) -> SentenceBank:
+        """A bank from what an earlier one built (``answer.sentence_store`` saves it)."""
+        bank = cls(embedder)
+        bank._install(sentences, vectors, tokens, by_chunk, reference_renderings)
+        return bank
+
+    def _install(
+        self,
+        sentences: list[EvidenceSentence],
+        vectors: np.ndarray,
+        tokens: list[frozenset[str]],
+        by_chunk: dict[str, list[int]],
+        reference_renderings: dict[str, dict[str, str]],
+    ) -> None:
         document_frequency = Counter(t for toks in tokens for t in toks)
         total = max(1, len(sentences))
         idf = {t: math.log(1 + total / df) for t, df in document_frequency.items()}
         with self._lock:
-            self.sentences, self.vectors, self.tokens = sentences, matrix, tokens
+            self.sentences, self.vectors, self.tokens = sentences, vectors, tokens
             self._by_chunk = by_chunk
             self._idf, self._max_idf = idf, math.log(1 + total)
             self._reference_renderings = reference_renderings
+
+    def vector_cache(self) -> dict[str, np.ndarray]:
+        """Sentence text -> vector, of every sentence this bank embedded or holds (a bank over
+        a new generation reuses them)."""
+        with self._lock:
+            held = dict(zip((s.text for s in self.sentences), self.vectors, strict=False))
+            return {**self._vector_cache, **held}
+
+    def chunk_lookup(self) -> dict[str, list[int]]:
+        """Chunk ID -> indices of its quotable sentences (what ``sentences_of`` reads)."""
+        return self._by_chunk
+
+    def reference_renderings(self) -> dict[str, dict[str, str]]:
+        """Dedup key of a reference entry -> language -> rendering."""
+        return self._reference_renderings
 
     def reference_rendering(self, entry: str, language: str) -> str | None:
         """A reference entry (as printed) rendered in ``language``, if a twin renders it."""

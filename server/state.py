@@ -24,6 +24,7 @@ from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
 from answer.relevance import ScoringConfig, SentenceScorer
 from answer.scope import ScopeCheck
+from answer.sentence_store import open_bank
 from answer.sentences import SentenceBank
 from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
 from ingest.pipeline import DEFAULT_SOURCES
@@ -131,20 +132,25 @@ def load_service(
     chat_model: BaseChatModel | None = None,
     previous: ServiceState | None = None,
 ) -> ServiceState:
-    """Open the index, load the model, embed the quotable sentences, build both answer modes.
+    """Open the index, load the model, open the quotable sentences (embedded and saved by the
+    first process that needs this generation's), build both answer modes.
 
     Raises ``IndexUnavailableError`` when the index is empty or built for another model. The
     llm mode is left out (with the reason in ``llm_problem``) when no endpoint is configured.
     After ``searcher.refresh()`` pass the ``previous`` service: sentences it already embedded
-    are not embedded again.
+    are not embedded again (nor those of the newest saved generation).
     """
     started = time.perf_counter()
     searcher = searcher or load_searcher(settings)
     if not isinstance(searcher.embedder, QueryVectorCache):
         searcher.embedder = QueryVectorCache(searcher.embedder)
     references, trials = load_reference_tables(settings)
-    bank = SentenceBank(
-        searcher.embedder, searcher.chunks, reuse=previous.bank if previous else None
+    bank = open_bank(
+        searcher.embedder,
+        searcher.chunks,
+        index_dir=settings.index_dir,
+        generation=searcher.generation,
+        reuse=previous.bank if previous else None,
     )
     glossary_forms = [form for term in searcher.glossary.terms for form in term.forms]
     scope = ScopeCheck([c.text for c in searcher.chunks], glossary_forms)

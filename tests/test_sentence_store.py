@@ -1,0 +1,123 @@
+"""The quotable sentences saved per generation: embedded once, opened by every later process."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from answer.sentence_store import open_bank, sentences_root
+from answer.sentences import SentenceBank
+from ingest.pipeline import default_sources, parse_sources
+from nenqa.settings import Settings
+from retriever.generation import Generation, fingerprint_of
+from tests.test_answer_sentences import HashEmbedder
+
+
+class ModelEmbedder(HashEmbedder):
+    """A hash embedder that names its model and records every sentence it embeds."""
+
+    def __init__(self, model_id: str = "test/model-a") -> None:
+        super().__init__()
+        self.model_id = model_id
+        self.embedded: list[str] = []
+
+    def embed_passages(self, texts):
+        self.embedded.extend(texts)
+        return super().embed_passages(texts)
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return parse_sources(default_sources(Settings().data_dir)).chunks
+
+
+def generation_of(chunks, number: int = 1) -> Generation:
+    return Generation(number, fingerprint_of(c.chunk_id for c in chunks))
+
+
+def test_a_second_process_opens_the_saved_sentences_without_embedding(tmp_path, chunks):
+    generation = generation_of(chunks)
+    first = open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=generation)
+    later = ModelEmbedder()
+    opened = open_bank(later, chunks, index_dir=tmp_path, generation=generation)
+    assert later.calls == 0
+    assert opened.sentences == first.sentences
+    assert [s.renderings for s in opened.sentences] == [s.renderings for s in first.sentences]
+    assert opened.tokens == first.tokens
+    assert isinstance(opened.vectors, np.memmap)  # shared between workers, not copied
+    built = SentenceBank(HashEmbedder(), chunks)
+    assert np.array_equal(opened.vectors, built.vectors)
+    some_chunk = next(c.chunk_id for c in chunks if c.kind == "passage")
+    assert opened.sentences_of(some_chunk) == built.sentences_of(some_chunk)
+    assert opened.idf("生长抑素") == built.idf("生长抑素")
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["same process", "fresh process"])
+def test_a_new_generation_embeds_only_its_new_sentences(tmp_path, chunks, held):
+    older_chunks = [c for c in chunks if c.kind != "trial"]
+    older = open_bank(
+        ModelEmbedder(), older_chunks, index_dir=tmp_path, generation=generation_of(older_chunks)
+    )
+    new_texts = {s.text for s in SentenceBank(HashEmbedder(), chunks).sentences} - {
+        s.text for s in older.sentences
+    }
+    assert new_texts  # the trial records quote sentences the passages do not print
+    # A reload holds the older bank; a fresh process finds only the older generation's folder.
+    embedder = ModelEmbedder()
+    newer = open_bank(
+        embedder,
+        chunks,
+        index_dir=tmp_path,
+        generation=generation_of(chunks, 2),
+        reuse=older if held else None,
+    )
+    assert set(embedder.embedded) == new_texts
+    assert [s.text for s in newer.sentences] == [
+        s.text for s in SentenceBank(HashEmbedder(), chunks).sentences
+    ]
+
+
+def test_another_model_never_reuses_the_saved_vectors(tmp_path, chunks):
+    generation = generation_of(chunks)
+    open_bank(ModelEmbedder("test/model-a"), chunks, index_dir=tmp_path, generation=generation)
+    other = ModelEmbedder("test/model-b")
+    open_bank(other, chunks, index_dir=tmp_path, generation=generation)
+    assert other.calls == 1
+    assert sentences_root(tmp_path, "test/model-a") != sentences_root(tmp_path, "test/model-b")
+
+
+@pytest.mark.parametrize("damage", ["vectors.npy", "meta.json", "sentences.json"])
+def test_a_damaged_saved_bank_is_rebuilt_with_a_warning(tmp_path, chunks, caplog, damage):
+    generation = generation_of(chunks)
+    first = open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=generation)
+    folder = next(p for p in sentences_root(tmp_path, "test/model-a").iterdir())
+    (folder / damage).write_bytes(b"not what was saved")
+    rebuilder = ModelEmbedder()
+    with caplog.at_level(logging.WARNING, logger="nenqa.sentences"):
+        rebuilt = open_bank(rebuilder, chunks, index_dir=tmp_path, generation=generation)
+    assert "rebuilding" in caplog.text
+    assert rebuilder.calls == 1 and rebuilt.sentences == first.sentences
+    again = ModelEmbedder()
+    open_bank(again, chunks, index_dir=tmp_path, generation=generation)
+    assert again.calls == 0  # the rebuilt folder replaced the damaged one
+
+
+def test_an_index_folder_that_cannot_be_written_keeps_the_bank_in_memory(tmp_path, chunks, caplog):
+    not_a_folder = tmp_path / "index"
+    not_a_folder.write_text("a file where the index folder should be")
+    with caplog.at_level(logging.WARNING, logger="nenqa.sentences"):
+        bank = open_bank(
+            ModelEmbedder(), chunks, index_dir=not_a_folder, generation=generation_of(chunks)
+        )
+    assert "could not save the quotable sentences" in caplog.text
+    assert len(bank) == len(SentenceBank(HashEmbedder(), chunks))
+
+
+def test_chunks_that_are_not_the_generations_are_not_saved(tmp_path, chunks):
+    stale = generation_of(chunks[:-1])
+    open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=stale)
+    later = ModelEmbedder()
+    open_bank(later, chunks, index_dir=tmp_path, generation=stale)
+    assert later.calls == 1
