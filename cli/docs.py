@@ -199,12 +199,22 @@ def open_index(settings: Settings) -> tuple[ChunkStore | None, DocumentRegistry,
     return ChunkStore(settings, None, built_with), registry, built_with
 
 
-def save_generation(store: ChunkStore) -> None:
-    """The new generation's search tables, built once here so that every server opens them
-    instead of building its own (docs/reliability.md)."""
+def save_generation(store: ChunkStore, embedder: Any = None) -> None:
+    """The new generation's search tables, and with the command's ``embedder`` its quotable
+    sentences, built once here so that every server opens them instead of building its own
+    (docs/reliability.md). Without a model loaded (``docs remove``) the first server embeds
+    the sentences, reusing the previous generation's vectors."""
+    from answer.sentence_store import open_bank
     from retriever.search import current_tables
 
-    current_tables(store)
+    tables, _ = current_tables(store)
+    if embedder is not None:
+        open_bank(
+            embedder,
+            tables.chunks,
+            index_dir=store.settings.index_dir,
+            generation=tables.generation,
+        )
 
 
 @contextmanager
@@ -369,7 +379,7 @@ def write_documents(
             except DocumentConflictError as error:
                 fail(f"{error} (the index was not changed)")
         store.publish()  # servers on this index (a Chroma server's) reload within seconds
-        save_generation(store)
+        save_generation(store, embedder)
     _print_changes(changes)
     return changes
 

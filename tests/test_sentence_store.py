@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,32 @@ def test_chunks_that_are_not_the_generations_are_not_saved(tmp_path, chunks):
     later = ModelEmbedder()
     open_bank(later, chunks, index_dir=tmp_path, generation=stale)
     assert later.calls == 1
+
+
+@pytest.mark.slow
+def test_nenqa_docs_add_saves_the_sentences_every_server_then_opens(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from nenqa.settings import get_settings
+    from retriever.search import load_searcher
+    from tests.tiny_model import build_tiny_model
+
+    fixtures = Path(__file__).parent / "fixtures"
+    monkeypatch.setenv("NENQA_INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("NENQA_EMBEDDING_MODEL", str(build_tiny_model(tmp_path / "tiny", seed=0)))
+    monkeypatch.setenv("NENQA_LLM_BASE_URL", "http://127.0.0.1:9/v1")  # no translation
+    monkeypatch.setenv("NENQA_TRANSLATION_CACHE_ENABLED", "false")
+    get_settings.cache_clear()
+    try:
+        added = CliRunner().invoke(app, ["docs", "add", "-q", str(fixtures / "sample-notes.txt")])
+        assert added.exit_code == 0, added.output
+        settings = get_settings()
+        searcher = load_searcher(settings)
+    finally:
+        get_settings.cache_clear()
+    server = ModelEmbedder(searcher.embedder.model_id)
+    bank = open_bank(
+        server, searcher.chunks, index_dir=settings.index_dir, generation=searcher.generation
+    )
+    assert len(bank) > 0 and server.calls == 0
