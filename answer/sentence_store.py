@@ -66,7 +66,12 @@ def open_bank(
         return saved
     bank = SentenceBank(embedder, chunks, reuse=reuse or _newest_saved(root, embedder, model_id))
     if fingerprint_of(c.chunk_id for c in chunks) != generation.fingerprint:
-        return bank  # a change landed while the searcher read the chunks: not this generation's
+        # A change landed while the searcher read the chunks, or twins without their parent.
+        log.warning(
+            "the chunks read are not generation %d's; its sentences are kept in this process",
+            generation.number,
+        )
+        return bank
     written = save_bank(root, bank, generation, model_id, replace=refused)
     return (written and load_bank(written, embedder, generation, model_id)) or bank
 

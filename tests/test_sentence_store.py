@@ -116,9 +116,11 @@ def test_an_index_folder_that_cannot_be_written_keeps_the_bank_in_memory(tmp_pat
     assert len(bank) == len(SentenceBank(HashEmbedder(), chunks))
 
 
-def test_chunks_that_are_not_the_generations_are_not_saved(tmp_path, chunks):
+def test_chunks_that_are_not_the_generations_are_not_saved(tmp_path, chunks, caplog):
     stale = generation_of(chunks[:-1])
-    open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=stale)
+    with caplog.at_level(logging.WARNING, logger="nenqa.sentences"):
+        open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=stale)
+    assert "kept in this process" in caplog.text
     later = ModelEmbedder()
     open_bank(later, chunks, index_dir=tmp_path, generation=stale)
     assert later.calls == 1
@@ -151,3 +153,18 @@ def test_nenqa_docs_add_saves_the_sentences_every_server_then_opens(tmp_path, mo
         server, searcher.chunks, index_dir=settings.index_dir, generation=searcher.generation
     )
     assert len(bank) > 0 and server.calls == 0
+
+
+@pytest.mark.slow
+def test_another_service_opens_the_sentences_the_first_one_saved(service, monkeypatch):
+    from server.state import load_service
+
+    def no_embedding(texts):
+        raise AssertionError(f"embedded {len(texts)} sentences again")
+
+    monkeypatch.setattr(service.searcher.embedder.wrapped, "embed_passages", no_embedding)
+    # As another worker does: nothing of the first service's bank is handed over.
+    reloaded = load_service(service.settings, searcher=service.searcher.reopened())
+    assert reloaded.bank.sentences == service.bank.sentences
+    assert isinstance(reloaded.bank.vectors, np.memmap)
+    assert np.allclose(reloaded.bank.vectors, service.bank.vectors)
