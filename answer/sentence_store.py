@@ -31,7 +31,7 @@ import numpy as np
 from answer.sentences import EvidenceSentence, SentenceBank
 from nenqa.types import Chunk
 from retriever.generation import Generation, fingerprint_of
-from retriever.snapshot import _folder, _publish
+from retriever.snapshot import generation_folder, publish_folder
 
 FORMAT = 1
 
@@ -60,7 +60,7 @@ def open_bank(
     if index_dir is None or not isinstance(model_id, str) or not generation.fingerprint:
         return SentenceBank(embedder, chunks, reuse=reuse)
     root = sentences_root(index_dir, model_id)
-    folder = _folder(root, generation)
+    folder = generation_folder(root, generation)
     refused = folder.is_dir()
     if refused and (saved := load_bank(folder, embedder, generation, model_id)):
         return saved
@@ -109,7 +109,8 @@ def save_bank(
     work: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{_folder(root, generation).name}-", dir=root))
+        name = generation_folder(root, generation).name
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
         _write_json(work / "sentences.json", [_record(s) for s in bank.sentences])
         _write_json(work / "tokens.json", [sorted(t) for t in bank.tokens])
         _write_json(work / "by_chunk.json", bank.chunk_lookup())
@@ -122,7 +123,7 @@ def save_bank(
             shutil.rmtree(work, ignore_errors=True)
         log.warning("could not save the quotable sentences in %s: %s", root, error)
         return None
-    return _publish(root, work, generation, replace=replace)
+    return publish_folder(root, work, generation, replace=replace)
 
 
 def _newest_saved(root: Path, embedder: object, model_id: str) -> SentenceBank | None:

@@ -74,7 +74,7 @@ def snapshots_dir(index_dir: Path) -> Path:
     return index_dir / "generations"
 
 
-def _folder(root: Path, generation: Generation) -> Path:
+def generation_folder(root: Path, generation: Generation) -> Path:
     return root / f"{generation.number:06d}-{generation.fingerprint}"
 
 
@@ -83,7 +83,7 @@ def load_tables(root: Path, generation: Generation) -> SearchTables | None:
     belong to something else."""
     if not generation.fingerprint:  # an index published before generations
         return None
-    folder = _folder(root, generation)
+    folder = generation_folder(root, generation)
     if not folder.is_dir():
         return None
     try:
@@ -143,7 +143,7 @@ def build_saved(
     keep the files until the tables are dropped). ``register`` as for ``write_tables``."""
     work: Path | None = None
     # A folder already there was refused by ``load_tables`` (foreign or unreadable): replace it.
-    stale = root is not None and _folder(root, generation).is_dir()
+    stale = root is not None and generation_folder(root, generation).is_dir()
     try:
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def build_saved(
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         raise
-    _publish(root, work, generation, replace=stale)
+    publish_folder(root, work, generation, replace=stale)
     return tables
 
 
@@ -172,7 +172,7 @@ def save_tables(root: Path, tables: SearchTables) -> Path | None:
     generation = tables.generation
     if not (tables.complete and generation.fingerprint):
         return None
-    folder = _folder(root, generation)
+    folder = generation_folder(root, generation)
     if folder.is_dir():
         return folder  # another process saved it first
     work: Path | None = None
@@ -198,13 +198,13 @@ def save_tables(root: Path, tables: SearchTables) -> Path | None:
             shutil.rmtree(work, ignore_errors=True)
         log.warning("could not save the search tables in %s: %s", root, error)
         return None
-    return _publish(root, work, generation)
+    return publish_folder(root, work, generation)
 
 
-def _publish(root: Path, work: Path, generation: Generation, *, replace=False) -> Path | None:
+def publish_folder(root: Path, work: Path, generation: Generation, *, replace=False) -> Path | None:
     """Rename a written folder into place (atomic: a reader sees all of it or none);
     ``replace``: a folder already there is moved aside and removed first."""
-    folder = _folder(root, generation)
+    folder = generation_folder(root, generation)
     try:
         if replace and folder.is_dir():
             aside = Path(tempfile.mkdtemp(prefix=f".stale-{folder.name}-", dir=root))
@@ -215,7 +215,7 @@ def _publish(root: Path, work: Path, generation: Generation, *, replace=False) -
         shutil.rmtree(work, ignore_errors=True)
         if folder.is_dir():
             return folder
-        log.warning("could not save the search tables in %s: %s", root, error)
+        log.warning("could not save %s in %s: %s", work.name, root, error)
         return None
     _forget_old(root)
     return folder
