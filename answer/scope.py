@@ -36,7 +36,7 @@ import jieba.posseg
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from nenqa.glossary import Term, normalize_text
-from nenqa.text import CJK_RANGE
+from nenqa.text import CJK_RANGE, singular
 
 jieba.setLogLevel(logging.WARNING)
 
@@ -129,7 +129,7 @@ class ScopeCheck:
             or r"(?!)"
         )
         self._disease_heads = frozenset(
-            _singular(form.split()[-1])
+            singular(form.split()[-1])
             for t in terms
             if t.type == "disease"
             for form in t.en
@@ -216,7 +216,7 @@ class ScopeCheck:
         lowered = word.lower()
         return (
             self.thresholds.en_disease_modifiers
-            and _singular(following.lower()) in self._disease_heads
+            and singular(following.lower()) in self._disease_heads
             and lowered.isalpha()
             and len(lowered) >= 3
             and lowered not in ENGLISH_STOP_WORDS
@@ -278,10 +278,6 @@ class ScopeCheck:
         # A combination (atezolizumab-bevacizumab) is known when each of its parts is.
         parts = [p for p in re.split(r"[-/]", lowered) if p]
         return len(parts) > 1 and all(p in self._latin or p.isdigit() for p in parts)
-
-
-def _singular(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def _name_tail(following: list[tuple[str, str]]) -> str:

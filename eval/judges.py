@@ -25,7 +25,7 @@ from pathlib import Path
 
 from eval.metrics import Verdict, clauses, format_number, normalise, text_units
 from nenqa.resources import bundled_dir
-from nenqa.text import detect_language, numbers_in, rendering_problems, unit_id
+from nenqa.text import detect_language, numbers_in, rendering_problems, singular, unit_id
 
 PROMPTS_DIR = bundled_dir("prompts")
 _CLAUSE = re.compile(r"[，；;。！？!?\n]|,(?!\d{3}\b)")
@@ -149,8 +149,8 @@ class DeterministicJudge:
             known |= {u for form in self.glossary.expand(text) for u in text_units(form)}  # type: ignore[attr-defined]
         # Chinese has no plural: "NETs" is named where the evidence says NET, and "drugs" where
         # the glossary renders 药物 as "drug".
-        known = {_singular(u) for u in known}
-        missing = sorted(a for a in anchors if _singular(a) not in known)
+        known = {singular(u) for u in known}
+        missing = sorted(a for a in anchors if singular(a) not in known)
         if missing:
             return Verdict(False, f"names not in the evidence: {', '.join(missing)}")
         return Verdict(True, "numbers and names found in the evidence (cross-language check)")
@@ -164,10 +164,6 @@ class DeterministicJudge:
             if any(c.isdigit() for c in word) or capitals >= 2 or units & self._glossary_words:
                 anchors |= units
         return anchors
-
-
-def _singular(unit: str) -> str:
-    return unit[:-1] if len(unit) > 3 and unit.endswith("s") and not unit.endswith("ss") else unit
 
 
 def _clauses_with_previous(text: str) -> list[str]:

@@ -142,6 +142,11 @@ _THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d.])")
 NUMBER = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:\.\d+)?(?![A-Za-z\d])(?!-[A-Za-z])")
 
 
+def singular(word: str) -> str:
+    """An English word without its plural "s" (NETs, drugs, carcinomas); "ss" words kept."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 def numbers_in(text: str) -> set[Decimal]:
     """The quantities in ``text``: ``28.0`` equals ``28``, ``40.4%`` is 40.4, ``1,000`` is 1000,
     ``3-4`` and ``3~4`` are 3 and 4.
