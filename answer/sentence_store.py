@@ -3,12 +3,16 @@
 ``SentenceBank`` splits every chunk into quotable sentences and embeds each one: seconds for
 the default corpus, hours per process at 100k chunks. So the first process that needs a
 generation's bank saves it beside the index
-(``<index_dir>/sentences/<model hash>/<number>-<fingerprint>/``: the sentences with their
-fields, their token sets, the chunk lookup and reference renderings as JSON, the vectors as
-``vectors.npy``, ``meta.json``), and every later process, worker and reload opens it, the
-vectors memory-mapped read-only. Keyed by the generation and the embedding model, so another
-model never reuses vectors. A new generation reuses the vectors of the bank this process
-held, or else of the newest saved one, so only new sentences are embedded.
+(``<index_dir>/sentences/<model hash>/<number>-<fingerprint>/``), and every later process,
+worker and reload opens it with nothing of it read into its own memory: the sentences and
+their token sets are JSON records in one file each (``sentences.bin``, ``tokens.bin``, with
+their offsets), decoded when read; the chunk lookup and the sentences' IDF (counted once, when
+saved) are sorted, memory-mapped tables (``lookup/``, ``idf/``); the vectors are
+``vectors.npy``; all opened read-only and memory-mapped, so every worker shares their pages.
+Only the reference renderings (one per reference entry) are read as JSON. Keyed by the
+generation and the embedding model, so another model never reuses vectors. A new generation
+reuses the vectors of the bank this process held, or else of the newest saved one, so only new
+sentences are embedded.
 
 Written under a temporary name and renamed into place, as the search tables are
 (``retriever.snapshot``); the two newest generations per model are kept. A folder that does not
@@ -21,21 +25,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
+import operator
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
+from typing import Generic, TypeVar, overload
 
 import numpy as np
 
 from answer.sentences import EvidenceSentence, SentenceBank
 from nenqa.types import Chunk
 from retriever.generation import Generation, fingerprint_of
+from retriever.lexical import SortedVocabulary
 from retriever.snapshot import generation_folder, publish_folder
 
-FORMAT = 1
+FORMAT = 2  # 1: sentences, token sets and chunk lookup as JSON read into every process
 
 log = logging.getLogger("nenqa.sentences")
+
+_DECODED = 4096  # records a saved sequence keeps decoded: a question reads a few hundred
+Record = TypeVar("Record")
 
 
 def sentences_root(index_dir: Path, model_id: str) -> Path:
@@ -79,26 +91,28 @@ def open_bank(
 def load_bank(
     folder: Path, embedder: object, generation: Generation, model_id: str
 ) -> SentenceBank | None:
-    """The bank saved in ``folder``; ``None`` (build it) when it is another generation's or
-    model's, of another format, or cannot be read."""
+    """The bank saved in ``folder``, memory-mapped; ``None`` (build it) when it is another
+    generation's or model's, of another format, or cannot be read."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         expected = {"format": FORMAT, "model_id": model_id, **generation.as_json()}
         if {key: meta.get(key) for key in expected} != expected:
             log.warning("the saved sentences in %s are not this generation's; rebuilding", folder)
             return None
-        records = _read_json(folder / "sentences.json")
-        tokens = [frozenset(t) for t in _read_json(folder / "tokens.json")]
+        sentences = SavedRecords(folder, "sentences", _sentence)
+        tokens = SavedRecords(folder, "tokens", frozenset)
         vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-        if not len(records) == len(tokens) == meta["sentences"] == (vectors.shape[0] or 0):
-            raise ValueError(f"{len(records)} sentences, meta.json says {meta['sentences']}")
-        sentences = [_sentence(record) for record in records]
-        by_chunk = _read_json(folder / "by_chunk.json")
-        references = _read_json(folder / "references.json")
+        if not len(sentences) == len(tokens) == meta["sentences"] == (vectors.shape[0] or 0):
+            raise ValueError(f"{len(sentences)} sentences, meta.json says {meta['sentences']}")
+        by_chunk = SavedLookup(folder / "lookup")
+        idf = SavedIdf(folder / "idf")
+        references = json.loads((folder / "references.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         log.warning("the saved sentences in %s cannot be read (%s); rebuilding", folder, error)
         return None
-    return SentenceBank.of_parts(embedder, sentences, vectors, tokens, by_chunk, references)
+    return SentenceBank.of_parts(
+        embedder, sentences, vectors, tokens, by_chunk, references, idf=(idf, meta["max_idf"])
+    )
 
 
 def save_bank(
@@ -111,19 +125,120 @@ def save_bank(
         root.mkdir(parents=True, exist_ok=True)
         name = generation_folder(root, generation).name
         work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-        _write_json(work / "sentences.json", [_record(s) for s in bank.sentences])
-        _write_json(work / "tokens.json", [sorted(t) for t in bank.tokens])
-        _write_json(work / "by_chunk.json", bank.chunk_lookup())
-        _write_json(work / "references.json", bank.reference_renderings())
+        _write_records(work, "sentences", (_record(s) for s in bank.sentences))
+        _write_records(work, "tokens", (sorted(t) for t in bank.tokens))
+        lookup, (idf, max_idf) = bank.chunk_lookup(), bank.idf_table()
+        if not isinstance(lookup, dict) or not isinstance(idf, dict):
+            raise TypeError("only a bank built in this process is saved, not an opened one")
+        SavedLookup.save(work / "lookup", lookup)
+        SavedIdf.save(work / "idf", idf)
+        references = json.dumps(bank.reference_renderings(), ensure_ascii=False)
+        (work / "references.json").write_text(references, "utf-8")
         np.save(work / "vectors.npy", np.asarray(bank.vectors, dtype=np.float32))
         meta = {"format": FORMAT, "model_id": model_id, **generation.as_json()}
-        _write_json(work / "meta.json", {**meta, "sentences": len(bank)})
+        meta |= {"sentences": len(bank), "max_idf": max_idf}
+        (work / "meta.json").write_text(json.dumps(meta), "utf-8")
     except OSError as error:  # the index folder is read-only, the disk is full
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         log.warning("could not save the quotable sentences in %s: %s", root, error)
         return None
     return publish_folder(root, work, generation, replace=replace)
+
+
+class SavedRecords(Sequence[Record], Generic[Record]):
+    """The JSON records of ``<name>.bin`` (ends in ``<name>.offsets.npy``), memory-mapped and
+    each decoded when read; equal to any sequence holding the same items."""
+
+    def __init__(self, folder: Path, name: str, decode: Callable[[list], Record]) -> None:
+        self._ends = np.asarray(np.load(folder / f"{name}.offsets.npy", mmap_mode="r"))
+        with (folder / f"{name}.bin").open("rb") as handle:
+            size = handle.seek(0, 2)
+            self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        if (int(self._ends[-1]) if self._ends.size else 0) != len(self._data):
+            raise ValueError(f"{name}.bin does not match its offsets")
+        self._decode = decode
+        self._decoded = lru_cache(maxsize=_DECODED)(self._read)
+
+    def _read(self, index: int) -> Record:
+        start = int(self._ends[index - 1]) if index else 0
+        return self._decode(json.loads(self._data[start : int(self._ends[index])]))
+
+    def __len__(self) -> int:
+        return int(self._ends.size)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        position = operator.index(index)
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(f"record {index} out of range ({len(self)} records)")
+        return self._decoded(position)
+
+    def __iter__(self) -> Iterator[Record]:
+        # Not through the cache: a walk over every record would only evict what answers reuse.
+        return (self._read(index) for index in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class SavedLookup:
+    """Chunk ID -> indices of its quotable sentences, as the saved bank's ``sentences_of``
+    reads it: the chunk IDs in a sorted table, each one's indices a run of one array."""
+
+    def __init__(self, folder: Path) -> None:
+        self._keys = SortedVocabulary(folder)
+        self._ends = np.asarray(np.load(folder / "ends.npy", mmap_mode="r"))
+        self._indices = np.asarray(np.load(folder / "indices.npy", mmap_mode="r"))
+
+    def get(self, chunk_id: str, default: list[int]) -> list[int]:
+        key = self._keys.get(chunk_id)
+        if key is None:
+            return default
+        start = int(self._ends[key - 1]) if key else 0
+        return self._indices[start : int(self._ends[key])].tolist()
+
+    @staticmethod
+    def save(folder: Path, lookup: dict[str, list[int]]) -> None:
+        folder.mkdir()
+        SortedVocabulary.save(folder, {chunk_id: key for key, chunk_id in enumerate(lookup)})
+        runs = list(lookup.values())
+        np.save(folder / "ends.npy", np.cumsum([len(run) for run in runs], dtype=np.int64))
+        flat = [index for run in runs for index in run]
+        np.save(folder / "indices.npy", np.array(flat, dtype=np.int32))
+
+
+class SavedIdf:
+    """Token -> inverse sentence frequency, counted when the bank was saved: a sorted token
+    table and one float64 array (the same numbers ``SentenceBank`` counts in memory)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._tokens = SortedVocabulary(folder)
+        self._values = np.asarray(np.load(folder / "idf.npy", mmap_mode="r"))
+
+    def get(self, token: str, default: float) -> float:
+        column = self._tokens.get(token)
+        return default if column is None else float(self._values[column])
+
+    def __contains__(self, token: object) -> bool:
+        return isinstance(token, str) and self._tokens.get(token) is not None
+
+    @staticmethod
+    def save(folder: Path, idf: dict[str, float]) -> None:
+        folder.mkdir()
+        SortedVocabulary.save(folder, {token: column for column, token in enumerate(idf)})
+        np.save(folder / "idf.npy", np.fromiter(idf.values(), dtype=np.float64, count=len(idf)))
 
 
 def _newest_saved(root: Path, embedder: object, model_id: str) -> SentenceBank | None:
@@ -137,6 +252,17 @@ def _newest_saved(root: Path, embedder: object, model_id: str) -> SentenceBank |
             if bank := load_bank(folder, embedder, previous, model_id):
                 return bank
     return None
+
+
+def _write_records(folder: Path, name: str, records: Iterable[object]) -> None:
+    ends, written = [], 0
+    with (folder / f"{name}.bin").open("wb") as handle:
+        for record in records:
+            data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            handle.write(data)
+            written += len(data)
+            ends.append(written)
+    np.save(folder / f"{name}.offsets.npy", np.array(ends, dtype=np.int64))
 
 
 def _record(sentence: EvidenceSentence) -> list:
@@ -164,11 +290,3 @@ def _sentence(record: list) -> EvidenceSentence:
         language=language,
         renderings=renderings,
     )
-
-
-def _write_json(path: Path, value: object) -> None:
-    path.write_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), "utf-8")
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))

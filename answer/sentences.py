@@ -22,6 +22,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +33,20 @@ from retriever.lexical import tokenize
 
 _NOT_FOR_DEDUP = re.compile(r"[\s$]+")
 _REFERENCE_NUMBER = re.compile(r"^\s*\[\d+\]\s*")
+
+
+class ChunkLookup(Protocol):
+    """Chunk ID -> indices of its quotable sentences: a dict, or a saved bank's table."""
+
+    def get(self, chunk_id: str, default: list[int], /) -> list[int]: ...
+
+
+class IdfTable(Protocol):
+    """Token -> inverse sentence frequency: a dict, or a saved bank's table."""
+
+    def get(self, token: str, default: float, /) -> float: ...
+
+    def __contains__(self, token: object, /) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +77,8 @@ class SentenceBank:
     """Every quotable sentence of a chunk list, with embeddings and token statistics.
 
     Built once per generation and saved (``answer.sentence_store.open_bank``: later processes
-    open it, the vectors memory-mapped); ``rebuild`` rebuilds it in place;
+    open it memory-mapped: ``sentences`` and ``tokens`` are then sequences decoded on demand,
+    the lookup and IDF tables read from disk); ``rebuild`` rebuilds it in place;
     ``sentences_of(chunk_id)`` is the lookup answers use.
     """
 
@@ -77,11 +93,11 @@ class SentenceBank:
         self._lock = threading.Lock()
         # Vectors of an earlier bank (same model): after a re-ingest only new sentences embed.
         self._vector_cache: dict[str, np.ndarray] = reuse.vector_cache() if reuse else {}
-        self.sentences: list[EvidenceSentence] = []
+        self.sentences: Sequence[EvidenceSentence] = []
         self.vectors = np.zeros((0, 0), dtype=np.float32)
-        self.tokens: list[frozenset[str]] = []
-        self._by_chunk: dict[str, list[int]] = {}
-        self._idf: dict[str, float] = {}
+        self.tokens: Sequence[frozenset[str]] = []
+        self._by_chunk: ChunkLookup = {}
+        self._idf: IdfTable = {}
         self._max_idf = 1.0
         self._reference_renderings: dict[str, dict[str, str]] = {}
         self.rebuild(chunks)
@@ -111,32 +127,38 @@ class SentenceBank:
     def of_parts(
         cls,
         embedder: object,
-        sentences: list[EvidenceSentence],
+        sentences: Sequence[EvidenceSentence],
         vectors: np.ndarray,
-        tokens: list[frozenset[str]],
-        by_chunk: dict[str, list[int]],
+        tokens: Sequence[frozenset[str]],
+        by_chunk: ChunkLookup,
         reference_renderings: dict[str, dict[str, str]],
+        *,
+        idf: tuple[IdfTable, float] | None = None,
     ) -> SentenceBank:
-        """A bank from what an earlier one built (``answer.sentence_store`` saves it)."""
+        """A bank from what an earlier one built (``answer.sentence_store`` saves it);
+        ``idf``: the IDF table and its maximum as counted then (else counted from ``tokens``)."""
         bank = cls(embedder)
-        bank._install(sentences, vectors, tokens, by_chunk, reference_renderings)
+        bank._install(sentences, vectors, tokens, by_chunk, reference_renderings, idf)
         return bank
 
     def _install(
         self,
-        sentences: list[EvidenceSentence],
+        sentences: Sequence[EvidenceSentence],
         vectors: np.ndarray,
-        tokens: list[frozenset[str]],
-        by_chunk: dict[str, list[int]],
+        tokens: Sequence[frozenset[str]],
+        by_chunk: ChunkLookup,
         reference_renderings: dict[str, dict[str, str]],
+        idf: tuple[IdfTable, float] | None = None,
     ) -> None:
-        document_frequency = Counter(t for toks in tokens for t in toks)
-        total = max(1, len(sentences))
-        idf = {t: math.log(1 + total / df) for t, df in document_frequency.items()}
+        if idf is None:
+            document_frequency = Counter(t for toks in tokens for t in toks)
+            total = max(1, len(sentences))
+            counted = {t: math.log(1 + total / df) for t, df in document_frequency.items()}
+            idf = counted, math.log(1 + total)
         with self._lock:
             self.sentences, self.vectors, self.tokens = sentences, vectors, tokens
             self._by_chunk = by_chunk
-            self._idf, self._max_idf = idf, math.log(1 + total)
+            self._idf, self._max_idf = idf
             self._reference_renderings = reference_renderings
 
     def vector_cache(self) -> dict[str, np.ndarray]:
@@ -146,9 +168,13 @@ class SentenceBank:
             held = dict(zip((s.text for s in self.sentences), self.vectors, strict=False))
             return {**self._vector_cache, **held}
 
-    def chunk_lookup(self) -> dict[str, list[int]]:
+    def chunk_lookup(self) -> ChunkLookup:
         """Chunk ID -> indices of its quotable sentences (what ``sentences_of`` reads)."""
         return self._by_chunk
+
+    def idf_table(self) -> tuple[IdfTable, float]:
+        """Token -> inverse sentence frequency, and the IDF of a token no sentence has."""
+        return self._idf, self._max_idf
 
     def reference_renderings(self) -> dict[str, dict[str, str]]:
         """Dedup key of a reference entry -> language -> rendering."""

@@ -50,9 +50,13 @@ def test_a_second_process_opens_the_saved_sentences_without_embedding(tmp_path, 
     assert isinstance(opened.vectors, np.memmap)  # shared between workers, not copied
     built = SentenceBank(HashEmbedder(), chunks)
     assert np.array_equal(opened.vectors, built.vectors)
-    some_chunk = next(c.chunk_id for c in chunks if c.kind == "passage")
-    assert opened.sentences_of(some_chunk) == built.sentences_of(some_chunk)
-    assert opened.idf("生长抑素") == built.idf("生长抑素")
+    assert all(opened.sentences_of(c.chunk_id) == built.sentences_of(c.chunk_id) for c in chunks)
+    assert opened.sentences_of("no-such-chunk") == []
+    # Nothing of it is read into the process: records, lookup and IDF stay in the saved files.
+    assert not isinstance(opened.sentences, list) and not isinstance(opened.tokens, list)
+    every_token = {t for toks in built.tokens for t in toks}
+    assert all(opened.idf(t) == built.idf(t) and opened.known(t) for t in every_token)
+    assert not opened.known("从未出现") and opened.idf("从未出现") == built.idf("从未出现")
 
 
 @pytest.mark.parametrize("held", [True, False], ids=["same process", "fresh process"])
@@ -89,17 +93,21 @@ def test_another_model_never_reuses_the_saved_vectors(tmp_path, chunks):
     assert sentences_root(tmp_path, "test/model-a") != sentences_root(tmp_path, "test/model-b")
 
 
-@pytest.mark.parametrize("damage", ["vectors.npy", "meta.json", "sentences.json"])
+@pytest.mark.parametrize(
+    "damage", ["vectors.npy", "meta.json", "sentences.bin", "tokens.offsets.npy", "idf/idf.npy"]
+)
 def test_a_damaged_saved_bank_is_rebuilt_with_a_warning(tmp_path, chunks, caplog, damage):
     generation = generation_of(chunks)
-    first = open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=generation)
+    saved = list(
+        open_bank(ModelEmbedder(), chunks, index_dir=tmp_path, generation=generation).sentences
+    )
     folder = next(p for p in sentences_root(tmp_path, "test/model-a").iterdir())
     (folder / damage).write_bytes(b"not what was saved")
     rebuilder = ModelEmbedder()
     with caplog.at_level(logging.WARNING, logger="nenqa.sentences"):
         rebuilt = open_bank(rebuilder, chunks, index_dir=tmp_path, generation=generation)
     assert "rebuilding" in caplog.text
-    assert rebuilder.calls == 1 and rebuilt.sentences == first.sentences
+    assert rebuilder.calls == 1 and rebuilt.sentences == saved
     again = ModelEmbedder()
     open_bank(again, chunks, index_dir=tmp_path, generation=generation)
     assert again.calls == 0  # the rebuilt folder replaced the damaged one
