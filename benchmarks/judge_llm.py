@@ -56,7 +56,9 @@ class CachedLLMJudge(LLMJudge):
     An output already in the file is reused, not asked again, and parsed as the judge parses a
     fresh one (an invalid output is counted again on every run). ``claim_split="deterministic"``
     takes a sentence's claims from the deterministic judge's clauses instead of the model.
-    ``calls`` and ``call_seconds`` count the model calls of this run only. While
+    ``calls`` and ``call_seconds`` count the model calls of this run only; ``used_outputs`` and
+    ``used_seconds`` every output this run needed, cached or not (seconds as measured when it
+    was asked; ``None`` for an output cached without them). While
     ``splitting_only`` is set, verdicts are not asked (``Verdict(None)``, not remembered), so
     a first pass can ask every sentence's split in a row: llama.cpp then reuses one system
     prompt's tokens from call to call instead of alternating between the two prompts.
@@ -70,6 +72,8 @@ class CachedLLMJudge(LLMJudge):
     cached_outputs: int = 0
     splitting_only: bool = False
     _outputs: dict[str, str] = field(default_factory=dict, repr=False)
+    _seconds: dict[str, float | None] = field(default_factory=dict, repr=False)
+    _used: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,7 +84,17 @@ class CachedLLMJudge(LLMJudge):
                 if line.strip():
                     entry = json.loads(line)
                     self._outputs[entry["key"]] = entry["output"]
+                    self._seconds[entry["key"]] = entry.get("seconds")
         self.cached_outputs = len(self._outputs)
+
+    @property
+    def used_outputs(self) -> int:
+        return len(self._used)
+
+    @property
+    def used_seconds(self) -> float | None:
+        seconds = [self._seconds.get(key) for key in self._used]
+        return None if None in seconds else round(sum(s for s in seconds if s is not None), 1)
 
     def judge(self, claim: str, evidence: Sequence[str]) -> Verdict:
         if self.splitting_only:
@@ -96,6 +110,7 @@ class CachedLLMJudge(LLMJudge):
         key = json.dumps(
             [self.model, prompt.path.name, variables], ensure_ascii=False, sort_keys=True
         )
+        self._used.add(key)
         if key in self._outputs:
             return self._outputs[key]
         started = time.perf_counter()
@@ -103,11 +118,12 @@ class CachedLLMJudge(LLMJudge):
         seconds = time.perf_counter() - started
         self.calls += 1
         self.call_seconds += seconds
-        self._outputs[key] = output
+        self._outputs[key], self._seconds[key] = output, round(seconds, 2)
         if self.cache_path is not None:
             # One line per call, flushed at once: a run killed mid-way loses at most one call.
             with self.cache_path.open("a", encoding="utf-8") as cache:
-                cache.write(json.dumps({"key": key, "output": output}, ensure_ascii=False) + "\n")
+                entry = {"key": key, "output": output, "seconds": self._seconds[key]}
+                cache.write(json.dumps(entry, ensure_ascii=False) + "\n")
         if self.on_call is not None:
             self.on_call(prompt.path.stem, seconds)
         return output
@@ -221,6 +237,8 @@ def judged_report(rows: Sequence[dict], items: Mapping[str, QAItem], judge: Cach
         "calls_this_run": judge.calls,
         "call_seconds_this_run": round(judge.call_seconds, 1),
         "outputs_from_cache": judge.cached_outputs,
+        "calls_behind_this_report": judge.used_outputs,
+        "call_seconds_behind_this_report": judge.used_seconds,
         "disagreements": disagreements(rows, "deterministic", "llm"),
     }
 
@@ -382,7 +400,8 @@ def print_report(report: dict) -> None:
     print(
         f"invalid judge outputs {report['invalid_outputs']}; model calls this run "
         f"{report['calls_this_run']} in {report['call_seconds_this_run']} s "
-        f"({report['outputs_from_cache']} outputs from the cache); "
+        f"({report['outputs_from_cache']} outputs in the cache); all calls behind this report "
+        f"{report['calls_behind_this_report']} in {report['call_seconds_behind_this_report']} s; "
         f"{len(report['disagreements'])} sentences decided differently"
     )
 
