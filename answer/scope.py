@@ -35,6 +35,7 @@ import jieba
 import jieba.posseg
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from answer.corpus_text import CorpusText
 from nenqa.glossary import Term, normalize_text
 from nenqa.text import CJK_RANGE, singular
 
@@ -91,16 +92,19 @@ class ScopeCheck:
 
     def __init__(
         self,
-        corpus_texts: Iterable[str],
+        corpus_texts: Iterable[str] | CorpusText,
         glossary_forms: Iterable[str] = (),
         *,
         word_logprob: WordLogprob | None = None,
         thresholds: ScopeThresholds | None = None,
     ) -> None:
-        texts = [normalize_text(t) for t in corpus_texts]
+        glossary_forms = list(glossary_forms)
         forms = [normalize_text(f) for f in glossary_forms]
-        self._text = "\n".join([*texts, *forms])
-        self._latin = {m.group().lower() for m in _LATIN_WORD.finditer(self._text)}
+        # A saved generation's text is memory-mapped (``answer.corpus_text``; it holds the forms).
+        if not isinstance(corpus_texts, CorpusText):
+            corpus_texts = CorpusText.of(corpus_texts, glossary_forms)
+        self._text = corpus_texts
+        self._latin = corpus_texts.words(_LATIN_WORD)
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
         self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
         self._zh_endings = _ZH_ENTITY_END

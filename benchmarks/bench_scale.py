@@ -21,6 +21,13 @@ default): on a shared machine an out-of-memory kill takes other work with it.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000 100000 --project 1000000
     .venv/bin/python benchmarks/bench_scale.py --ingest-only --ingest-sample 500
+
+A whole worker (the service, not only the searcher) over an index of ``--work``: save its
+quotable sentences once, then measure a second worker while a first holds everything:
+
+    .venv/bin/python benchmarks/bench_scale.py --bank WORK/index-100000 \\
+        --pool-file WORK/pool.npy --child-out bank.json
+    .venv/bin/python benchmarks/bench_scale.py --second-service WORK/index-100000
 """
 
 from __future__ import annotations
@@ -318,6 +325,120 @@ def open_saved(index_dir: Path, out: Path, hold: Path | None = None) -> None:
             time.sleep(60)
 
 
+def uss_pss_mib() -> tuple[float, float]:
+    """This process's unique (private pages) and proportional set sizes, MiB."""
+    fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    kib = {f.split()[0].rstrip(":"): int(f.split()[1]) for f in fields[1:]}
+    return (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024, kib["Pss"] / 1024
+
+
+class SyntheticSentenceEmbedder:
+    """The real model's ID with vectors from the pool plus noise (as the chunks' vectors):
+    embedding 100k chunks' sentences with the model would take about half an hour here."""
+
+    def __init__(self, model_id: str, pool: np.ndarray) -> None:
+        self.model_id, self._pool = model_id, pool
+        self._rng = np.random.default_rng(1)
+
+    def embed_passages(self, texts):
+        base = self._pool[np.arange(len(texts)) % len(self._pool)]
+        vectors = base + self._rng.normal(scale=0.02, size=base.shape).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build_saved_bank(index_dir: Path, pool_path: Path, out: Path) -> None:
+    """What ``nenqa ingest`` does after the tables: split, embed and save the generation's
+    quotable sentences once (vectors synthetic, under the real model's ID), in a process of its
+    own so its peak memory is the build's."""
+    from answer.sentence_store import open_bank
+    from nenqa.settings import Settings
+    from retriever.embeddings import DEFAULT_MODEL_ID
+    from retriever.search import current_tables
+    from retriever.store import ChunkStore
+
+    store = ChunkStore(Settings(index_dir=index_dir, collection="scale"), None, "scale-bench")
+    tables, _ = current_tables(store)
+    embedder = SyntheticSentenceEmbedder(DEFAULT_MODEL_ID, np.load(pool_path))
+    before = peak_rss_mib()
+    started = time.perf_counter()
+    bank = open_bank(embedder, tables.chunks, index_dir=index_dir, generation=tables.generation)
+    result = {
+        "bank_build_s": round(time.perf_counter() - started, 2),
+        "bank_sentences": len(bank),
+        "bank_build_peak_rss_mib": round(peak_rss_mib(), 1),
+        "bank_build_start_rss_mib": round(before, 1),
+        "bank_mib": round(folder_bytes(index_dir / "sentences") / 2**20, 1),
+    }
+    out.write_text(json.dumps(result))
+
+
+def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
+    """A whole server worker's start over an index whose tables and sentences are saved:
+    ``load_service`` (searcher, sentences, scope check, reference tables, answer modes), then
+    one answered question; with ``hold``, then create that file and wait to be stopped."""
+    from nenqa.settings import Settings
+    from nenqa.types import Question
+    from retriever.embeddings import load_embedder
+    from retriever.search import HybridSearcher, current_tables
+    from retriever.store import ChunkStore
+    from server.state import load_service
+
+    started = time.perf_counter()
+    settings = Settings(index_dir=index_dir, collection="scale")
+    embedder = load_embedder(settings)
+    store = ChunkStore(settings, None, "scale-bench")
+    tables, glossary = current_tables(store)
+    searcher = HybridSearcher(store, embedder, glossary, tables=tables)
+    service = load_service(settings, searcher=searcher)
+    load_s = time.perf_counter() - started
+    question = Question("依维莫司治疗胰腺神经内分泌肿瘤的无进展生存期是多少？")
+    answered = time.perf_counter()
+    answer = service.answerer("extractive").answer(question)
+    answer_s = time.perf_counter() - answered
+    uss, pss = uss_pss_mib()
+    result = {
+        "service_load_s": round(load_s, 2),
+        "service_sentences": len(service.bank),
+        "first_answer_s": round(answer_s, 2),
+        "answer_citations": len(answer.citations),
+        "answer_abstained": answer.abstained,
+        "service_rss_mib": round(rss_mib(), 1),
+        "service_uss_mib": round(uss, 1),
+        "service_pss_mib": round(pss, 1),
+        "service_anonymous_mib": round(anonymous_mib(), 1),
+    }
+    out.write_text(json.dumps(result))
+    if hold is not None:
+        hold.touch()
+        while True:
+            time.sleep(60)
+
+
+def second_service(index_dir: Path, tmp: Path) -> dict:
+    """What one more whole worker adds: a second ``open_service`` while a first one holds the
+    same index, tables, sentences and model (pages both map count as shared)."""
+    ready, first, second = tmp / "service.ready", tmp / "service1.json", tmp / "service2.json"
+    ready.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--service", str(index_dir)]
+    holder = subprocess.Popen(
+        [*command, "--child-out", str(first), "--hold", str(ready)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        while not ready.exists():
+            if holder.poll() is not None:
+                raise RuntimeError("the first worker stopped before it was ready")
+            time.sleep(0.5)
+        run_child("--service", str(index_dir), "--child-out", str(second))
+    finally:
+        holder.terminate()
+        holder.wait()
+    return {
+        "first": json.loads(first.read_text()),
+        "second": json.loads(second.read_text()),
+    }
+
+
 def project(points: list[dict], size: int) -> dict:
     """Least-squares in log-log space from the measured points (marked ``measured: false``)."""
     xs = np.log([p["chunks"] for p in points])
@@ -407,6 +528,19 @@ def main() -> None:
         help="only measure a second worker over this index (its tables saved)",
     )
     parser.add_argument(
+        "--bank",
+        type=Path,
+        help="only build and save the quotable sentences of this index (synthetic vectors "
+        "from --pool-file, under the real model's ID)",
+    )
+    parser.add_argument("--pool-file", type=Path, help="vectors for --bank (a .npy)")
+    parser.add_argument("--service", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--second-service",
+        type=Path,
+        help="only measure a whole second worker (load_service and one answer) over this index",
+    )
+    parser.add_argument(
         "--max-rss-gib",
         type=float,
         default=float(os.environ.get(MAX_RSS_VARIABLE, 12)),
@@ -420,6 +554,16 @@ def main() -> None:
         return
     if args.open:
         open_saved(args.open, args.child_out, args.hold)
+        return
+    if args.bank:
+        build_saved_bank(args.bank, args.pool_file, args.child_out)
+        return
+    if args.service:
+        open_service(args.service, args.child_out, args.hold)
+        return
+    if args.second_service:
+        with tempfile.TemporaryDirectory() as name:
+            print(json.dumps(second_service(args.second_service, Path(name))))
         return
     if args.second_worker:
         with tempfile.TemporaryDirectory() as name:

@@ -19,6 +19,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from answer.base import AnswerError, AnswerMode
+from answer.corpus_text import open_corpus_text
 from answer.extractive import ExtractiveAnswerer
 from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
@@ -132,8 +133,8 @@ def load_service(
     chat_model: BaseChatModel | None = None,
     previous: ServiceState | None = None,
 ) -> ServiceState:
-    """Open the index, load the model, open the quotable sentences (embedded and saved by the
-    first process that needs this generation's), build both answer modes.
+    """Open the index, load the model, open the quotable sentences and the scope check's corpus
+    text (written by the first process that needs this generation's), build both answer modes.
 
     Raises ``IndexUnavailableError`` when the index is empty or built for another model. The
     llm mode is left out (with the reason in ``llm_problem``) when no endpoint is configured.
@@ -153,7 +154,13 @@ def load_service(
         reuse=previous.bank if previous else None,
     )
     glossary_forms = [form for term in searcher.glossary.terms for form in term.forms]
-    scope = ScopeCheck([c.text for c in searcher.chunks], glossary_forms)
+    corpus = open_corpus_text(
+        searcher.chunks,
+        glossary_forms,
+        index_dir=settings.index_dir,
+        generation=searcher.generation,
+    )
+    scope = ScopeCheck(corpus, glossary_forms)
     config = ScoringConfig(
         max_sentences=settings.answer_max_sentences,
         min_similarity=settings.abstain_min_similarity,

@@ -1,0 +1,98 @@
+"""The scope check's corpus text, written once per generation and memory-mapped by every later
+process: it finds exactly the words the text in memory finds, and the check decides the same."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from answer.corpus_text import CorpusText, open_corpus_text
+from answer.scope import ScopeCheck
+from ingest.pipeline import default_sources, parse_sources
+from nenqa.glossary import load_glossary_table
+from nenqa.settings import Settings
+from retriever.generation import Generation, fingerprint_of
+
+QUESTIONS = Path(__file__).parent.parent / "eval" / "scope_questions.jsonl"
+
+
+class CountedChunks(list):
+    """The generation's chunks, counting how often they are read."""
+
+    walks = 0
+
+    def __iter__(self):
+        self.walks += 1
+        return super().__iter__()
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return CountedChunks(parse_sources(default_sources(Settings().data_dir)).chunks)
+
+
+@pytest.fixture(scope="module")
+def terms():
+    return load_glossary_table(Settings().data_dir / "glossary.tsv")
+
+
+def generation_of(chunks, number: int = 1) -> Generation:
+    return Generation(number, fingerprint_of(c.chunk_id for c in chunks))
+
+
+def test_a_saved_text_finds_what_the_text_in_memory_finds(tmp_path, chunks, terms):
+    forms = [f for t in terms for f in t.forms]
+    generation = generation_of(chunks)
+    open_corpus_text(chunks, forms, index_dir=tmp_path, generation=generation)
+    walks = chunks.walks
+    saved = open_corpus_text(chunks, forms, index_dir=tmp_path, generation=generation)
+    assert chunks.walks == walks  # a later process reads the saved file, not the chunks
+    in_memory = CorpusText.of([c.text for c in chunks], forms)
+    probes = ["依维莫司", "spinet", "netter-1", "特罗司他", "telotristat", "癌\n", "", "ÿ"]
+    probes += [c.text[i : i + n].lower() for c in chunks[::7] for i, n in ((3, 4), (40, 9))]
+    assert [p in saved for p in probes] == [p in in_memory for p in probes]
+    assert "依维莫司" in saved and "特罗司他" not in saved
+    pattern = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+    assert saved.words(pattern) == in_memory.words(pattern)
+    listed = open_corpus_text(chunks, forms, index_dir=tmp_path, generation=generation)
+    assert listed.words(pattern) == in_memory.words(pattern)  # read from the listed words
+
+
+def test_the_scope_check_decides_the_same_over_the_saved_text(tmp_path, chunks, terms):
+    forms = [f for t in terms for f in t.forms]
+    saved = open_corpus_text(chunks, forms, index_dir=tmp_path, generation=generation_of(chunks))
+    over_saved = ScopeCheck(saved, forms)
+    in_memory = ScopeCheck([c.text for c in chunks], forms)
+    for check in (over_saved, in_memory):
+        check.learn_glossary(terms)
+    questions = [json.loads(line)["question"] for line in QUESTIONS.read_text().splitlines()]
+    assert [over_saved.unknown_entities(q) for q in questions] == [
+        in_memory.unknown_entities(q) for q in questions
+    ]
+    assert over_saved.unknown_entities("Is telotristat effective for carcinoid syndrome?")
+
+
+def test_other_glossary_forms_or_a_damaged_file_are_written_again(tmp_path, chunks, caplog):
+    generation = generation_of(chunks)
+    open_corpus_text(chunks, ["依维莫司"], index_dir=tmp_path, generation=generation)
+    with caplog.at_level(logging.WARNING, logger="nenqa.scope"):
+        changed = open_corpus_text(chunks, ["特罗司他"], index_dir=tmp_path, generation=generation)
+    assert "not this generation's" in caplog.text and "特罗司他" in changed
+    folder = next(p for p in (tmp_path / "scope").iterdir() if not p.name.startswith("."))
+    (folder / "text.txt").write_bytes(b"cut short")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nenqa.scope"):
+        again = open_corpus_text(chunks, ["特罗司他"], index_dir=tmp_path, generation=generation)
+    assert "cannot be read" in caplog.text and "依维莫司" in again
+
+
+def test_chunks_that_are_not_the_generations_are_kept_in_memory(tmp_path, chunks, caplog):
+    stale = generation_of(chunks[:-1])
+    with caplog.at_level(logging.WARNING, logger="nenqa.scope"):
+        text = open_corpus_text(chunks, [], index_dir=tmp_path, generation=stale)
+    assert "kept in this process" in caplog.text and "依维莫司" in text
+    assert not [p for p in (tmp_path / "scope").iterdir() if not p.name.startswith(".")]
