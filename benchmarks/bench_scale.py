@@ -381,7 +381,7 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
     from retriever.embeddings import load_embedder
     from retriever.search import HybridSearcher, current_tables
     from retriever.store import ChunkStore
-    from server.state import load_service
+    from server.state import load_service, reload_service
 
     started = time.perf_counter()
     settings = Settings(index_dir=index_dir, collection="scale")
@@ -396,6 +396,12 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
     answer = service.answerer("extractive").answer(question)
     answer_s = time.perf_counter() - answered
     uss, pss = uss_pss_mib()
+    # What a worker does when it notices a new generation whose tables and sentences the
+    # writer saved: a new service over them (here the same generation's, opened again).
+    reloading = time.perf_counter()
+    reloaded = reload_service(service)
+    reloaded.answerer("extractive").answer(question)
+    reload_s = time.perf_counter() - reloading
     result = {
         "service_load_s": round(load_s, 2),
         "service_sentences": len(service.bank),
@@ -406,6 +412,7 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
         "service_uss_mib": round(uss, 1),
         "service_pss_mib": round(pss, 1),
         "service_anonymous_mib": round(anonymous_mib(), 1),
+        "reload_and_answer_s": round(reload_s, 2),
     }
     out.write_text(json.dumps(result))
     if hold is not None:
