@@ -29,6 +29,7 @@ from nenqa.glossary import normalize_text
 from nenqa.types import Chunk, Span
 
 LANGUAGES = ("zh", "en")  # a position's language code is its index here
+KINDS = ("passage", "trial", "reference")  # and its kind's
 _DECODED = 2048  # chunks a table keeps decoded: a question reads a few hundred
 
 
@@ -200,7 +201,8 @@ class ChunkLayout:
     """What the searcher looks up per position, as arrays rather than dicts of every chunk.
 
     ``folded[i]`` is the parent position position ``i`` ranks for (a parent's own);
-    ``languages[i]`` the index of its language in ``LANGUAGES``; ``twins`` the twin
+    ``languages[i]`` the index of its language in ``LANGUAGES``, ``kinds[i]`` of its kind in
+    ``KINDS`` (a service finds the trial chunks without reading every chunk); ``twins`` the twin
     positions sorted by parent (``twin_parents`` their parents); ``citing`` the passages
     under ``citing_key(document, ref)``, ``naming`` those under a trial's folded name.
     """
@@ -209,12 +211,21 @@ class ChunkLayout:
     sorted_positions: np.ndarray
     folded: np.ndarray
     languages: np.ndarray
+    kinds: np.ndarray
     twins: np.ndarray
     twin_parents: np.ndarray
     citing: Postings
     naming: Postings
 
-    _ARRAYS = ("sorted_ids", "sorted_positions", "folded", "languages", "twins", "twin_parents")
+    _ARRAYS = (
+        "sorted_ids",
+        "sorted_positions",
+        "folded",
+        "languages",
+        "kinds",
+        "twins",
+        "twin_parents",
+    )
 
     def position(self, chunk_id: str) -> int | None:
         """The position of a chunk ID, ``None`` when the table has no such chunk."""
@@ -223,6 +234,12 @@ class ChunkLayout:
         if found < self.sorted_ids.size and self.sorted_ids[found] == key:
             return int(self.sorted_positions[found])
         return None
+
+    def positions_of_kind(self, kind: str) -> list[int]:
+        """The positions of every chunk of ``kind`` (passage, trial, reference), in order."""
+        if kind not in KINDS:
+            return []
+        return np.flatnonzero(self.kinds == KINDS.index(kind)).tolist()
 
     def rendering(self, parent: int, language: str) -> int | None:
         """The position of the parent's twin in ``language`` (the last, as a dict would keep)."""
@@ -253,7 +270,7 @@ class LayoutBuilder:
 
     def __init__(self) -> None:
         self._ids: list[bytes] = []
-        self._folded, self._languages = array("i"), array("b")
+        self._folded, self._languages, self._kinds = array("i"), array("b"), array("b")
         self._citing: dict[str, array] = defaultdict(lambda: array("i"))
         self._naming: dict[str, array] = defaultdict(lambda: array("i"))
 
@@ -265,6 +282,7 @@ class LayoutBuilder:
         self._ids.append(chunk.chunk_id.encode("utf-8"))
         self._folded.append(parent)
         self._languages.append(LANGUAGES.index(chunk.language))
+        self._kinds.append(KINDS.index(chunk.kind))
         if chunk.kind == "passage" and parent == position:
             for ref in chunk.refs:
                 self._citing[citing_key(cites, ref)].append(position)
@@ -282,6 +300,7 @@ class LayoutBuilder:
             sorted_positions=order,
             folded=folded,
             languages=np.frombuffer(self._languages, dtype=np.int8).copy(),
+            kinds=np.frombuffer(self._kinds, dtype=np.int8).copy(),
             twins=twins,
             twin_parents=folded[twins],
             citing=Postings.of(self._citing),

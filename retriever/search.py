@@ -167,6 +167,10 @@ class HybridSearcher:
         """How many rendering chunks the index holds beside the ``len(self)`` parents."""
         return len(self.chunks) - len(self.parents)
 
+    def chunks_of_kind(self, kind: str) -> list[Chunk]:
+        """Every chunk of ``kind`` (renderings included), read without walking the others."""
+        return [self.chunks[position] for position in self._layout.positions_of_kind(kind)]
+
     def rendering(self, chunk_id: str, language: str) -> Chunk | None:
         """The twin of a chunk in ``language``, or ``None`` where the index has none."""
         parent = self._layout.position(chunk_id)

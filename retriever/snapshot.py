@@ -38,7 +38,9 @@ from retriever.generation import Generation
 from retriever.lexical import LexicalIndex
 from retriever.table_build import load_definitions, save_definitions, write_tables
 
-FORMAT = 3  # 2: chunk records read on demand and layout arrays, no pickle; 3: sorted vocabulary
+# 2: chunk records read on demand and layout arrays, no pickle; 3: sorted vocabulary; 4: each
+# position's kind, definitions harvested without the numbers before them
+FORMAT = 4
 KEEP_GENERATIONS = 2
 
 log = logging.getLogger("nenqa.snapshot")

@@ -114,10 +114,11 @@ class ServiceState:
 
     @cached_property
     def _with_tables(self) -> dict[str, AnswerMode]:
-        """Each mode wrapped once per service, not per request: the trial chunks are found by
-        scanning every chunk (100k at scale). A ``replace``d service wraps its own modes."""
+        """Each mode wrapped once per service, not per request: the trial chunks are read from
+        the searcher's table by their positions (the layout knows them; no walk over 100k
+        chunks). A ``replace``d service wraps its own modes."""
         assert self.levels is not None
-        trial_chunks = trial_chunks_by_id(self.searcher.chunks)
+        trial_chunks = trial_chunks_by_id(self.searcher.chunks_of_kind("trial"))
         return {
             name: EvidenceTableMode(
                 mode, self.levels, self.searcher.glossary, trial_chunks, self.references

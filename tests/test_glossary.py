@@ -17,6 +17,24 @@ def test_harvests_the_reviews_inline_definitions():
     assert ("长效生长抑素类似物", "somatostatin analogue", "SSA") in pairs
 
 
+@pytest.mark.parametrize(
+    ("text", "head"),
+    [
+        # A year or an edition before the term is no part of it (a corpus that varies the year
+        # harvested one term per year, each a lexical expansion of every question naming WHO).
+        ("根据2019年第5版世界卫生组织(World Health Organization, WHO)分类", "世界卫生组织"),
+        (
+            "2020年美国国立综合癌症网络(National Comprehensive Cancer Network, NCCN)",
+            "美国国立综合癌症网络",
+        ),
+        # Digits of a Latin name are part of the term.
+        ("增殖指数Ki-67指数(Ki-67 index)升高", "增殖指数Ki-67指数"),
+    ],
+)
+def test_a_number_before_a_definition_stays_out_of_its_term(text, head):
+    assert [t.zh[0] for t in harvest_definitions(text)] == [head]
+
+
 def test_expansion_bridges_both_directions():
     glossary = Glossary(
         [

@@ -130,6 +130,9 @@ def test_the_saved_layout_answers_as_the_in_memory_one(saved):
         if "SPINET" in saved.chunks[p].trials and saved.chunks[p].kind == "passage"
     ]
     assert spinet and layout.naming.get("spinet") == fresh.naming.get("spinet") == spinet
+    for kind in ("passage", "trial", "reference"):
+        every = [p for p, chunk in enumerate(saved.chunks) if chunk.kind == kind]
+        assert every and layout.positions_of_kind(kind) == fresh.positions_of_kind(kind) == every
 
 
 def test_a_corpus_of_only_renderings_without_parents_builds_an_empty_table(tmp_path):
