@@ -97,7 +97,7 @@ class ExtractiveAnswerer:
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.config):
             timings = {"select": elapsed_ms(started)}
-            not_covered = relevance.unknown_entities
+            not_covered = relevance.not_covered
             return abstention(language, "extractive", evidence, timings, not_covered=not_covered)
         return self.quote(retrieval, relevance, started)
 

@@ -231,7 +231,7 @@ class LLMAnswerer:
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.scorer.config) or not evidence:
             timings["total"] = elapsed_ms(started)
-            not_covered = relevance.unknown_entities
+            not_covered = relevance.not_covered
             answer = abstention(language, "llm", evidence, timings, not_covered=not_covered)
             yield AnswerPiece(text=answer.text)
             yield AnswerPiece(answer=answer)

@@ -28,6 +28,7 @@ from answer.base import abstention_text
 from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
 from nenqa.glossary import normalize_text
+from nenqa.text import singular
 from nenqa.types import Answer, Evidence, Question, Retrieval
 from retriever.lexical import tokenize
 from retriever.search import HybridSearcher
@@ -58,6 +59,11 @@ class ScoringConfig:
     # never say renal cell carcinoma). Chosen on the tune half (benchmarks/tune_scope.py).
     support_types: frozenset[str] = frozenset({"disease"})
     support_sentences: int = 3
+    # How many words before a disease's head noun (renal cell / carcinoma, 膀胱 / 小细胞癌) the
+    # retrieved evidence must mention too, in English and in Chinese questions; 0 checks none.
+    # Chosen on the tune half like the above.
+    support_modifiers_en: int = 2
+    support_modifiers_zh: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,11 +93,23 @@ class Relevance:
     named_trials: frozenset[str] = frozenset()
     # Glossary terms the question names that the evidence it would quote never mentions.
     unsupported: list[str] = field(default_factory=list)
+    # Diseases the question narrows (renal cell carcinoma) that the same evidence does not.
+    narrowed: list[str] = field(default_factory=list)
+
+    @property
+    def not_covered(self) -> list[str]:
+        """What an abstention names: the unknown entities and the narrowed diseases (each once:
+        not "breast cancer or receptor-positive breast cancer")."""
+        unknown = [normalize_text(u) for u in self.unknown_entities]
+        return [
+            *self.unknown_entities,
+            *(n for n in self.narrowed if not any(u in normalize_text(n) for u in unknown)),
+        ]
 
     def answerable(self, config: ScoringConfig) -> bool:
         if (self.unknown_entities and not self.answered_in_part) or not self.ranked:
             return False
-        if self.unsupported:
+        if self.unsupported or self.narrowed:
             return False
         top = self.ranked[0]
         covered = top.overlap >= config.strong_overlap
@@ -155,25 +173,55 @@ class SentenceScorer:
         relevance.ranked = scored
         relevance.best_similarity = max(s.similarity for s in scored)
         relevance.best_overlap = max(s.overlap for s in scored)
-        relevance.unsupported = self._unsupported(question, retrieval, scored)
+        relevance.unsupported, relevance.narrowed = self._unsupported(question, retrieval, scored)
         return relevance
 
     def _unsupported(
         self, question: Question, retrieval: Retrieval, ranked: Sequence[ScoredSentence]
-    ) -> list[str]:
+    ) -> tuple[list[str], list[str]]:
         """The question's glossary terms of ``support_types`` that the chunks of its best
-        sentences, and their sentences' renderings, never mention."""
-        types = self.config.support_types
-        terms = [t for t in self.searcher.glossary.matches(question.text) if t.type in types]
-        if not terms:
-            return []
-        chunk_ids = {s.chunk_id for s in ranked[: self.config.support_sentences]}
-        texts = [item.chunk.text for item in retrieval.evidence if item.chunk.chunk_id in chunk_ids]
+        sentences, and their sentences' renderings, never mention; and its diseases narrowed by
+        a word (up to ``support_modifiers_en`` / ``_zh``) that no retrieved chunk mentions."""
+        matched = self.searcher.glossary.matches(question.text)
+        terms = [t for t in matched if t.type in self.config.support_types]
+        mentions = self.scope.disease_mentions(
+            question.text, self.config.support_modifiers_en, self.config.support_modifiers_zh
+        )
+        best = {s.chunk_id for s in ranked[: self.config.support_sentences]}
+        support = self._support_text(retrieval, best)
+        unsupported = [
+            t.forms[0] for t in terms if not any(normalize_text(f) in support for f in t.forms)
+        ]
+        if not mentions:
+            return unsupported, []
+        retrieved = self._support_text(retrieval, {e.chunk.chunk_id for e in retrieval.evidence})
+        # A modifier inside a term the evidence names in either language (lung / 肺类癌) is held.
+        held_terms = [
+            normalize_text(f)
+            for t in matched
+            if any(normalize_text(form) in retrieved for form in t.forms)
+            for f in t.forms
+        ]
+        words = EvidenceWords("\n".join([retrieved, *held_terms]))
+        narrowed = []
+        for mention in mentions:
+            held = (
+                m in retrieved or any(m in f for f in held_terms)
+                if mention.chinese
+                else words.holds(m)
+                for m in mention.modifiers
+            )
+            if not all(held):
+                narrowed.append(mention.text)
+        return unsupported, narrowed
+
+    def _support_text(self, retrieval: Retrieval, chunk_ids: set[str]) -> str:
+        """The retrieved chunks of ``chunk_ids`` and their sentences' renderings, folded."""
+        texts = [e.chunk.text for e in retrieval.evidence if e.chunk.chunk_id in chunk_ids]
         for chunk_id in chunk_ids:
             for index in self.bank.sentences_of(chunk_id):
                 texts += self.bank.sentences[index].renderings.values()
-        support = normalize_text("\n".join(texts))
-        return [t.forms[0] for t in terms if not any(normalize_text(f) in support for f in t.forms)]
+        return normalize_text("\n".join(texts))
 
     def _query_units(self, question: Question) -> list[tuple[float, tuple[frozenset[str], ...]]]:
         """What the question asks about, as (weight, alternatives) units a sentence can cover.
@@ -249,3 +297,22 @@ def abstention(
         timings_ms=dict(timings),
         draft=draft,
     )
+
+
+class EvidenceWords:
+    """The English words of the quoted evidence, for a question's word in another form
+    (tumours / tumour, small-intestinal / small intestine)."""
+
+    def __init__(self, text: str, stem: int = 6) -> None:
+        self.words = {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+        self.stem = stem
+        self.stems = {w[:stem] for w in self.words if len(w) >= stem}
+
+    def holds(self, word: str) -> bool:
+        parts = [p for p in word.lower().split("-") if p]
+        return bool(parts) and all(self._holds_part(p) for p in parts)
+
+    def _holds_part(self, part: str) -> bool:
+        if part in self.words or singular(part) in self.words:
+            return True
+        return len(part) >= self.stem and part[: self.stem] in self.stems

@@ -60,6 +60,14 @@ _PART_BREAK = re.compile(r"\s*(?:\band\b|[,;?？，；])\s*", re.I)
 # 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
 # answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
 _ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗药")
+# Chinese disease-name endings beside the glossary's (肾细胞癌: narrowed by what precedes 癌).
+_ZH_DISEASE_END = frozenset("癌瘤病症征")
+# jieba's classes of the words that narrow a disease before its head: nouns (膀胱, 导管),
+# distinguishing words (非小), adjectives (小) and morphemes (肾).
+_ZH_MODIFIER_CLASSES = frozenset("nbazgj")
+# Auxiliaries sklearn's stop words lack ("how often did lung-origin tumours respond").
+_EN_AUXILIARIES = frozenset({"did", "does", "doing", "done"})
+_ROMAN_NUMERAL = re.compile(r"^[ivx]+$")
 # English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
 _EN_PREFIXES = ("pre", "post", "re", "non", "un", "anti", "co", "sub", "multi", "over", "under")
 # jieba's classes of function words: preposition, conjunction, particle, adverb, pronoun,
@@ -87,6 +95,17 @@ class ScopeThresholds:
     zh_noun_classes: frozenset[str] = frozenset({"n", "nrt"})
 
 
+@dataclass(frozen=True)
+class DiseaseMention:
+    """A disease the question narrows by the words before its head noun ("renal cell
+    carcinoma", 膀胱小细胞癌): evidence about the head alone (small cell carcinoma of the lung)
+    does not answer it, so the quoted evidence must mention every modifier too."""
+
+    text: str
+    modifiers: tuple[str, ...]
+    chinese: bool
+
+
 class ScopeCheck:
     """Finds the entity-like words of a question that the corpus and glossary never mention."""
 
@@ -110,6 +129,7 @@ class ScopeCheck:
         self._zh_endings = _ZH_ENTITY_END
         self._subject = re.compile(r"(?!)")  # no glossary yet: no subject is known
         self._disease_heads: frozenset[str] = frozenset()
+        self._zh_disease_endings = _ZH_DISEASE_END
         self._stem_cache: dict[int, frozenset[str]] = {}
         self.word_logprob = word_logprob if word_logprob is not None else embedder_word_logprob()
         self.thresholds = thresholds or ScopeThresholds()
@@ -146,6 +166,61 @@ class ScopeCheck:
             for form in t.zh
             if _CJK_WORD.match(form)
         }
+        self._zh_disease_endings = _ZH_DISEASE_END | {
+            form[-1] for t in terms if t.type == "disease" for form in t.zh if _CJK_WORD.match(form)
+        }
+
+    def disease_mentions(
+        self, question: str, max_english: int, max_chinese: int
+    ) -> list[DiseaseMention]:
+        """The diseases the question names with up to ``max_english`` words before an English
+        head noun (content words before carcinoma, tumour, syndrome...) or ``max_chinese``
+        before a Chinese one (jieba's noun-like words before a word ending like a disease, …癌,
+        …瘤)."""
+        mentions = []
+        matches = list(_LATIN_WORD.finditer(question)) if max_english > 0 else []
+        for i, match in enumerate(matches):
+            if singular(match.group().lower()) not in self._disease_heads:
+                continue
+            following = matches[i + 1].group().lower() if i + 1 < len(matches) else ""
+            joined = following and not question[match.end() : matches[i + 1].start()].strip()
+            if joined and following not in ENGLISH_STOP_WORDS:
+                continue  # the head narrows a noun after it ("tumour growth"), not a disease
+            modifiers: list[str] = []
+            start, j = match.start(), i - 1
+            while j >= 0 and len(modifiers) < max_english:
+                word = matches[j].group()
+                if (
+                    question[matches[j].end() : start].strip()
+                    or not _en_modifier(word)
+                    or self._subject.fullmatch(word.lower())
+                ):
+                    break  # a drug or trial before the head is what is asked about, not a site
+                modifiers.insert(0, word.lower())
+                start, j = matches[j].start(), j - 1
+            if modifiers:
+                text = question[start : match.end()]
+                mentions.append(DiseaseMention(text, tuple(modifiers), chinese=False))
+        if max_chinese <= 0:
+            return mentions
+        pairs = [(p.word, p.flag) for p in jieba.posseg.cut(normalize_text(question))]
+        for i, (word, _) in enumerate(pairs):
+            if not (_CJK_WORD.match(word) and word[-1] in self._zh_disease_endings):
+                continue
+            modifiers = []
+            j = i - 1
+            while (
+                j >= 0
+                and len(modifiers) < max_chinese
+                and _CJK_WORD.match(pairs[j][0])
+                and pairs[j][1][:1] in _ZH_MODIFIER_CLASSES
+            ):
+                modifiers.insert(0, pairs[j][0])
+                j -= 1
+            if modifiers:
+                text = "".join(modifiers) + word
+                mentions.append(DiseaseMention(text, tuple(modifiers), chinese=True))
+        return mentions
 
     def unknown_entities(self, question: str) -> list[str]:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
@@ -282,6 +357,21 @@ class ScopeCheck:
         # A combination (atezolizumab-bevacizumab) is known when each of its parts is.
         parts = [p for p in re.split(r"[-/]", lowered) if p]
         return len(parts) > 1 and all(p in self._latin or p.isdigit() for p in parts)
+
+
+def _en_modifier(word: str) -> bool:
+    """A word that can narrow a disease before its head noun (renal, lung-origin): letters, not
+    a function word, an auxiliary, a roman numeral or a verb form (-ing, -ed: "controlling
+    midgut tumours"; participles such as "advanced" are left unchecked)."""
+    lowered = word.lower()
+    return (
+        len(lowered) >= 3
+        and lowered.replace("-", "").isalpha()
+        and lowered not in ENGLISH_STOP_WORDS
+        and lowered not in _EN_AUXILIARIES
+        and not _ROMAN_NUMERAL.match(lowered)
+        and not lowered.endswith(("ing", "ed"))
+    )
 
 
 def _name_tail(following: list[tuple[str, str]]) -> str:

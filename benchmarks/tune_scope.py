@@ -147,7 +147,8 @@ def tune(args: argparse.Namespace) -> None:
     for item in items:
         history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
         question = Question(item["question"], history=history)
-        relevance = scorer.relevance(answerer.searcher.retrieve(question, answerer.top_k))
+        item["retrieval"] = answerer.searcher.retrieve(question, answerer.top_k)
+        relevance = scorer.relevance(item["retrieval"])
         relevance.unknown_entities = []
         item["scores_abstain"] = not relevance.answerable(scorer.config)
 
@@ -190,7 +191,7 @@ def tune(args: argparse.Namespace) -> None:
     best = max(grid, key=objective)
     print(f"chosen on the tune half: {best}")
     scorer.scope.thresholds = best
-    support = choose_support_types(answerer, scorer, items)
+    support, modifiers = choose_support(scorer, items)
     report = {}
     for half in ("tune", "test"):
         report[half] = {k: f"{a}/{n}" for k, (a, n) in counts(best, half).items()}
@@ -202,6 +203,8 @@ def tune(args: argparse.Namespace) -> None:
         **best.__dict__,
         "zh_noun_classes": sorted(best.zh_noun_classes),
         "support_types": sorted(support),
+        "support_modifiers_en": modifiers[0],
+        "support_modifiers_zh": modifiers[1],
     }
     path.write_text(json.dumps({"chosen": chosen, "abstained": report}, indent=2), encoding="utf-8")
     print(f"wrote {path}")
@@ -217,36 +220,61 @@ SUPPORT_GRID = (
 )
 
 
-def choose_support_types(answerer, scorer, items: list[dict]) -> frozenset[str]:
-    """With the scope thresholds fixed, which glossary types the quoted evidence must mention
-    (``ScoringConfig.support_types``): chosen on the tune half like the thresholds."""
-    from nenqa.types import Question, Turn
+# How many words before a disease's head noun the retrieved evidence must mention, in English
+# and in Chinese questions (0: none).
+SUPPORT_MODIFIERS_GRID = (0, 1, 2, 3)
 
+
+def choose_support(scorer, items: list[dict]) -> tuple[frozenset[str], tuple[int, int]]:
+    """With the scope thresholds fixed, which glossary types the quoted evidence must mention
+    (``ScoringConfig.support_types``, modifiers unchecked), then how many of a disease's
+    modifiers in each language (``support_modifiers_en`` / ``_zh``): chosen on the tune half
+    like the thresholds, over the retrievals ``tune`` made."""
     default = scorer.config
+    types = _choose(
+        scorer,
+        items,
+        {(t,): replace(default, support_types=t) for t in SUPPORT_GRID},
+        lambda point: -len(point[0]),
+    )[0]
+    modifiers = _choose(
+        scorer,
+        items,
+        {
+            (en, zh): replace(
+                default, support_types=types, support_modifiers_en=en, support_modifiers_zh=zh
+            )
+            for en, zh in itertools.product(SUPPORT_MODIFIERS_GRID, SUPPORT_MODIFIERS_GRID)
+        },
+        lambda point: -sum(point),
+    )
+    scorer.config = default
+    print(f"support chosen on the tune half: types {sorted(types)}, modifiers (en, zh) {modifiers}")
+    return types, modifiers
+
+
+def _choose(scorer, items: list[dict], grid: dict[tuple, object], conservative) -> tuple:
+    """The grid point with the fewest tune-half answerable abstentions, then the most
+    out-of-scope ones, then the most ``conservative``; only the tune half is printed."""
     results = {}
-    for types in SUPPORT_GRID:
-        scorer.config = replace(default, support_types=types)
+    for point, config in grid.items():
+        scorer.config = config
         tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         for item in items:
-            history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
-            question = Question(item["question"], history=history)
-            relevance = scorer.relevance(answerer.searcher.retrieve(question, answerer.top_k))
-            tally[item["split"], item["kind"]][0] += not relevance.answerable(scorer.config)
+            relevance = scorer.relevance(item["retrieval"])
+            tally[item["split"], item["kind"]][0] += not relevance.answerable(config)
             tally[item["split"], item["kind"]][1] += 1
-        results[types] = {f"{h}/{k}": f"{a}/{n}" for (h, k), (a, n) in sorted(tally.items())}
-        tune = {k: v for k, v in results[types].items() if k.startswith("tune")}
-        print(f"support {sorted(types)}: {tune}")  # the test half only for the choice
+        results[point] = {k: a for (h, k), (a, _) in tally.items() if h == "tune"}
+        shown = {k: f"{a}/{n}" for (h, k), (a, n) in sorted(tally.items()) if h == "tune"}
+        print(f"{point}: {shown}")
 
-    def objective(types: frozenset[str]) -> tuple:
-        tune = {k: int(v.split("/")[0]) for k, v in results[types].items() if k.startswith("tune")}
-        wrongly = tune.get("tune/answerable", 0) + tune.get("tune/eval_answerable", 0)
-        caught = tune.get("tune/out_of_scope", 0) + tune.get("tune/eval_out_of_scope", 0)
-        return (-wrongly, caught, -len(types))
+    def objective(point: tuple) -> tuple:
+        tune = results[point]
+        wrongly = tune.get("answerable", 0) + tune.get("eval_answerable", 0)
+        caught = tune.get("out_of_scope", 0) + tune.get("eval_out_of_scope", 0)
+        return (-wrongly, caught, conservative(point))
 
-    scorer.config = default
-    best = max(SUPPORT_GRID, key=objective)
-    print(f"support types chosen on the tune half: {sorted(best)}")
-    return best
+    return max(results, key=objective)
 
 
 def main() -> None:

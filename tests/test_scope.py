@@ -8,6 +8,7 @@ import json
 import pytest
 
 from answer.base import ABSTENTION_TEXT, abstention_text
+from answer.relevance import EvidenceWords
 from answer.scope import ScopeCheck
 from ingest.pipeline import default_sources, parse_sources
 from nenqa.glossary import load_glossary_table
@@ -88,6 +89,43 @@ def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, qu
 )
 def test_a_part_about_a_covered_drug_or_trial_is_answered_apart(scope, question, in_part):
     assert scope.answers_in_part(question, scope.unknown_entities(question)) is in_part
+
+
+@pytest.mark.parametrize(
+    ("question", "mentions"),
+    [
+        (
+            "Is sunitinib a standard first-line option for metastatic renal cell carcinoma?",
+            [("renal cell carcinoma", ("renal", "cell"))],
+        ),
+        # Verbs, auxiliaries and numerals before the head narrow nothing.
+        (
+            "With temozolomide, how many responses did lung-origin tumours have?",
+            [("lung-origin tumours", ("lung-origin",))],
+        ),
+        (
+            "After lanreotide stopped controlling midgut tumours, what then?",
+            [("midgut tumours", ("midgut",))],
+        ),
+        ("Does capecitabine benefit stage III colon cancer?", [("colon cancer", ("colon",))]),
+        ("Which drug helps in carcinoma?", []),
+        # A head noun narrowing the noun after it, and a drug before it, are no disease.
+        (
+            "Did lanreotide control tumour growth in pancreatic tumours?",
+            [("pancreatic tumours", ("pancreatic",))],
+        ),
+        ("吉西他滨治疗失败后的胰腺导管腺癌有哪些二线方案？", [("胰腺导管腺癌", ("胰腺", "导管"))]),
+    ],
+)
+def test_a_disease_is_found_with_the_words_that_narrow_it(scope, question, mentions):
+    found = scope.disease_mentions(question, 2, 2)
+    assert [(m.text, m.modifiers) for m in found] == mentions
+
+
+def test_evidence_words_hold_other_forms_of_a_word():
+    words = EvidenceWords("Small intestinal tumours in the lung were studied.")
+    assert words.holds("tumour") and words.holds("small-intestinal") and words.holds("lungs")
+    assert not words.holds("renal") and not words.holds("lung-origin")
 
 
 def test_a_word_common_in_general_text_is_kept_rather_than_abstained_on():
@@ -193,3 +231,23 @@ def test_a_disease_the_quoted_passages_never_mention_is_not_answered_from_them(s
     question = "Which chemotherapy suits small cell neuroendocrine carcinoma of the cervix?"
     answer = service.answerers["extractive"].answer(Question(question))
     assert answer.abstained and answer.citations == ()
+
+
+@pytest.mark.slow
+def test_a_review_drug_asked_about_a_disease_its_passages_never_narrow_to_is_named(service):
+    # Every word is in the corpus (renal, cell, carcinoma, everolimus), but no passage about
+    # everolimus says renal: its NET results must not be quoted as if they applied.
+    question = Question("What response rate did everolimus give in advanced renal cell carcinoma?")
+    answer = service.answerers["extractive"].answer(question)
+    assert answer.abstained and answer.citations == ()
+    assert answer.text.startswith("The review does not discuss renal cell carcinoma.")
+
+
+@pytest.mark.slow
+def test_a_narrowing_word_the_evidence_holds_in_the_other_language_is_answered(service):
+    # The SPINET passages are Chinese (肺类癌): "lung" is held through the glossary term.
+    question = Question(
+        "For lung carcinoids, what did lanreotide do to the time to treatment failure?"
+    )
+    answer = service.answerers["extractive"].answer(question)
+    assert not answer.abstained and answer.citations
