@@ -6,10 +6,11 @@ llm --judge llm``) takes hours on 2 cores; this script spends the model's time o
 Each recorded answer is paired with the evidence and translated quotes of its response again by
 replaying the recorded draft through the llm mode (as ``benchmarks/tune_claims.py`` does: the
 chat model returns the draft, the retrieval is the index's); a replay whose answer differs from
-the recorded one is reported and left out. The recorded answer is then scored exactly as ``nenqa
-eval --judge llm`` scores it (``eval.report.score_item`` with both judges, translations checked
-by the deterministic judge), so the LLM judge's prompts and strict parsing are its own
-(``eval.judges.LLMJudge``).
+the recorded one is reported and left out (a recorded abstention needs no replay: nothing in it
+is judged). The recorded answer is then scored by the code of ``nenqa eval --judge llm``
+(``eval.report.score_item`` with both judges, translated quotes checked by the deterministic
+judge built as ``bench_llm`` builds it, so its rows reproduce the recorded ones), and the LLM
+judge's prompts and strict parsing are its own (``eval.judges.LLMJudge``).
 
 Every output of the judge model is appended to a JSONL cache (``--cache``) as it comes, keyed by
 prompt and variables, so a stopped run continues where it stopped and a finished one is replayed
@@ -58,7 +59,7 @@ class CachedLLMJudge(LLMJudge):
     takes a sentence's claims from the deterministic judge's clauses instead of the model.
     ``calls`` and ``call_seconds`` count the model calls of this run only; ``used_outputs`` and
     ``used_seconds`` every output this run needed, cached or not (seconds as measured when it
-    was asked; ``None`` for an output cached without them). While
+    was asked). While
     ``splitting_only`` is set, verdicts are not asked (``Verdict(None)``, not remembered), so
     a first pass can ask every sentence's split in a row: llama.cpp then reuses one system
     prompt's tokens from call to call instead of alternating between the two prompts.
@@ -92,9 +93,13 @@ class CachedLLMJudge(LLMJudge):
         return len(self._used)
 
     @property
-    def used_seconds(self) -> float | None:
-        seconds = [self._seconds.get(key) for key in self._used]
-        return None if None in seconds else round(sum(s for s in seconds if s is not None), 1)
+    def used_seconds(self) -> float:
+        return round(sum(self._seconds.get(key) or 0.0 for key in self._used), 1)
+
+    @property
+    def used_untimed(self) -> int:
+        """Outputs behind this run cached without their seconds (by an earlier version)."""
+        return sum(self._seconds.get(key) is None for key in self._used)
 
     def judge(self, claim: str, evidence: Sequence[str]) -> Verdict:
         if self.splitting_only:
@@ -239,13 +244,15 @@ def judged_report(rows: Sequence[dict], items: Mapping[str, QAItem], judge: Cach
         "outputs_from_cache": judge.cached_outputs,
         "calls_behind_this_report": judge.used_outputs,
         "call_seconds_behind_this_report": judge.used_seconds,
+        "calls_behind_this_report_untimed": judge.used_untimed,
         "disagreements": disagreements(rows, "deterministic", "llm"),
     }
 
 
 def replayed_replies(records: Sequence[Mapping], items: Mapping[str, QAItem]) -> tuple[dict, list]:
     """Each recorded answer's reply with its evidence, from replaying its draft through the llm
-    mode on the configured index; and the ids whose replayed answer is not the recorded one."""
+    mode on the configured index (a recorded abstention as it is); and the ids whose replayed
+    answer is not the recorded one."""
     from answer.llm import LLMAnswerer
     from benchmarks.bench_llm import question_of, reply_of
     from benchmarks.tune_claims import replayed_model
@@ -256,6 +263,11 @@ def replayed_replies(records: Sequence[Mapping], items: Mapping[str, QAItem]) ->
     service = load_service(settings)
     replies, differing = {}, []
     for record in records:
+        if record["abstained"]:
+            # Nothing to judge: no evidence needed, and no replay that today's scope check
+            # could decide differently.
+            replies[record["id"]] = recorded_reply(record, [], [])
+            continue
         llm = LLMAnswerer(
             service.scorer,
             service.references,
@@ -401,7 +413,8 @@ def print_report(report: dict) -> None:
         f"invalid judge outputs {report['invalid_outputs']}; model calls this run "
         f"{report['calls_this_run']} in {report['call_seconds_this_run']} s "
         f"({report['outputs_from_cache']} outputs in the cache); all calls behind this report "
-        f"{report['calls_behind_this_report']} in {report['call_seconds_behind_this_report']} s; "
+        f"{report['calls_behind_this_report']} in {report['call_seconds_behind_this_report']} s "
+        f"({report['calls_behind_this_report_untimed']} untimed); "
         f"{len(report['disagreements'])} sentences decided differently"
     )
 
