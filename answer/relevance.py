@@ -173,7 +173,14 @@ class SentenceScorer:
         relevance.ranked = scored
         relevance.best_similarity = max(s.similarity for s in scored)
         relevance.best_overlap = max(s.overlap for s in scored)
-        relevance.unsupported, relevance.narrowed = self._unsupported(question, retrieval, scored)
+        relevance.unsupported, narrowed = self._unsupported(question, retrieval, scored)
+        if narrowed and self.scope.answers_in_part(question.text, [*unknown, *narrowed]):
+            # "everolimus in pancreatic NETs, and in renal cell carcinoma?": the first part is
+            # answered, the narrowed disease named like an unknown entity.
+            relevance.unknown_entities = [*unknown, *narrowed]
+            relevance.answered_in_part = True
+        else:
+            relevance.narrowed = narrowed
         return relevance
 
     def _unsupported(

@@ -251,3 +251,11 @@ def test_a_narrowing_word_the_evidence_holds_in_the_other_language_is_answered(s
     )
     answer = service.answerers["extractive"].answer(question)
     assert not answer.abstained and answer.citations
+
+
+@pytest.mark.slow
+def test_a_covered_part_is_answered_and_a_narrowed_disease_in_another_part_named(service):
+    question = Question("What did everolimus do in pancreatic NETs, and in renal cell carcinoma?")
+    answer = service.answerers["extractive"].answer(question)
+    assert not answer.abstained and answer.citations
+    assert answer.text.endswith("The review does not discuss renal cell carcinoma.")
