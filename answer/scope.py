@@ -65,7 +65,7 @@ _ZH_DISEASE_END = frozenset("癌瘤病症征")
 # jieba's classes of the words that narrow a disease before its head: nouns (膀胱, 导管),
 # distinguishing words (非小), adjectives (小) and morphemes (肾).
 _ZH_MODIFIER_CLASSES = frozenset("nbazgj")
-# Auxiliaries sklearn's stop words lack ("how often did lung-origin tumours respond").
+# Auxiliaries sklearn's stop words lack ("how many responses did lung-origin tumours have").
 _EN_AUXILIARIES = frozenset({"did", "does", "doing", "done"})
 _ROMAN_NUMERAL = re.compile(r"^[ivx]+$")
 # English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
