@@ -41,7 +41,13 @@ from retriever.embeddings import ChromaEmbeddingFunction, Embedder, load_embedde
 from retriever.generation import Generation
 from retriever.glossary import harvest_definitions
 from retriever.lexical import register_terms, tokenize
-from retriever.snapshot import SearchTables, build_saved, load_tables, snapshots_dir
+from retriever.snapshot import (
+    SearchTables,
+    build_saved,
+    load_tables,
+    one_builder,
+    snapshots_dir,
+)
 from retriever.store import ChunkStore, IndexUnavailableError, decode_list
 
 log = logging.getLogger("nenqa.search")
@@ -355,14 +361,25 @@ def build_tables(
 
 def current_tables(store: ChunkStore) -> tuple[SearchTables, Glossary]:
     """The index's current generation as a searcher needs it, with its glossary: the tables
-    another process saved for it, else built from the store and saved for the next one."""
+    another process saved for it, else built from the store and saved for the next one (one
+    process builds them; another that needs them meanwhile waits for its tables)."""
     root = snapshots_dir(store.settings.index_dir)
     # The generation first: chunks written after it are at worst a newer generation's, which
     # the server's watcher then loads again (and never saved under this one).
     generation = store.generation()
     tables = load_tables(root, generation)
-    if tables is not None:
-        return tables, glossary_of(store.settings, tables.definitions)
+    if tables is None:
+        with one_builder(root, generation):
+            # Another process may have built and saved them while this one waited.
+            tables = load_tables(root, generation)
+            if tables is None:
+                return _build_current(store, root, generation)
+    return tables, glossary_of(store.settings, tables.definitions)
+
+
+def _build_current(
+    store: ChunkStore, root: Path, generation: Generation
+) -> tuple[SearchTables, Glossary]:
     glossaries: list[Glossary] = []
 
     def register(definitions: list[Term]) -> None:

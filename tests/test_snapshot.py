@@ -3,6 +3,9 @@ layout from arrays, BM25 built in a stream with bm25s's scores to the bit."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -156,6 +159,38 @@ class _Store:
 
     def iter_chunks(self):
         return iter(self._chunks)
+
+
+def test_processes_needing_new_tables_at_once_build_them_once(corpus, tmp_path):
+    """A worker noticing a new generation while the command that published it builds its
+    tables waits for them instead of building them too."""
+    settings = Settings(index_dir=tmp_path / "index")
+    reads: list[str] = []
+    started = threading.Event()
+
+    class SlowStore(_Store):
+        def iter_chunks(self):
+            reads.append(threading.current_thread().name)
+            started.set()
+            time.sleep(0.5)  # the other process asks while this one builds
+            return iter(self._chunks)
+
+    store = SlowStore(settings, corpus)
+    results = {}
+
+    def open_tables(name: str) -> None:
+        results[name] = current_tables(store)  # type: ignore[arg-type]
+
+    builder = threading.Thread(target=open_tables, args=("builder",), name="builder")
+    builder.start()
+    started.wait(10)
+    worker = threading.Thread(target=open_tables, args=("worker",), name="worker")
+    worker.start()
+    builder.join(60)
+    worker.join(60)
+    assert reads == ["builder"]  # the worker opened what the builder saved
+    assert len(results["worker"][0].chunks) == len(results["builder"][0].chunks) == len(corpus)
+    assert isinstance(results["worker"][0].chunks, ChunkTable)
 
 
 def test_tables_that_cannot_be_saved_are_still_built_with_a_warning(corpus, tmp_path, caplog):
