@@ -40,7 +40,7 @@ from answer.sentences import EvidenceSentence, SentenceBank
 from nenqa.types import Chunk
 from retriever.generation import Generation, fingerprint_of
 from retriever.lexical import SortedVocabulary
-from retriever.snapshot import generation_folder, publish_folder
+from retriever.snapshot import generation_folder, one_builder, publish_folder
 
 FORMAT = 2  # 1: sentences, token sets and chunk lookup as JSON read into every process
 
@@ -64,7 +64,8 @@ def open_bank(
     reuse: SentenceBank | None = None,
 ) -> SentenceBank:
     """The sentence bank of ``generation`` (whose chunks are ``chunks``): opened from its saved
-    folder, or built (vectors of ``reuse`` or of the newest saved bank reused) and saved.
+    folder, or built (vectors of ``reuse`` or of the newest saved bank reused) and saved by one
+    process while another that needs it waits for it.
     Kept in memory only when there is nowhere to save it (no ``index_dir``, an embedder without
     ``model_id``, an index published before generations, chunks that are not the generation's,
     a folder that cannot be written)."""
@@ -76,15 +77,22 @@ def open_bank(
     refused = folder.is_dir()
     if refused and (saved := load_bank(folder, embedder, generation, model_id)):
         return saved
-    bank = SentenceBank(embedder, chunks, reuse=reuse or _newest_saved(root, embedder, model_id))
-    if fingerprint_of(c.chunk_id for c in chunks) != generation.fingerprint:
-        # A change landed while the searcher read the chunks, or twins without their parent.
-        log.warning(
-            "the chunks read are not generation %d's; its sentences are kept in this process",
-            generation.number,
-        )
-        return bank
-    written = save_bank(root, bank, generation, model_id, replace=refused)
+    # One process builds it (minutes at 100k chunks); another waits and opens what it saved.
+    with one_builder(root, generation):
+        if not refused and folder.is_dir():
+            if saved := load_bank(folder, embedder, generation, model_id):
+                return saved
+            refused = True
+        reuse = reuse or _newest_saved(root, embedder, model_id)
+        bank = SentenceBank(embedder, chunks, reuse=reuse)
+        if fingerprint_of(c.chunk_id for c in chunks) != generation.fingerprint:
+            # A change landed while the searcher read the chunks, or twins without their parent.
+            log.warning(
+                "the chunks read are not generation %d's; its sentences are kept in this process",
+                generation.number,
+            )
+            return bank
+        written = save_bank(root, bank, generation, model_id, replace=refused)
     return (written and load_bank(written, embedder, generation, model_id)) or bank
 
 

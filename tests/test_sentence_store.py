@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,35 @@ def test_a_new_generation_embeds_only_its_new_sentences(tmp_path, chunks, held):
     assert [s.text for s in newer.sentences] == [
         s.text for s in SentenceBank(HashEmbedder(), chunks).sentences
     ]
+
+
+def test_processes_opening_a_new_generation_at_once_embed_it_once(tmp_path, chunks):
+    """Every worker noticing a new generation at once: one embeds and saves, the others wait
+    for it and open what it saved."""
+    started = threading.Event()
+
+    class SlowEmbedder(ModelEmbedder):
+        def embed_passages(self, texts):
+            started.set()
+            time.sleep(0.5)  # the other worker asks while this one embeds
+            return super().embed_passages(texts)
+
+    generation = generation_of(chunks)
+    first, second = SlowEmbedder(), SlowEmbedder()
+    banks = {}
+
+    def open_with(name, embedder):
+        banks[name] = open_bank(embedder, chunks, index_dir=tmp_path, generation=generation)
+
+    builder = threading.Thread(target=open_with, args=("first", first))
+    builder.start()
+    started.wait(10)
+    waiter = threading.Thread(target=open_with, args=("second", second))
+    waiter.start()
+    builder.join(60)
+    waiter.join(60)
+    assert first.calls == 1 and second.calls == 0
+    assert banks["second"].sentences == banks["first"].sentences
 
 
 def test_another_model_never_reuses_the_saved_vectors(tmp_path, chunks):
