@@ -417,8 +417,74 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
     out.write_text(json.dumps(result))
     if hold is not None:
         hold.touch()
-        while True:
-            time.sleep(60)
+        serve_generations(reloaded, question, hold.with_suffix(".served"))
+
+
+def serve_generations(service, question, served: Path) -> None:
+    """As a server worker's watcher does: poll the index's generation every second and, when
+    it changed, swap in a service over it; each generation served is appended to ``served``
+    with the time it was first answered from."""
+    from server.state import reload_service
+
+    while True:
+        time.sleep(1.0)
+        if service.searcher.store.generation() == service.searcher.generation:
+            continue
+        service = reload_service(service)
+        service.answerer("extractive").answer(question)
+        line = {"generation": service.searcher.generation.number, "served_at": time.time()}
+        with served.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
+def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10) -> dict:
+    """A change reaching a worker: while a worker serves the index, add ``count`` chunks as
+    ``nenqa docs add`` does (write, publish the generation, build its tables, save its
+    sentences) and time until the worker answers from the new generation."""
+    from answer.sentence_store import open_bank
+    from nenqa.settings import Settings
+    from retriever.embeddings import DEFAULT_MODEL_ID
+    from retriever.search import current_tables
+    from retriever.store import ChunkStore
+
+    ready, first = tmp / "worker.ready", tmp / "worker.json"
+    served = ready.with_suffix(".served")
+    command = [sys.executable, str(Path(__file__).resolve()), "--service", str(index_dir)]
+    worker = subprocess.Popen(
+        [*command, "--child-out", str(first), "--hold", str(ready)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        while not ready.exists():
+            if worker.poll() is not None:
+                raise RuntimeError("the worker stopped before it was ready")
+            time.sleep(0.5)
+        store = ChunkStore(Settings(index_dir=index_dir, collection="scale"), None, "scale-bench")
+        pool = np.load(pool_path)
+        size = store.count()
+        chunks = synthetic_chunks(synthetic_texts(size + count, seed=5))[size:]
+        store.upsert(chunks, pool[:count])
+        published = time.time()
+        store.publish()
+        tables, _ = current_tables(store)
+        tables_s = time.time() - published
+        embedder = SyntheticSentenceEmbedder(DEFAULT_MODEL_ID, pool)
+        open_bank(embedder, tables.chunks, index_dir=index_dir, generation=tables.generation)
+        saved_s = time.time() - published
+        while not served.exists():
+            if worker.poll() is not None:
+                raise RuntimeError("the worker stopped before serving the change")
+            time.sleep(0.5)
+        line = json.loads(served.read_text().splitlines()[0])
+    finally:
+        worker.terminate()
+        worker.wait()
+    return {
+        "change_chunks": count,
+        "writer_tables_s": round(tables_s, 1),
+        "writer_tables_and_sentences_s": round(saved_s, 1),
+        "worker_serves_change_after_s": round(line["served_at"] - published, 1),
+    }
 
 
 def second_service(index_dir: Path, tmp: Path) -> dict:
@@ -548,6 +614,12 @@ def main() -> None:
         help="only measure a whole second worker (load_service and one answer) over this index",
     )
     parser.add_argument(
+        "--change",
+        type=Path,
+        help="only measure how soon a worker serving this index answers from a change "
+        "(10 chunks added; vectors from --pool-file)",
+    )
+    parser.add_argument(
         "--max-rss-gib",
         type=float,
         default=float(os.environ.get(MAX_RSS_VARIABLE, 12)),
@@ -567,6 +639,10 @@ def main() -> None:
         return
     if args.service:
         open_service(args.service, args.child_out, args.hold)
+        return
+    if args.change:
+        with tempfile.TemporaryDirectory() as name:
+            print(json.dumps(measure_change(args.change, args.pool_file, Path(name))))
         return
     if args.second_service:
         with tempfile.TemporaryDirectory() as name:
