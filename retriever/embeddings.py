@@ -69,6 +69,12 @@ class Embedder:
         """The text prepended to passages ("" when the model has no passage prompt)."""
         return self.model.prompts[self.passage_prompt_name] if self.passage_prompt_name else ""
 
+    @property
+    def tokenizer(self) -> Any | None:
+        """The model's fast tokenizer (a ``tokenizers.Tokenizer``), where it has one: the scope
+        check reads word rarity from it instead of loading a second copy."""
+        return getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised float32 row per query, shape ``(len(texts), dimension)``."""
         return self._encode(texts, self.query_prompt_name)

@@ -24,7 +24,7 @@ from answer.extractive import ExtractiveAnswerer
 from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
 from answer.relevance import ScoringConfig, SentenceScorer
-from answer.scope import ScopeCheck
+from answer.scope import ScopeCheck, embedder_word_logprob
 from answer.sentence_store import open_bank
 from answer.sentences import SentenceBank
 from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
@@ -161,7 +161,8 @@ def load_service(
         index_dir=settings.index_dir,
         generation=searcher.generation,
     )
-    scope = ScopeCheck(corpus, glossary_forms)
+    tokenizer = getattr(searcher.embedder, "tokenizer", None)
+    scope = ScopeCheck(corpus, glossary_forms, word_logprob=embedder_word_logprob(tokenizer))
     config = ScoringConfig(
         max_sentences=settings.answer_max_sentences,
         min_similarity=settings.abstain_min_similarity,

