@@ -188,18 +188,19 @@ def number_bindings(
     Per clause: one term there binds every number of the clause; with "分别"/"respectively"
     and as many terms as numbers, they pair in order; with several terms and ``nearest`` (for
     endpoints, written before their value in both languages) a number takes the last term
-    before it; otherwise the number is unbound and not checked.
+    before it; otherwise the number is unbound and not checked. With ``nearest``, a clause
+    naming no term continues the last one named before it in the text ("PFS was 21.9 months
+    in typical carcinoids, and 13.8 months in atypical ones": both are PFS).
     """
     folded = normalize_text(_PARENTHESIS.sub(lambda m: re.sub(r"[,，]", " ", m.group()), text))
     respectively = bool(_RESPECTIVELY.search(folded))
     bindings: dict[Decimal, list[Term]] = {}
     start = 0
+    carried: Term | None = None  # the last term named in an earlier clause (``nearest`` only)
     for end in [*(m.start() for m in _CLAUSE_END.finditer(folded)), len(folded)]:
         clause, start = folded[start:end], end + 1
-        numbers = [(m.start(), _decimal(m.group())) for m in NUMBER.finditer(clause)]
-        if not numbers:
-            continue
         mentions = _mentions(clause, terms)
+        numbers = [(m.start(), _decimal(m.group())) for m in NUMBER.finditer(clause)]
         distinct = [t for i, (_, t) in enumerate(mentions) if i == 0 or mentions[i - 1][1] != t]
         for index, (position, value) in enumerate(numbers):
             if len(set(distinct)) == 1:
@@ -208,11 +209,13 @@ def number_bindings(
                 bound = distinct[index]
             elif nearest and distinct:
                 before = [t for at, t in mentions if at < position]
-                bound = before[-1] if before else None
+                bound = before[-1] if before else carried
             else:
-                bound = None
+                bound = carried if nearest and not distinct else None
             if bound is not None and value is not None:
                 bindings.setdefault(value, []).append(bound)
+        if mentions:
+            carried = mentions[-1][1]
     return bindings
 
 
