@@ -105,6 +105,7 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
     from retriever.embeddings import load_embedder
     from retriever.search import HybridSearcher, current_tables
     from retriever.store import ChunkStore
+    from server.api.routes.references import reference_out
     from server.state import load_service, reload_service
 
     started = time.perf_counter()
@@ -126,6 +127,10 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
     reloaded = reload_service(service)
     reloaded.answerer("extractive").answer(question)
     reload_s = time.perf_counter() - reloading
+    # GET /v1/references: every reference with the sentences citing it (one walk, then kept).
+    listing = time.perf_counter()
+    quotes = sum(len(reference_out(reloaded, r).cited_in) for r in reloaded.references.values())
+    references_s = time.perf_counter() - listing
     result = {
         "service_load_s": round(load_s, 2),
         "service_sentences": len(service.bank),
@@ -137,6 +142,8 @@ def open_service(index_dir: Path, out: Path, hold: Path | None = None) -> None:
         "service_pss_mib": round(pss, 1),
         "service_anonymous_mib": round(anonymous_mib(), 1),
         "reload_and_answer_s": round(reload_s, 2),
+        "all_references_s": round(references_s, 2),
+        "reference_quotes": quotes,
     }
     out.write_text(json.dumps(result))
     if hold is not None:

@@ -32,6 +32,18 @@ def test_one_reference_lists_the_sentences_that_cite_it(client):
     assert any("SPINET随机双盲" in quote["text"] for quote in body["cited_in"])
 
 
+def test_every_reference_lists_each_passage_sentence_citing_it_once_in_reading_order(
+    client, service
+):
+    listed = {r["number"]: r["cited_in"] for r in client.get("/v1/references").json()["references"]}
+    for number, cited_in in listed.items():
+        expected = [
+            s.text for s in service.bank.sentences if number in s.refs and s.kind == "passage"
+        ]
+        assert [quote["text"] for quote in cited_in] == expected
+    assert sum(map(len, listed.values())) >= 50  # every reference is cited somewhere
+
+
 @pytest.mark.parametrize("number", [0, 51, 999, -3])
 def test_an_unknown_reference_number_is_404(client, number):
     response = client.get(f"/v1/references/{number}")

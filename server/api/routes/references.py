@@ -18,8 +18,7 @@ def reference_out(service: ServiceState, reference: Reference) -> ReferenceOut:
     bank = service.bank
     cited_in = [
         QuoteOut(chunk_id=s.chunk_ids[0], text=s.text, section=s.section)
-        for s in bank.sentences
-        if reference.number in s.refs and s.kind == "passage"
+        for s in (bank.sentences[i] for i in bank.citing(reference.number))
     ]
     return ReferenceOut(
         number=reference.number,
