@@ -15,7 +15,8 @@ covers every specific word at ``strong_min_similarity``) and the question names 
 review never mentions (``ScopeCheck``), unless such entities sit in a part of their own beside a
 part about a covered drug or trial: that part is answered and the rest named. A disease the
 question names must also be mentioned where its best sentences come from (their chunks and
-renderings): sunitinib's passages never say renal cell carcinoma.
+renderings), and every word narrowing a disease before its head noun must be somewhere in the
+retrieved chunks: sunitinib's passages never say renal cell carcinoma.
 """
 
 from __future__ import annotations
@@ -194,6 +195,8 @@ class SentenceScorer:
         mentions = self.scope.disease_mentions(
             question.text, self.config.support_modifiers_en, self.config.support_modifiers_zh
         )
+        if not terms and not mentions:
+            return [], []
         best = {s.chunk_id for s in ranked[: self.config.support_sentences]}
         support = self._support_text(retrieval, best)
         unsupported = [
@@ -307,7 +310,7 @@ def abstention(
 
 
 class EvidenceWords:
-    """The English words of the quoted evidence, for a question's word in another form
+    """The English words of the retrieved evidence, holding a question's word in another form
     (tumours / tumour, small-intestinal / small intestine)."""
 
     def __init__(self, text: str, stem: int = 6) -> None:
