@@ -21,14 +21,12 @@ import logging
 import mmap
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from nenqa.glossary import normalize_text
 from retriever.generation import Generation, fingerprint_of
-from retriever.snapshot import generation_folder, publish_folder
+from retriever.snapshot import generation_folder, save_folder
 
 FORMAT = 1
 
@@ -118,19 +116,14 @@ def _open(folder: Path, meta: dict) -> CorpusText | None:
 def _save(
     root: Path, chunks: Iterable, forms: list[str], generation: Generation, meta: dict, *, replace
 ) -> Path | None:
-    work: Path | None = None
-    ids: list[str] = []
+    def write(work: Path) -> bool:
+        ids: list[str] = []
 
-    def texts():
-        for chunk in chunks:
-            ids.append(chunk.chunk_id)
-            yield chunk.text
+        def texts():
+            for chunk in chunks:
+                ids.append(chunk.chunk_id)
+                yield chunk.text
 
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(
-            tempfile.mkdtemp(prefix=f".{generation_folder(root, generation).name}-", dir=root)
-        )
         size = 0
         with (work / "text.txt").open("wb") as handle:
             for number, line in enumerate(_lines(texts(), forms)):
@@ -143,15 +136,11 @@ def _save(
                 "the chunks read are not generation %d's; its corpus text is kept in this process",
                 generation.number,
             )
-            shutil.rmtree(work, ignore_errors=True)
-            return None
+            return False
         (work / "meta.json").write_text(json.dumps({**meta, "bytes": size}), "utf-8")
-    except OSError as error:  # the index folder is read-only, the disk is full
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-        log.warning("could not save the corpus text in %s: %s", root, error)
-        return None
-    return publish_folder(root, work, generation, replace=replace)
+        return True
+
+    return save_folder(root, generation, write, "the corpus text", replace=replace)
 
 
 def _lines(texts: Iterable[str], glossary_forms: Iterable[str]) -> Iterable[str]:

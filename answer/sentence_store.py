@@ -27,8 +27,6 @@ import json
 import logging
 import mmap
 import operator
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -40,7 +38,7 @@ from answer.sentences import EvidenceSentence, SentenceBank
 from nenqa.types import Chunk
 from retriever.generation import Generation, fingerprint_of
 from retriever.lexical import SortedVocabulary
-from retriever.snapshot import generation_folder, one_builder, publish_folder
+from retriever.snapshot import generation_folder, one_builder, save_folder
 
 FORMAT = 2  # 1: sentences, token sets and chunk lookup as JSON read into every process
 
@@ -128,16 +126,13 @@ def save_bank(
 ) -> Path | None:
     """Write ``bank`` as ``generation``'s and rename it into place (``replace``: a folder
     ``load_bank`` refused is replaced); returns the folder, ``None`` when it cannot be written."""
-    work: Path | None = None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        name = generation_folder(root, generation).name
-        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-        _write_records(work, "sentences", (_record(s) for s in bank.sentences))
-        _write_records(work, "tokens", (sorted(t) for t in bank.tokens))
+
+    def write(work: Path) -> bool:
         lookup, (idf, max_idf) = bank.chunk_lookup(), bank.idf_table()
         if not isinstance(lookup, dict) or not isinstance(idf, dict):
             raise TypeError("only a bank built in this process is saved, not an opened one")
+        _write_records(work, "sentences", (_record(s) for s in bank.sentences))
+        _write_records(work, "tokens", (sorted(t) for t in bank.tokens))
         SavedLookup.save(work / "lookup", lookup)
         SavedIdf.save(work / "idf", idf)
         references = json.dumps(bank.reference_renderings(), ensure_ascii=False)
@@ -146,12 +141,9 @@ def save_bank(
         meta = {"format": FORMAT, "model_id": model_id, **generation.as_json()}
         meta |= {"sentences": len(bank), "max_idf": max_idf}
         (work / "meta.json").write_text(json.dumps(meta), "utf-8")
-    except OSError as error:  # the index folder is read-only, the disk is full
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-        log.warning("could not save the quotable sentences in %s: %s", root, error)
-        return None
-    return publish_folder(root, work, generation, replace=replace)
+        return True
+
+    return save_folder(root, generation, write, "the quotable sentences", replace=replace)
 
 
 class SavedRecords(Sequence[Record], Generic[Record]):

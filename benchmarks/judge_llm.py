@@ -44,7 +44,12 @@ from eval.client import ChatReply  # noqa: E402
 from eval.judges import JudgePrompt, LLMJudge, cohen_kappa  # noqa: E402
 from eval.metrics import RenderingCheck, SupportJudge, Verdict, clauses  # noqa: E402
 from eval.qa_schema import QAItem, load_qa  # noqa: E402
-from eval.report import judge_agreement, score_item, summarize  # noqa: E402
+from eval.report import (  # noqa: E402
+    judge_agreement,
+    judged_sentence_pairs,
+    score_item,
+    summarize,
+)
 
 CLAIM_SPLITS = ("llm", "deterministic")
 JUDGE_METRICS = ("faithfulness", "citation_recall", "citation_precision", "numeric_fidelity")
@@ -173,19 +178,13 @@ def claim_agreement(rows: Sequence[dict], first: str, second: str) -> dict | Non
     as they do when each judge splits sentences its own way)."""
     a: list[bool] = []
     b: list[bool] = []
-    for row in rows:
-        if first not in row["judges"] or second not in row["judges"]:
-            continue
-        pairs = zip(
-            row["judges"][first]["sentences"], row["judges"][second]["sentences"], strict=True
-        )
-        for x, y in pairs:
-            if [c["claim"] for c in x["claims"]] != [c["claim"] for c in y["claims"]]:
-                return None
-            for cx, cy in zip(x["claims"], y["claims"], strict=True):
-                if None not in (cx["supported"], cy["supported"]):
-                    a.append(bool(cx["supported"]))
-                    b.append(bool(cy["supported"]))
+    for _, x, y in judged_sentence_pairs(rows, first, second):
+        if [c["claim"] for c in x["claims"]] != [c["claim"] for c in y["claims"]]:
+            return None
+        for cx, cy in zip(x["claims"], y["claims"], strict=True):
+            if None not in (cx["supported"], cy["supported"]):
+                a.append(bool(cx["supported"]))
+                b.append(bool(cy["supported"]))
     agreement = cohen_kappa(a, b)
     return {
         "pairs": agreement.pairs,
@@ -196,27 +195,18 @@ def claim_agreement(rows: Sequence[dict], first: str, second: str) -> dict | Non
 
 def disagreements(rows: Sequence[dict], first: str, second: str) -> list[dict]:
     """Every sentence the two judges decided differently (both with a verdict)."""
-    found = []
-    for row in rows:
-        if first not in row["judges"] or second not in row["judges"]:
-            continue
-        pairs = zip(
-            row["judges"][first]["sentences"], row["judges"][second]["sentences"], strict=True
-        )
-        for x, y in pairs:
-            if None in (x["supported"], y["supported"]) or x["supported"] == y["supported"]:
-                continue
-            found.append(
-                {
-                    "id": row["id"],
-                    "sentence": x["text"],
-                    "original": x["original"],
-                    first: {"supported": x["supported"], "reason": x["reason"]},
-                    second: {"supported": y["supported"], "reason": y["reason"]},
-                    f"{second}_claims": y["claims"],
-                }
-            )
-    return found
+    return [
+        {
+            "id": row["id"],
+            "sentence": x["text"],
+            "original": x["original"],
+            first: {"supported": x["supported"], "reason": x["reason"]},
+            second: {"supported": y["supported"], "reason": y["reason"]},
+            f"{second}_claims": y["claims"],
+        }
+        for row, x, y in judged_sentence_pairs(rows, first, second)
+        if None not in (x["supported"], y["supported"]) and x["supported"] != y["supported"]
+    ]
 
 
 def judged_report(rows: Sequence[dict], items: Mapping[str, QAItem], judge: CachedLLMJudge) -> dict:
@@ -253,9 +243,8 @@ def replayed_replies(records: Sequence[Mapping], items: Mapping[str, QAItem]) ->
     """Each recorded answer's reply with its evidence, from replaying its draft through the llm
     mode on the configured index (a recorded abstention as it is); and the ids whose replayed
     answer is not the recorded one."""
-    from answer.llm import LLMAnswerer
-    from benchmarks.bench_llm import question_of, reply_of
-    from benchmarks.tune_claims import replayed_model
+    from benchmarks.bench_llm import reply_of
+    from benchmarks.tune_claims import replay
     from nenqa.settings import get_settings
     from server.state import load_service
 
@@ -268,19 +257,12 @@ def replayed_replies(records: Sequence[Mapping], items: Mapping[str, QAItem]) ->
             # could decide differently.
             replies[record["id"]] = recorded_reply(record, [], [])
             continue
-        llm = LLMAnswerer(
-            service.scorer,
-            service.references,
-            replayed_model(record["draft"]),
-            top_k=settings.answer_top_k,
-            records=service.trials,
-        )
-        answer = llm.answer(question_of(items[record["id"]]))
+        answer = replay(service, settings, record["draft"], items[record["id"]])
         if answer.text != record["answer"] or answer.abstained != record["abstained"]:
             differing.append(record["id"])
             continue
-        replay = reply_of(answer)
-        replies[record["id"]] = recorded_reply(record, replay.evidence, replay.renderings)
+        replied = reply_of(answer)
+        replies[record["id"]] = recorded_reply(record, replied.evidence, replied.renderings)
     return replies, differing
 
 

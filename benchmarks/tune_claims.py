@@ -40,6 +40,7 @@ from eval.judges import DeterministicJudge  # noqa: E402
 from eval.qa_schema import half_of, load_qa  # noqa: E402
 from eval.report import score_item, summarize  # noqa: E402
 from nenqa.settings import get_settings  # noqa: E402
+from nenqa.types import Answer  # noqa: E402
 from retriever.search import build_glossary  # noqa: E402
 
 WORD_SHARE_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -52,6 +53,19 @@ def replayed_model(draft: str):
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     return FakeListChatModel(responses=[draft or "INSUFFICIENT_EVIDENCE"])
+
+
+def replay(service, settings, draft: str, item) -> Answer:
+    """The llm mode's answer to ``item`` today, with the model's recorded ``draft`` as its
+    reply: everything after the model (alignment, checks, citations) runs as in the product."""
+    llm = LLMAnswerer(
+        service.scorer,
+        service.references,
+        replayed_model(draft),
+        top_k=settings.answer_top_k,
+        records=service.trials,
+    )
+    return llm.answer(question_of(item))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, list[dict]] = {"tune": [], "test": [], "all": []}
         for record in recorded:
             item = items[record["id"]]
-            llm = LLMAnswerer(
-                service.scorer,
-                service.references,
-                replayed_model(record["draft"]),
-                top_k=settings.answer_top_k,
-                records=service.trials,
-            )
-            answer = llm.answer(question_of(item))
+            answer = replay(service, settings, record["draft"], item)
             row = score_item(item, reply_of(answer), judges, judges["deterministic"])
             rows[half_of(item.id)].append(row)
             rows["all"].append(row)

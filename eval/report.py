@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,20 +154,30 @@ def _mean(values: Iterable[float | bool | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
+def judged_sentence_pairs(
+    rows: Sequence[dict], first: str, second: str
+) -> Iterator[tuple[dict, dict, dict]]:
+    """``(row, first's sentence, second's sentence)`` for every answer sentence both judges
+    scored (the same sentences, in order)."""
+    for row in rows:
+        if first not in row["judges"] or second not in row["judges"]:
+            continue
+        yield from (
+            (row, x, y)
+            for x, y in zip(
+                row["judges"][first]["sentences"], row["judges"][second]["sentences"], strict=True
+            )
+        )
+
+
 def judge_agreement(rows: Sequence[dict], first: str, second: str) -> dict:
     """Cohen's kappa and raw agreement of two judges on the same sentence-support questions."""
     a: list[bool] = []
     b: list[bool] = []
-    for row in rows:
-        if first not in row["judges"] or second not in row["judges"]:
-            continue
-        pairs = zip(
-            row["judges"][first]["sentences"], row["judges"][second]["sentences"], strict=True
-        )
-        for x, y in pairs:
-            if x["judged"] and y["judged"] and None not in (x["supported"], y["supported"]):
-                a.append(bool(x["supported"]))
-                b.append(bool(y["supported"]))
+    for _, x, y in judged_sentence_pairs(rows, first, second):
+        if x["judged"] and y["judged"] and None not in (x["supported"], y["supported"]):
+            a.append(bool(x["supported"]))
+            b.append(bool(y["supported"]))
     agreement = cohen_kappa(a, b)
     return {
         "judges": [first, second],

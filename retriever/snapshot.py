@@ -179,10 +179,8 @@ def save_tables(root: Path, tables: SearchTables) -> Path | None:
     folder = generation_folder(root, generation)
     if folder.is_dir():
         return folder  # another process saved it first
-    work: Path | None = None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+
+    def write(work: Path) -> bool:
         records = RecordWriter(work)
         for chunk in tables.chunks:
             records.add(chunk)
@@ -197,12 +195,43 @@ def save_tables(root: Path, tables: SearchTables) -> Path | None:
         save_definitions(work, tables.definitions)
         meta = _meta(generation, len(tables.chunks), tables.parent_count, tables.rendering_lexical)
         (work / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    except OSError as error:  # the disk is full, the folder cannot be written
+        return True
+
+    return save_folder(root, generation, write, "the search tables")
+
+
+def save_folder(
+    root: Path,
+    generation: Generation,
+    write: Callable[[Path], bool],
+    what: str,
+    *,
+    replace: bool = False,
+) -> Path | None:
+    """Write ``generation``'s folder under ``root``: ``write(work)`` fills a temporary folder,
+    which is then renamed into place (``publish_folder``). ``None``, and nothing left behind,
+    when ``write`` returns False (what it read was not the generation's) or the folder cannot be
+    written (a read-only index, a full disk: logged naming ``what``; it only costs the next
+    process a rebuild). Shared by the search tables, the sentence bank and the scope text."""
+    work: Path | None = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        name = generation_folder(root, generation).name
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        written = write(work)
+    except OSError as error:  # the index folder is read-only, the disk is full
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-        log.warning("could not save the search tables in %s: %s", root, error)
+        log.warning("could not save %s in %s: %s", what, root, error)
         return None
-    return publish_folder(root, work, generation)
+    except BaseException:  # an interrupted write leaves no temporary folder behind either
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if not written:
+        shutil.rmtree(work, ignore_errors=True)
+        return None
+    return publish_folder(root, work, generation, replace=replace)
 
 
 def publish_folder(root: Path, work: Path, generation: Generation, *, replace=False) -> Path | None:
