@@ -130,7 +130,12 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     workers: Annotated[
         int,
-        typer.Option(min=1, max=64, help="Worker processes; more than 1 needs NENQA_CHROMA_URL."),
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes, forked after the model and index load once; more than 1 "
+            "needs NENQA_CHROMA_URL.",
+        ),
     ] = 1,
     llm: Annotated[
         str | None,
@@ -141,9 +146,11 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Start the chat API (FastAPI + uvicorn); the index and model load once at start-up."""
-    import os
+    """Start the chat API (FastAPI + uvicorn); the index and model load once at start-up.
 
+    With --workers N the service loads once, then N workers forked from this process share it
+    and one port; Ctrl-C or SIGTERM stops them all, and a worker that dies is replaced.
+    """
     import uvicorn
 
     from server.app import create_app
@@ -173,24 +180,15 @@ def serve(
             "NENQA_CHROMA_URL=http://127.0.0.1:8001 and ingest into it, or use --workers 1.",
             2,
         )
+    from server.prefork import serve_workers
+
     with stack:
         if llm == "local":
             settings = start_local_llm(stack, settings)
-            os.environ["NENQA_LLM_BASE_URL"] = str(settings.llm_base_url)
-            os.environ["NENQA_LLM_MODEL"] = settings.llm_model
-            os.environ["NENQA_LLM_MAX_TOKENS"] = str(settings.llm_max_tokens)
-            os.environ["NENQA_LLM_TIMEOUT_S"] = str(settings.llm_timeout_s)
-        # uvicorn starts each worker as a fresh process that imports a factory by name and calls
-        # it without arguments: the environment is the only channel to its Settings.
-        os.environ["NENQA_ANSWER_MODE"] = settings.answer_mode
-        uvicorn.run(
-            "server.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-        )
+        # The service loads once here; the workers are forked from this process and share it.
+        code = serve_workers(settings, workers=workers, host=host, port=port, log_level=log_level)
+    if code:
+        raise typer.Exit(code)
 
 
 def hold_embedded_index(stack: ExitStack, settings: Settings) -> None:

@@ -3,16 +3,16 @@
 The index and the model load once, in a background thread started by the lifespan, so
 ``/healthz`` answers at once and ``/readyz`` says 503 until ``load_service`` has finished;
 routes that need the service answer 503 (with ``Retry-After``) until then. A Chroma server
-that is not answering yet is waited for (tried again every ``LOAD_RETRY_S``), so the API and
-the server can start in either order. Tests and embedders
-can pass a ready ``service`` (or a ``searcher`` and a ``chat_model`` to load one around).
+that is not answering yet is waited for (``server.state.load_when_reachable``), so the API and
+the server can start in either order. Tests, embedders and ``server.prefork`` (which loads once
+before forking its workers) can pass a ready ``service`` (or a ``searcher`` and a
+``chat_model`` to load one around).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,16 +21,14 @@ from langchain_core.language_models import BaseChatModel
 
 from nenqa.settings import Settings, get_settings
 from retriever.search import HybridSearcher
-from retriever.store import IndexUnreachableError
 from server.api.deps import api_dependencies
 from server.api.routes import admin, chat, completions, health, references, search, trials, web
 from server.errors import install_error_handlers
 from server.generations import GenerationWatcher
 from server.security import APIKeyCheck, BodySizeLimit, RateLimiter, install_cors
-from server.state import ServiceState, load_service
+from server.state import ServiceState, load_when_reachable
 
 log = logging.getLogger("nenqa.server")
-LOAD_RETRY_S = 2.0  # how often to try again while a Chroma server is not answering at start-up
 
 DESCRIPTION = """\
 Evidence-grounded answers about drug trials in neuroendocrine neoplasms, from one review
@@ -103,21 +101,19 @@ def _load(
     searcher: HybridSearcher | None,
     chat_model: BaseChatModel | None,
 ) -> None:
-    while True:
-        try:
-            app.state.service = load_service(settings, searcher=searcher, chat_model=chat_model)
-            app.state.load_waiting = None
-            log.info("nenqa ready in %.1f s", app.state.service.load_seconds)
-            return
-        except IndexUnreachableError as error:  # a Chroma server that is not up yet
-            if app.state.load_waiting is None:
-                log.warning("waiting for the index: %s", error)
-            app.state.load_waiting = f"waiting for the index: {error}"
-            time.sleep(LOAD_RETRY_S)
-        except Exception as error:  # reported by /readyz and every route's 503
-            log.exception("nenqa failed to load")
-            app.state.load_error = f"{type(error).__name__}: {error}"
-            return
+    def waiting(problem: str | None) -> None:  # /readyz reports it; the log says it once
+        if problem is not None and app.state.load_waiting is None:
+            log.warning(problem)
+        app.state.load_waiting = problem
+
+    try:
+        app.state.service = load_when_reachable(
+            settings, waiting, searcher=searcher, chat_model=chat_model
+        )
+        log.info("nenqa ready in %.1f s", app.state.service.load_seconds)
+    except Exception as error:  # reported by /readyz and every route's 503
+        log.exception("nenqa failed to load")
+        app.state.load_error = f"{type(error).__name__}: {error}"
 
 
 def app_from_environment() -> FastAPI:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -34,6 +34,7 @@ from ingest.trials import load_trials
 from nenqa.settings import Settings
 from nenqa.types import Reference, TrialRecord
 from retriever.search import HybridSearcher, load_searcher
+from retriever.store import IndexUnreachableError
 from server.batching import QueryBatcher
 
 # Queries embedded in one model call at most. A query with its glossary expansions is about
@@ -42,6 +43,7 @@ from server.batching import QueryBatcher
 # gave 49 req/s and p95 215 ms, of 16 48 req/s and p95 326 ms, unbatched 41 req/s and p95
 # 235 ms (in-process, docs/benchmarks.md).
 QUERY_BATCH_TEXTS = 2
+LOAD_RETRY_S = 2.0  # how often to try again while a Chroma server is not answering at start-up
 
 
 class QueryVectorCache:
@@ -194,6 +196,27 @@ def load_service(
     state = with_extractive_fallback(state)
     state.load_seconds = round(time.perf_counter() - started, 2)
     return state
+
+
+def load_when_reachable(
+    settings: Settings,
+    waiting: Callable[[str | None], None],
+    *,
+    searcher: HybridSearcher | None = None,
+    chat_model: BaseChatModel | None = None,
+) -> ServiceState:
+    """``load_service``, tried again every ``LOAD_RETRY_S`` while a Chroma server does not answer
+    (so the API and the server can start in either order): ``waiting`` hears why before each
+    wait, and ``None`` once loaded. Every other error is raised."""
+    while True:
+        try:
+            service = load_service(settings, searcher=searcher, chat_model=chat_model)
+        except IndexUnreachableError as error:
+            waiting(f"waiting for the index: {error}")
+            time.sleep(LOAD_RETRY_S)
+        else:
+            waiting(None)
+            return service
 
 
 def reload_service(service: ServiceState) -> ServiceState:

@@ -3,7 +3,8 @@
 ``chroma run`` serves the default corpus on loopback (``chroma_settings`` in conftest). The
 retrieval tests of ``test_search`` and chat tests of ``test_api_chat`` run here unchanged, with
 ``searcher``/``service``/``client`` overridden to use the server; the OpenAI-protocol tests of
-``test_api_completions`` run against ``nenqa serve --workers 2``, which only a server allows.
+``test_api_completions`` run against ``nenqa serve --workers 2``, which only a server allows:
+its workers are forked from the process that loaded the service (``server.prefork``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -137,9 +140,19 @@ def _ready_worker(url: str) -> int | None:
     return body["worker_pid"] if response.status_code == 200 else None
 
 
+@dataclass
+class Workers:
+    """A running ``nenqa serve --workers 2``: its URL, its process and the workers' PIDs."""
+
+    url: str
+    process: subprocess.Popen
+    pids: set[int]
+    log_path: Path
+
+
 @pytest.fixture(scope="module")
 def two_workers(chroma_settings, tmp_path_factory):
-    """``nenqa serve --workers 2`` over the Chroma server; yields (url, supervisor PID)."""
+    """``nenqa serve --workers 2`` over the Chroma server, once both workers are ready."""
     port = free_port()
     # The workers' own data folder (the corpus and a document to add through /admin).
     data = tmp_path_factory.mktemp("workers-data")
@@ -178,18 +191,18 @@ def two_workers(chroma_settings, tmp_path_factory):
                 time.sleep(0.5)
             else:
                 workers.add(pid)
-        yield url, process.pid, workers
+        yield Workers(url, process, workers, log_path)
     finally:
         children = _child_pids(process.pid)
         stop_process(process, timeout_s=30)
-        for pid in children:  # uvicorn's supervisor stops its workers; make sure
+        for pid in children:  # the server stops its workers; make sure
             if Path(f"/proc/{pid}").exists():
                 os.kill(pid, signal.SIGKILL)
 
 
 def test_two_workers_answer_on_one_port_and_are_children_of_the_server(two_workers):
-    url, supervisor, ready_pids = two_workers
-    assert ready_pids <= _child_pids(supervisor)  # (multiprocessing may add a helper child)
+    url, ready_pids = two_workers.url, two_workers.pids
+    assert ready_pids == _child_pids(two_workers.process.pid)
 
     def ask(i: int) -> tuple[int, str, list[int]]:
         question = SPINET if i % 2 else "what did SPINET show for lanreotide in lung carcinoids?"
@@ -217,7 +230,7 @@ class TestTwoWorkersSpeakOpenAI:
 
     @pytest.fixture
     def client(self, two_workers):
-        url = two_workers[0]
+        url = two_workers.url
         return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
 
     test_a_completion_carries_the_answer_and_the_citations = staticmethod(
@@ -260,7 +273,7 @@ def test_a_change_through_one_worker_or_the_cli_reaches_every_worker(
     from cli.main import app
     from nenqa.settings import get_settings
 
-    url, _, workers = two_workers
+    url, workers = two_workers.url, two_workers.pids
     current = next(iter(_generations(url).values()))[0]
     before = _until_every_worker_serves(url, workers, current)
     start, fingerprint, chunks = next(iter(before.values()))
@@ -302,3 +315,111 @@ def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():
     message = " ".join(result.stderr.split())
     assert "--workers 2 needs a Chroma server" in message
     assert "NENQA_CHROMA_URL" in message and "chroma run" in message
+
+
+FORKED_WORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import torch
+    from nenqa.settings import Settings
+    from nenqa.types import Question
+    from server.prefork import load_for_workers, prepare_worker
+
+    settings = Settings(
+        chroma_url=sys.argv[1], index_dir=sys.argv[2], embedding_model=None, torch_threads=2
+    )
+    service = load_for_workers(settings)
+    texts = [sys.argv[3] * 4] * 48
+    # The parent embeds, as it does a new generation's sentences while loading.
+    parent = service.searcher.embedder.embed_passages(texts)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        prepare_worker(service)
+        vectors = service.searcher.embedder.embed_passages(texts)
+        answer = service.answerer("extractive").answer(Question(sys.argv[3]))
+        result = {
+            "threads": torch.get_num_threads(),
+            "difference": float(abs(vectors - parent).max()),
+            "refs": [c.ref for c in answer.citations],
+        }
+        os.write(write, json.dumps(result).encode())
+        os._exit(0)
+    deadline = time.monotonic() + 120
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            sys.exit("the forked worker hung")
+        time.sleep(0.2)
+    print(os.read(read, 65536).decode())
+    """
+)
+
+
+def test_a_forked_worker_runs_the_model_on_its_own_threads_after_the_parent_used_it(
+    chroma_settings,
+):
+    """torch's thread pool does not survive a fork: a worker whose parent embedded on two
+    threads hangs at its first inference. ``load_for_workers`` loads on one thread, and the
+    worker then embeds on the two it is configured for, and answers through its own
+    connection to the Chroma server."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKER, chroma_settings.chroma_url,
+         str(chroma_settings.index_dir), SPINET],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    worker = json.loads(result.stdout.strip().splitlines()[-1])
+    assert worker["threads"] == min(2, len(os.sched_getaffinity(0)))
+    assert worker["difference"] < 1e-4
+    assert 7 in worker["refs"]
+
+
+# These three end the module's two workers: one is killed, then the server is stopped.
+
+
+def _memory_mib(pid: int) -> dict[str, float]:
+    """A process's private (USS), proportional and resident memory in MiB."""
+    kib = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split()[:2]
+        kib[name.rstrip(":")] = int(value)
+    private = kib["Private_Clean"] + kib["Private_Dirty"]
+    return {"uss": private / 1024, "pss": kib["Pss"] / 1024, "rss": kib["Rss"] / 1024}
+
+
+def test_the_workers_share_what_the_server_loaded_before_forking_them(two_workers):
+    """After answering, each worker's own memory is a small part of the model, index and
+    sentences the server process loaded once (spawned workers held all of it privately)."""
+    loaded = _memory_mib(two_workers.process.pid)["rss"]
+    for pid in two_workers.pids:
+        assert _memory_mib(pid)["uss"] < loaded / 3, (_memory_mib(pid), loaded)
+
+
+def test_a_worker_that_dies_is_reported_and_replaced_by_one_that_serves(two_workers):
+    url, supervisor = two_workers.url, two_workers.process.pid
+    generation = next(iter(_generations(url).values()))[0]
+    victim = min(two_workers.pids)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while victim in (children := _child_pids(supervisor)) or len(children) != 2:
+        assert time.monotonic() < deadline, f"no worker replaced {victim}: {children}"
+        time.sleep(0.2)
+    two_workers.pids.discard(victim)
+    two_workers.pids.update(children)
+    assert len(two_workers.pids) == 2
+    # The new worker is forked from the loaded service and catches up with the generation.
+    _until_every_worker_serves(url, two_workers.pids, generation)
+    assert f"worker {victim} was killed by SIGKILL" in two_workers.log_path.read_text()
+
+
+def test_sigterm_stops_the_server_and_every_worker(two_workers):
+    workers = _child_pids(two_workers.process.pid)
+    assert len(workers) == 2
+    two_workers.process.send_signal(signal.SIGTERM)
+    assert two_workers.process.wait(timeout=60) == 0
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
