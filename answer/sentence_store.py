@@ -25,27 +25,39 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
-import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import lru_cache
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Generic, TypeVar, overload
 
 import numpy as np
 
-from answer.sentences import EvidenceSentence, SentenceBank
+from answer.saved_bank import (
+    SavedIdf,
+    SavedLookup,
+    SavedRecords,
+    sentence_of,
+    sentence_record,
+    write_records,
+)
+from answer.sentence_update import (
+    ChunkIndex,
+    can_update,
+    chunk_index,
+    key_hash,
+    save_update_index,
+    update_bank,
+)
+from answer.sentences import SentenceBank, dedup_key
 from nenqa.types import Chunk
 from retriever.generation import Generation, fingerprint_of
-from retriever.lexical import SortedVocabulary
-from retriever.snapshot import generation_folder, one_builder, save_folder
+from retriever.lexical import tokenizer_key
+from retriever.snapshot import generation_folder, newest_saved, one_builder, save_folder
 
-FORMAT = 2  # 1: sentences, token sets and chunk lookup as JSON read into every process
+# 1: sentences, token sets and chunk lookup as JSON read into every process; 3: what the next
+# generation's update reads (chunk IDs, twins, places, key hashes, token frequencies)
+FORMAT = 3
 
 log = logging.getLogger("nenqa.sentences")
-
-_DECODED = 4096  # records a saved sequence keeps decoded: a question reads a few hundred
-Record = TypeVar("Record")
 
 
 def sentences_root(index_dir: Path, model_id: str) -> Path:
@@ -81,17 +93,66 @@ def open_bank(
             if saved := load_bank(folder, embedder, generation, model_id):
                 return saved
             refused = True
+        index = chunk_index(chunks)
+        complete = fingerprint_of(i.decode("utf-8") for i in index[0].tolist()) == (
+            generation.fingerprint
+        )
+        # From the newest saved bank and the change since, where it can (seconds, not minutes).
+        written = complete and _update(root, generation, model_id, embedder, chunks, index)
+        if written and (saved := load_bank(written, embedder, generation, model_id)):
+            return saved
         reuse = reuse or _newest_saved(root, embedder, model_id)
         bank = SentenceBank(embedder, chunks, reuse=reuse)
-        if fingerprint_of(c.chunk_id for c in chunks) != generation.fingerprint:
+        if not complete:
             # A change landed while the searcher read the chunks, or twins without their parent.
             log.warning(
                 "the chunks read are not generation %d's; its sentences are kept in this process",
                 generation.number,
             )
             return bank
-        written = save_bank(root, bank, generation, model_id, replace=refused)
+        written = save_bank(root, bank, generation, model_id, replace=refused, index=index)
     return (written and load_bank(written, embedder, generation, model_id)) or bank
+
+
+def _update(
+    root: Path,
+    generation: Generation,
+    model_id: str,
+    embedder: object,
+    chunks: Sequence[Chunk],
+    index: ChunkIndex,
+) -> Path | None:
+    """``generation``'s bank written from the newest saved one and the change since
+    (``answer.sentence_update``); ``None`` (build it in full) where that cannot be done."""
+    found = newest_saved(
+        root,
+        generation,
+        lambda _, meta: meta.get("format") == FORMAT and meta.get("model_id") == model_id,
+    )
+    if found is None:
+        return None
+    previous, meta = found
+    if not can_update(previous, meta):
+        log.info("the saved sentences in %s cannot be updated; building them in full", previous)
+        return None
+
+    def write(work: Path) -> bool:
+        try:
+            written = update_bank(work, previous, chunks, embedder, index)
+        except (ValueError, KeyError, IndexError) as error:
+            log.warning(
+                "could not update the sentences of %s (%s); building them in full", previous, error
+            )
+            return False
+        if written is None:
+            return False
+        count, max_idf = written
+        meta = {"format": FORMAT, "model_id": model_id, **generation.as_json()}
+        meta |= {"sentences": count, "max_idf": max_idf, "tokenizer": tokenizer_key()}
+        (work / "meta.json").write_text(json.dumps(meta), "utf-8")
+        return True
+
+    return save_folder(root, generation, write, "the quotable sentences", replace=True)
 
 
 def load_bank(
@@ -105,7 +166,7 @@ def load_bank(
         if {key: meta.get(key) for key in expected} != expected:
             log.warning("the saved sentences in %s are not this generation's; rebuilding", folder)
             return None
-        sentences = SavedRecords(folder, "sentences", _sentence)
+        sentences = SavedRecords(folder, "sentences", sentence_of)
         tokens = SavedRecords(folder, "tokens", frozenset)
         vectors = np.load(folder / "vectors.npy", mmap_mode="r")
         if not len(sentences) == len(tokens) == meta["sentences"] == (vectors.shape[0] or 0):
@@ -122,123 +183,41 @@ def load_bank(
 
 
 def save_bank(
-    root: Path, bank: SentenceBank, generation: Generation, model_id: str, *, replace=False
+    root: Path,
+    bank: SentenceBank,
+    generation: Generation,
+    model_id: str,
+    *,
+    replace=False,
+    index: ChunkIndex | None = None,
 ) -> Path | None:
     """Write ``bank`` as ``generation``'s and rename it into place (``replace``: a folder
-    ``load_bank`` refused is replaced); returns the folder, ``None`` when it cannot be written."""
+    ``load_bank`` refused is replaced); returns the folder, ``None`` when it cannot be written.
+    With the generation's chunk ``index``, also what the next generation's update reads."""
 
     def write(work: Path) -> bool:
         lookup, (idf, max_idf) = bank.chunk_lookup(), bank.idf_table()
         if not isinstance(lookup, dict) or not isinstance(idf, dict):
             raise TypeError("only a bank built in this process is saved, not an opened one")
-        _write_records(work, "sentences", (_record(s) for s in bank.sentences))
-        _write_records(work, "tokens", (sorted(t) for t in bank.tokens))
+        write_records(work, "sentences", (sentence_record(s) for s in bank.sentences))
+        write_records(work, "tokens", (sorted(t) for t in bank.tokens))
         SavedLookup.save(work / "lookup", lookup)
-        SavedIdf.save(work / "idf", idf)
+        frequency = Counter(token for tokens in bank.tokens for token in tokens)
+        SavedIdf.save(work / "idf", idf, frequency)
         references = json.dumps(bank.reference_renderings(), ensure_ascii=False)
         (work / "references.json").write_text(references, "utf-8")
         np.save(work / "vectors.npy", np.asarray(bank.vectors, dtype=np.float32))
         meta = {"format": FORMAT, "model_id": model_id, **generation.as_json()}
-        meta |= {"sentences": len(bank), "max_idf": max_idf}
+        meta |= {"sentences": len(bank), "max_idf": max_idf, "tokenizer": tokenizer_key()}
+        if index is not None:
+            keys = [dedup_key(s.text) for s in bank.sentences]
+            places = np.array([s.position for s in bank.sentences], dtype=np.float64)
+            hashes = np.array([key_hash(k) for k in keys], dtype=np.int64)
+            save_update_index(work, places, hashes, index)
         (work / "meta.json").write_text(json.dumps(meta), "utf-8")
         return True
 
     return save_folder(root, generation, write, "the quotable sentences", replace=replace)
-
-
-class SavedRecords(Sequence[Record], Generic[Record]):
-    """The JSON records of ``<name>.bin`` (ends in ``<name>.offsets.npy``), memory-mapped and
-    each decoded when read; equal to any sequence holding the same items."""
-
-    def __init__(self, folder: Path, name: str, decode: Callable[[list], Record]) -> None:
-        self._ends = np.asarray(np.load(folder / f"{name}.offsets.npy", mmap_mode="r"))
-        with (folder / f"{name}.bin").open("rb") as handle:
-            size = handle.seek(0, 2)
-            self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        if (int(self._ends[-1]) if self._ends.size else 0) != len(self._data):
-            raise ValueError(f"{name}.bin does not match its offsets")
-        self._decode = decode
-        self._decoded = lru_cache(maxsize=_DECODED)(self._read)
-
-    def _read(self, index: int) -> Record:
-        start = int(self._ends[index - 1]) if index else 0
-        return self._decode(json.loads(self._data[start : int(self._ends[index])]))
-
-    def __len__(self) -> int:
-        return int(self._ends.size)
-
-    @overload
-    def __getitem__(self, index: int) -> Record: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Record]: ...
-    def __getitem__(self, index: int | slice) -> Record | list[Record]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        position = operator.index(index)
-        if position < 0:
-            position += len(self)
-        if not 0 <= position < len(self):
-            raise IndexError(f"record {index} out of range ({len(self)} records)")
-        return self._decoded(position)
-
-    def __iter__(self) -> Iterator[Record]:
-        # Not through the cache: a walk over every record would only evict what answers reuse.
-        return (self._read(index) for index in range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence):
-            return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class SavedLookup:
-    """Chunk ID -> indices of its quotable sentences, as the saved bank's ``sentences_of``
-    reads it: the chunk IDs in a sorted table, each one's indices a run of one array."""
-
-    def __init__(self, folder: Path) -> None:
-        self._keys = SortedVocabulary(folder)
-        self._ends = np.asarray(np.load(folder / "ends.npy", mmap_mode="r"))
-        self._indices = np.asarray(np.load(folder / "indices.npy", mmap_mode="r"))
-
-    def get(self, chunk_id: str, default: list[int]) -> list[int]:
-        key = self._keys.get(chunk_id)
-        if key is None:
-            return default
-        start = int(self._ends[key - 1]) if key else 0
-        return self._indices[start : int(self._ends[key])].tolist()
-
-    @staticmethod
-    def save(folder: Path, lookup: dict[str, list[int]]) -> None:
-        folder.mkdir()
-        SortedVocabulary.save(folder, {chunk_id: key for key, chunk_id in enumerate(lookup)})
-        runs = list(lookup.values())
-        np.save(folder / "ends.npy", np.cumsum([len(run) for run in runs], dtype=np.int64))
-        flat = [index for run in runs for index in run]
-        np.save(folder / "indices.npy", np.array(flat, dtype=np.int32))
-
-
-class SavedIdf:
-    """Token -> inverse sentence frequency, counted when the bank was saved: a sorted token
-    table and one float64 array (the same numbers ``SentenceBank`` counts in memory)."""
-
-    def __init__(self, folder: Path) -> None:
-        self._tokens = SortedVocabulary(folder)
-        self._values = np.asarray(np.load(folder / "idf.npy", mmap_mode="r"))
-
-    def get(self, token: str, default: float) -> float:
-        column = self._tokens.get(token)
-        return default if column is None else float(self._values[column])
-
-    def __contains__(self, token: object) -> bool:
-        return isinstance(token, str) and self._tokens.get(token) is not None
-
-    @staticmethod
-    def save(folder: Path, idf: dict[str, float]) -> None:
-        folder.mkdir()
-        SortedVocabulary.save(folder, {token: column for column, token in enumerate(idf)})
-        np.save(folder / "idf.npy", np.fromiter(idf.values(), dtype=np.float64, count=len(idf)))
 
 
 def _newest_saved(root: Path, embedder: object, model_id: str) -> SentenceBank | None:
@@ -252,41 +231,3 @@ def _newest_saved(root: Path, embedder: object, model_id: str) -> SentenceBank |
             if bank := load_bank(folder, embedder, previous, model_id):
                 return bank
     return None
-
-
-def _write_records(folder: Path, name: str, records: Iterable[object]) -> None:
-    ends, written = [], 0
-    with (folder / f"{name}.bin").open("wb") as handle:
-        for record in records:
-            data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            handle.write(data)
-            written += len(data)
-            ends.append(written)
-    np.save(folder / f"{name}.offsets.npy", np.array(ends, dtype=np.int64))
-
-
-def _record(sentence: EvidenceSentence) -> list:
-    return [
-        sentence.text,
-        sentence.refs,
-        sentence.section,
-        sentence.kind,
-        sentence.position,
-        sentence.chunk_ids,
-        sentence.language,
-        dict(sentence.renderings),
-    ]
-
-
-def _sentence(record: list) -> EvidenceSentence:
-    text, refs, section, kind, position, chunk_ids, language, renderings = record
-    return EvidenceSentence(
-        text=text,
-        refs=tuple(refs),
-        section=section,
-        kind=kind,
-        position=position,
-        chunk_ids=tuple(chunk_ids),
-        language=language,
-        renderings=renderings,
-    )

@@ -10,8 +10,9 @@ Over an index written by ``benchmarks/bench_scale.py --work`` (synthetic corpus 
   check, reference tables, answer modes) and answers a question; while it holds everything, a
   second one does the same. The second's private memory (USS) is what one more worker costs.
 - ``--change INDEX --pool-file POOL``: while a worker serves the index (polling its generation as
-  a server worker does), add 10 chunks as ``nenqa docs add`` does, and time until the worker
-  answers from the new generation.
+  a server worker does), add 10 chunks as ``nenqa docs add`` does (``cli.docs.save_generation``),
+  and time until the worker answers from the new generation. It changes INDEX: run it on a
+  copy.
 
 Every process stops itself past ``--max-rss-gib`` resident (12 by default).
 
@@ -161,21 +162,25 @@ def serve_generations(service, question, served: Path) -> None:
         time.sleep(1.0)
         if service.searcher.store.generation() == service.searcher.generation:
             continue
+        reloading = time.perf_counter()
         service = reload_service(service)
         service.answerer("extractive").answer(question)
-        line = {"generation": service.searcher.generation.number, "served_at": time.time()}
+        line = {
+            "generation": service.searcher.generation.number,
+            "served_at": time.time(),
+            "reload_s": round(time.perf_counter() - reloading, 2),
+        }
         with served.open("a") as handle:
             handle.write(json.dumps(line) + "\n")
 
 
 def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10) -> dict:
     """A change reaching a worker: while a worker serves the index, add ``count`` chunks as
-    ``nenqa docs add`` does (write, publish the generation, build its tables, save its
-    sentences) and time until the worker answers from the new generation."""
-    from answer.sentence_store import open_bank
+    ``nenqa docs add`` does (write, publish the generation, then ``cli.docs.save_generation``:
+    its tables, scope text and sentences) and time until the worker answers from it."""
+    from cli.docs import save_generation
     from nenqa.settings import Settings
     from retriever.embeddings import DEFAULT_MODEL_ID
-    from retriever.search import current_tables
     from retriever.store import ChunkStore
 
     ready, first = tmp / "worker.ready", tmp / "worker.json"
@@ -189,21 +194,21 @@ def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10)
         store.upsert(chunks, pool[:count])
         published = time.time()
         store.publish()
-        tables, _ = current_tables(store)
-        tables_s = time.time() - published
-        embedder = SyntheticSentenceEmbedder(DEFAULT_MODEL_ID, pool)
-        open_bank(embedder, tables.chunks, index_dir=index_dir, generation=tables.generation)
+        steps = save_generation(store, SyntheticSentenceEmbedder(DEFAULT_MODEL_ID, pool))
         saved_s = time.time() - published
         while not served.exists():
             if worker.poll() is not None:
                 raise RuntimeError("the worker stopped before serving the change")
-            time.sleep(0.5)
+            time.sleep(0.2)
         line = json.loads(served.read_text().splitlines()[0])
     return {
         "change_chunks": count,
-        "writer_tables_s": round(tables_s, 1),
-        "writer_tables_and_sentences_s": round(saved_s, 1),
-        "worker_serves_change_after_s": round(line["served_at"] - published, 1),
+        "writer_tables_s": round(steps["tables"], 2),
+        "writer_corpus_text_s": round(steps["corpus_text"], 2),
+        "writer_sentences_s": round(steps["sentences"], 2),
+        "writer_all_saved_s": round(saved_s, 2),
+        "worker_reload_s": line["reload_s"],
+        "worker_serves_change_after_s": round(line["served_at"] - published, 2),
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import mmap
 import operator
+import os
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -101,6 +102,9 @@ class ChunkTable(Sequence[Chunk]):
     def __init__(self, records: bytes | mmap.mmap, offsets: np.ndarray, order: np.ndarray) -> None:
         self._records, self._offsets, self._order = records, offsets, order
         self._decoded = lru_cache(maxsize=_DECODED)(self._decode)
+        # A whole saved table's per-position arrays (``snapshot`` sets them): a bank or scope
+        # text of the next generation reads its chunk IDs there, decoding no chunk.
+        self.layout: ChunkLayout | None = None
 
     @classmethod
     def open(cls, folder: Path) -> ChunkTable:
@@ -166,6 +170,11 @@ class Postings:
             parts.append(np.frombuffer(positions, dtype=np.int32))
         joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
         return cls(runs, joined)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Each key with its positions, in the order the keys were first added."""
+        for key, (start, stop) in self._runs.items():
+            yield key, self._positions[start:stop]
 
     def get(self, key: str) -> list[int]:
         run = self._runs.get(key)
@@ -251,6 +260,41 @@ class ChunkLayout:
         found = [int(t) for t in self.twins[lo:hi] if self.languages[t] == code]
         return found[-1] if found else None
 
+    @classmethod
+    def of_arrays(
+        cls,
+        ids: np.ndarray,
+        folded: np.ndarray,
+        languages: np.ndarray,
+        kinds: np.ndarray,
+        parent_count: int,
+        *,
+        citing: Postings,
+        naming: Postings,
+    ) -> ChunkLayout:
+        """The layout of the chunks whose IDs (bytes), parent positions, language and kind
+        codes are given per position (parents first); ``citing`` and ``naming`` as built."""
+        order = np.argsort(ids, kind="stable").astype(np.int32)
+        twins = np.arange(parent_count, folded.size, dtype=np.int32)
+        twins = twins[np.argsort(folded[parent_count:], kind="stable")]
+        return cls(
+            sorted_ids=ids[order],
+            sorted_positions=order,
+            folded=folded,
+            languages=languages,
+            kinds=kinds,
+            twins=twins,
+            twin_parents=folded[twins],
+            citing=citing,
+            naming=naming,
+        )
+
+    def ids_by_position(self) -> np.ndarray:
+        """Every position's chunk ID (bytes), in table order."""
+        ids = np.empty_like(self.sorted_ids)
+        ids[self.sorted_positions] = self.sorted_ids
+        return ids
+
     def save(self, folder: Path) -> None:
         for name in self._ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name))
@@ -291,18 +335,12 @@ class LayoutBuilder:
 
     def finish(self, parent_count: int) -> ChunkLayout:
         ids = np.array(self._ids, dtype=np.bytes_) if self._ids else np.zeros(0, dtype="S1")
-        order = np.argsort(ids, kind="stable").astype(np.int32)
-        folded = np.frombuffer(self._folded, dtype=np.int32).copy()
-        twins = np.arange(parent_count, folded.size, dtype=np.int32)
-        twins = twins[np.argsort(folded[parent_count:], kind="stable")]
-        return ChunkLayout(
-            sorted_ids=ids[order],
-            sorted_positions=order,
-            folded=folded,
-            languages=np.frombuffer(self._languages, dtype=np.int8).copy(),
-            kinds=np.frombuffer(self._kinds, dtype=np.int8).copy(),
-            twins=twins,
-            twin_parents=folded[twins],
+        return ChunkLayout.of_arrays(
+            ids,
+            np.frombuffer(self._folded, dtype=np.int32).copy(),
+            np.frombuffer(self._languages, dtype=np.int8).copy(),
+            np.frombuffer(self._kinds, dtype=np.int8).copy(),
+            parent_count,
             citing=Postings.of(self._citing),
             naming=Postings.of(self._naming),
         )
@@ -316,3 +354,34 @@ def layout_of(chunks: Sequence[Chunk], parent_count: int) -> ChunkLayout:
         parent = index.get(chunk.rendering_of or "", position)
         builder.add(chunk, parent, cites=cited_document(chunk), trial_keys=trial_keys(chunk))
     return builder.finish(parent_count)
+
+
+def write_merged(
+    target: Path, source: Path, lengths: np.ndarray, sources: np.ndarray, fresh
+) -> np.ndarray:
+    """Write ``target`` as a merge of ``source``'s records (``lengths`` bytes each, back to
+    back) and new ones: record ``i`` is ``source``'s record ``sources[i]``, or ``fresh[i]``
+    (bytes) where ``sources[i]`` is -1. Runs of consecutive old records are copied in the
+    kernel, not through Python. Returns the new records' lengths."""
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    new_lengths = np.zeros(sources.size, dtype=np.int64)
+    old = sources >= 0
+    new_lengths[old] = lengths[sources[old]]
+    # A run continues while each record is the one after the record before it.
+    follows = np.r_[False, (sources[1:] == sources[:-1] + 1) & old[:-1]]
+    breaks = np.flatnonzero(~old | ~follows)
+    with source.open("rb") as reading, target.open("wb", buffering=0) as writing:
+        for run, start in enumerate(breaks.tolist()):
+            stop = int(breaks[run + 1]) if run + 1 < breaks.size else int(sources.size)
+            if sources[start] < 0:
+                record = fresh[start]
+                writing.write(record)
+                new_lengths[start] = len(record)
+                continue
+            begin, end = int(starts[sources[start]]), int(starts[sources[stop - 1] + 1])
+            while begin < end:
+                copied = os.copy_file_range(reading.fileno(), writing.fileno(), end - begin, begin)
+                if copied <= 0:
+                    raise OSError(f"could not copy the records of {source} ({end - begin} left)")
+                begin += copied
+    return new_lengths

@@ -8,11 +8,13 @@ Latin tokens keep trial names, drug names, NCT numbers and decimal numbers whole
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import mmap
 import re
+import threading
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -38,12 +40,50 @@ STOPWORDS = frozenset(
 )
 
 
+_DOMAIN_FREQ = 2_000_000
+_registered: Counter[str] = Counter()  # word -> how many terms named it in the last call
+_dictionary_freq: dict[str, int] = {}  # jieba's own frequency of each word registered (0: none)
+_dictionary_total: list[int] = []  # jieba's total before any registration
+_registering = threading.Lock()
+
+
 def register_terms(terms: Iterable[str]) -> None:
-    """Teach jieba the domain's words (drug and trial names) so they stay whole."""
-    for term in terms:
-        folded = normalize_text(term)
-        if _CJK_RUN.match(folded) and len(folded) >= 2:
-            jieba.add_word(folded, freq=2_000_000)
+    """Teach jieba the domain's words (drug and trial names) so they stay whole.
+
+    Each call replaces the words of the call before (a worker that reloads a new generation
+    registers its glossary again): jieba then cuts exactly as a fresh process that registered
+    only these terms would. Before, every call added each word's frequency to jieba's total
+    once more, so a worker's cuts drifted from the index's with every reload, and no saved
+    token list could be reused by a later build (``tokenizer_key``).
+    """
+    words = Counter(
+        folded
+        for term in terms
+        if _CJK_RUN.match(folded := normalize_text(term)) and len(folded) >= 2
+    )
+    tokenizer = jieba.dt
+    tokenizer.check_initialized()
+    with _registering:
+        if not _dictionary_total:
+            _dictionary_total.append(tokenizer.total)
+        for word in set(words) - set(_registered):
+            _dictionary_freq[word] = tokenizer.FREQ.get(word) or 0
+            tokenizer.add_word(word, freq=_DOMAIN_FREQ)
+        for word in set(_registered) - set(words):
+            # A word jieba never had keeps a zero entry, which cuts as an absent one.
+            tokenizer.FREQ[word] = _dictionary_freq.pop(word)
+        # jieba adds a word's frequency to its total on every add_word, repeats included.
+        tokenizer.total = _dictionary_total[0] + _DOMAIN_FREQ * sum(words.values())
+        _registered.clear()
+        _registered.update(words)
+
+
+def tokenizer_key() -> str:
+    """What jieba's cuts depend on beyond its own dictionary: the words registered and how
+    often. Token lists cut under one key are reused only by a build under the same key."""
+    with _registering:
+        lines = sorted(f"{word}\t{count}" for word, count in _registered.items())
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
 
 
 def tokenize(text: str) -> list[str]:
@@ -129,6 +169,9 @@ class LexicalIndexWriter:
     token IDs and counts in a spill file, then writes the score matrix column by column into
     memory-mapped ``.npy`` files in bm25s's format, so ``LexicalIndex.load`` opens it. Scores are
     bm25s's (lucene, float32) to the bit: the same idf, the same term-frequency arithmetic.
+    Columns are the tokens in byte order, and each entry's count is saved beside its score
+    (``SavedCounts``), so a later generation's index is written from these counts plus its new
+    texts' (``write_counts``) with nothing tokenized again.
     """
 
     _SPILL = 1 << 20  # (token, count) pairs buffered before they go to the spill file
@@ -169,56 +212,45 @@ class LexicalIndexWriter:
         self._flush()
         for handle in self._spill:
             handle.close()
-        texts, vocab_size = len(self._lengths), len(self._vocab)
-        entries = int(self._doc_freq.sum())
-        bm25 = self._params
-        # bm25s's idf: math.log per token, stored as float32.
-        idf = np.array(
-            [math.log(1 + (texts - df + 0.5) / (df + 0.5)) for df in self._doc_freq.tolist()],
-            dtype=np.float32,
-        )
-        indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-        np.cumsum(self._doc_freq, out=indptr[1:])
+        tokens = [token.encode("utf-8") for token in self._vocab]
+        by_bytes = sorted(range(len(tokens)), key=tokens.__getitem__)
+        column = np.empty(len(tokens), dtype=np.int32)  # first-seen ID -> column (byte order)
+        column[by_bytes] = np.arange(len(tokens), dtype=np.int32)
+        doc_freq = self._doc_freq[by_bytes] if tokens else self._doc_freq
+        lengths = np.frombuffer(self._lengths, dtype=np.int64)
+        idf = idf_of(doc_freq, lengths.size)
+        indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum(doc_freq, out=indptr[1:])
+        entries = int(indptr[-1])
         if entries:
             data = _npy(self.folder / "data.csc.index.npy", np.float32, entries)
             rows = _npy(self.folder / "indices.csc.index.npy", np.int32, entries)
-            self._fill(data, rows, idf, indptr)
-            data.flush()
-            rows.flush()
-            del data, rows
+            counts = _npy(self.folder / COUNTS_FILE, np.int32, entries)
+            self._fill(data, rows, counts, idf, indptr, column)
+            for array_ in (data, rows, counts):
+                array_.flush()
+            del data, rows, counts
         else:  # no text: empty arrays (a memory map cannot be empty)
-            np.save(self.folder / "data.csc.index.npy", np.zeros(0, dtype=np.float32))
-            np.save(self.folder / "indices.csc.index.npy", np.zeros(0, dtype=np.int32))
+            for name, dtype in (
+                ("data.csc.index.npy", np.float32),
+                ("indices.csc.index.npy", np.int32),
+                (COUNTS_FILE, np.int32),
+            ):
+                np.save(self.folder / name, np.zeros(0, dtype=dtype))
         np.save(self.folder / "indptr.csc.index.npy", indptr)
+        np.save(self.folder / LENGTHS_FILE, lengths)
         (self.folder / "terms.spill").unlink()
         (self.folder / "counts.spill").unlink()
-        vocab = {**self._vocab, "": vocab_size}  # bm25s's empty token, as index() adds it
-        (self.folder / "vocab.index.json").write_text(
-            json.dumps(vocab, ensure_ascii=False), encoding="utf-8"
-        )
-        SortedVocabulary.save(self.folder, vocab)
-        params = {
-            "k1": bm25.k1,
-            "b": bm25.b,
-            "delta": bm25.delta,
-            "method": bm25.method,
-            "idf_method": bm25.idf_method,
-            "dtype": bm25.dtype,
-            "int_dtype": bm25.int_dtype,
-            "num_docs": texts,
-            "version": bm25s.__version__,
-            "backend": bm25.backend,
-        }
-        (self.folder / "params.index.json").write_text(json.dumps(params, indent=4))
+        save_vocabulary(self.folder, [tokens[i] for i in by_bytes], self._params, lengths.size)
         self._vocab = {}
-        return texts
+        return int(lengths.size)
 
-    def _fill(self, data: np.ndarray, rows: np.ndarray, idf: np.ndarray, indptr: np.ndarray):
+    def _fill(self, data, rows, counts, idf, indptr, column) -> None:
         """Each text's scores into its tokens' columns, texts in order (so each column's rows
         ascend, as bm25s sorts them), a spill-sized slice of the spill files at a time."""
         k1, b = self._params.k1, self._params.b
         lengths = np.frombuffer(self._lengths, dtype=np.int64)
-        average = lengths.mean()  # as bm25s: float64 mean of the lengths
+        norm = length_norm(lengths, lengths.mean(), k1, b)  # bm25s: float64 mean of the lengths
         distinct = np.frombuffer(self._distinct, dtype=np.int64)
         ends = np.cumsum(distinct)
         terms_all = np.memmap(self.folder / "terms.spill", dtype=np.int32, mode="r")
@@ -230,22 +262,130 @@ class LexicalIndexWriter:
             last = int(np.searchsorted(ends, start + self._SPILL, side="right"))
             last = max(last, first + 1)
             stop = int(ends[last - 1])
-            terms = np.asarray(terms_all[start:stop])
-            tf = np.asarray(counts_all[start:stop], dtype=np.float32)
+            terms = column[np.asarray(terms_all[start:stop])]
+            tf = np.asarray(counts_all[start:stop])
             doc = np.repeat(np.arange(first, last, dtype=np.int32), distinct[first:last])
-            # bm25s's _score_tfc_robertson with l_d per text; float64, as its scalar form is.
-            tfc = tf / (k1 * ((1 - b) + b * lengths[doc] / average) + tf)
-            scores = (idf[terms] * tfc).astype(np.float32)
+            scores = bm25_scores(idf[terms], tf, norm[doc])
             order = np.argsort(terms, kind="stable")
-            terms, doc, scores = terms[order], doc[order], scores[order]
+            terms, doc, scores, tf = terms[order], doc[order], scores[order], tf[order]
             starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]])
             run = np.arange(terms.size) - np.repeat(starts, np.diff(np.r_[starts, terms.size]))
             slots = filled[terms] + run
             data[slots] = scores
             rows[slots] = doc
+            counts[slots] = tf
             filled[terms[starts]] += np.diff(np.r_[starts, terms.size])
             first = last
         del terms_all, counts_all
+
+
+COUNTS_FILE = "counts.csc.npy"  # each entry's term frequency, beside bm25s's score
+LENGTHS_FILE = "lengths.npy"  # tokens per text, repeats included
+
+
+def idf_of(doc_freq: np.ndarray, texts: int) -> np.ndarray:
+    """bm25s's lucene idf: ``math.log`` per token, stored as float32 (computed once per
+    distinct document frequency: most tokens share a handful)."""
+    if not doc_freq.size:
+        return np.zeros(0, dtype=np.float32)
+    distinct, index = np.unique(doc_freq, return_inverse=True)
+    idf = [math.log(1 + (texts - df + 0.5) / (df + 0.5)) for df in distinct.tolist()]
+    return np.array(idf, dtype=np.float32)[index.reshape(-1)]
+
+
+def length_norm(lengths: np.ndarray, average: float, k1: float, b: float) -> np.ndarray:
+    """Each text's part of bm25s's term-frequency denominator, ``k1 * (1 - b + b * l_d /
+    avgdl)``, in float64 and in its order of operations (so a score is bm25s's to the bit)."""
+    return k1 * ((1 - b) + b * lengths / average)
+
+
+def bm25_scores(idf: np.ndarray, tf: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """bm25s's _score_tfc_robertson per entry (its token's ``idf``, term frequency ``tf``, its
+    text's ``length_norm``), in float64 as its scalar form is, stored as float32."""
+    tf = tf.astype(np.float32)
+    tfc = tf / (norm + tf)
+    return (idf * tfc).astype(np.float32)
+
+
+def save_vocabulary(folder: Path, tokens: list[bytes], params: bm25s.BM25, texts: int) -> None:
+    """The vocabulary (tokens in byte order, each its own column) as ``SortedVocabulary``
+    reads it, and bm25s's parameters (bm25s's own vocabulary file is not written: nothing
+    reads it, and at 100k chunks it cost a second per generation)."""
+    (folder / "vocab.text").write_bytes(b"".join(tokens))
+    np.save(folder / "vocab.ends.npy", np.cumsum([len(t) for t in tokens], dtype=np.int64))
+    np.save(folder / "vocab.ids.npy", np.arange(len(tokens), dtype=np.int32))
+    save_params(folder, params, texts)
+
+
+def save_params(folder: Path, params: bm25s.BM25, texts: int) -> None:
+    bm25 = params
+    settings = {
+        "k1": bm25.k1,
+        "b": bm25.b,
+        "delta": bm25.delta,
+        "method": bm25.method,
+        "idf_method": bm25.idf_method,
+        "dtype": bm25.dtype,
+        "int_dtype": bm25.int_dtype,
+        "num_docs": texts,
+        "version": bm25s.__version__,
+        "backend": bm25.backend,
+    }
+    (folder / "params.index.json").write_text(json.dumps(settings, indent=4))
+
+
+class SavedCounts:
+    """A saved index's term counts, as ``write_counts`` takes them back: the tokens in byte
+    order, each column's rows and counts (CSC) and each text's length."""
+
+    def __init__(self, folder: Path) -> None:
+        text = (folder / "vocab.text").read_bytes()
+        ends = np.load(folder / "vocab.ends.npy").tolist()
+        self.tokens = [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        self.indptr = np.load(folder / "indptr.csc.index.npy")
+        self.rows = np.load(folder / "indices.csc.index.npy", mmap_mode="r")
+        self.counts = np.load(folder / COUNTS_FILE, mmap_mode="r")
+        self.lengths = np.load(folder / LENGTHS_FILE)
+        if not (self.rows.size == self.counts.size == int(self.indptr[-1])):
+            raise ValueError(f"the term counts in {folder} do not match its index")
+
+    @staticmethod
+    def saved_in(folder: Path) -> bool:
+        return (folder / COUNTS_FILE).is_file() and (folder / LENGTHS_FILE).is_file()
+
+    def columns(self) -> np.ndarray:
+        """Each entry's column."""
+        return np.repeat(np.arange(len(self.tokens), dtype=np.int64), np.diff(self.indptr))
+
+
+def write_counts(
+    folder: Path,
+    tokens: list[bytes],
+    columns: np.ndarray,
+    rows: np.ndarray,
+    counts: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    k1: float = 1.2,
+    b: float = 0.75,
+) -> None:
+    """Write an index from its entries (token column, text row, term frequency; sorted by
+    column then row, every column used) and each text's length: what ``LexicalIndexWriter``
+    writes for the same texts, score for score."""
+    folder.mkdir(parents=True, exist_ok=True)
+    params = bm25s.BM25(k1=k1, b=b, method="lucene")
+    doc_freq = np.bincount(columns, minlength=len(tokens)).astype(np.int64)
+    indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum(doc_freq, out=indptr[1:])
+    idf = idf_of(doc_freq, lengths.size)
+    norm = length_norm(lengths, lengths.mean(), k1, b) if lengths.size else lengths
+    scores = bm25_scores(idf[columns], counts, norm[rows])
+    np.save(folder / "data.csc.index.npy", scores)
+    np.save(folder / "indices.csc.index.npy", rows.astype(np.int32))
+    np.save(folder / COUNTS_FILE, counts.astype(np.int32))
+    np.save(folder / "indptr.csc.index.npy", indptr)
+    np.save(folder / LENGTHS_FILE, lengths.astype(np.int64))
+    save_vocabulary(folder, tokens, params, int(lengths.size))
 
 
 class SortedVocabulary:
@@ -261,13 +401,28 @@ class SortedVocabulary:
         self._ends = np.asarray(np.load(folder / "vocab.ends.npy", mmap_mode="r"))
         self._ids = np.asarray(np.load(folder / "vocab.ids.npy", mmap_mode="r"))
 
+    def tokens(self) -> list[bytes]:
+        """Every token, in byte order."""
+        text, ends = bytes(self._text[:]), self._ends.tolist()
+        return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
     def _token(self, rank: int) -> bytes:
         start = int(self._ends[rank - 1]) if rank else 0
         return self._text[start : int(self._ends[rank])]
 
     def get(self, token: str) -> int | None:
         """The column of ``token``; ``None`` when no indexed text has it."""
-        key = token.encode("utf-8")
+        return self.column(token.encode("utf-8"))
+
+    def column(self, key: bytes) -> int | None:
+        """The column of a token given as UTF-8 bytes; ``None`` when no indexed text has it."""
+        low = self.rank(key)
+        if low < self._ends.size and self._token(low) == key:
+            return int(self._ids[low])
+        return None
+
+    def rank(self, key: bytes) -> int:
+        """How many tokens sort before ``key`` (byte order)."""
         low, high = 0, self._ends.size
         while low < high:
             middle = (low + high) // 2
@@ -275,9 +430,10 @@ class SortedVocabulary:
                 low = middle + 1
             else:
                 high = middle
-        if low < self._ends.size and self._token(low) == key:
-            return int(self._ids[low])
-        return None
+        return low
+
+    def __len__(self) -> int:
+        return int(self._ends.size)
 
     @staticmethod
     def save(folder: Path, vocab: dict[str, int]) -> None:

@@ -351,12 +351,14 @@ def build_tables(
     *,
     root: Path | None = None,
     register: Callable[[list[Term]], object] | None = None,
+    source: ChunkStore | None = None,
 ) -> SearchTables:
     """The chunk table and lexical indexes of the chunks read from the store, streamed into
     files (``retriever.table_build``) and opened read on demand: saved under ``root`` when
     they are the generation's, else in a temporary folder. ``register`` receives the
-    passages' definitions before any text is tokenized (``glossary_of`` registers them)."""
-    return build_saved(root, generation, stored, register=register)
+    passages' definitions before any text is tokenized (``glossary_of`` registers them).
+    ``source``: the store, so a generation's tables are updated from the newest saved ones."""
+    return build_saved(root, generation, stored, register=register, source=source)
 
 
 def current_tables(store: ChunkStore) -> tuple[SearchTables, Glossary]:
@@ -387,7 +389,10 @@ def _build_current(
         glossaries.append(glossary_of(store.settings, definitions))
 
     try:
-        tables = build_tables(generation, store.iter_chunks(), root=root, register=register)
+        # From the newest saved generation and the change since, where it can (seconds).
+        tables = build_tables(
+            generation, store.iter_chunks(), root=root, register=register, source=store
+        )
     except OSError as error:  # the index folder cannot take the tables: only this process's
         log.warning("could not save the search tables in %s (%s); building them aside", root, error)
         glossaries.clear()

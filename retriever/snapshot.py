@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -38,11 +39,13 @@ from nenqa.types import Chunk
 from retriever.chunk_table import ChunkLayout, ChunkTable, RecordWriter, layout_of
 from retriever.generation import Generation
 from retriever.lexical import LexicalIndex
-from retriever.table_build import load_definitions, save_definitions, write_tables
+from retriever.table_build import BuiltTables, load_definitions, save_definitions, write_tables
+from retriever.table_update import TableChange, can_update, update_tables
 
 # 2: chunk records read on demand and layout arrays, no pickle; 3: sorted vocabulary; 4: each
-# position's kind, definitions harvested without the numbers before them
-FORMAT = 4
+# position's kind, definitions harvested without the numbers before them; 5: term counts,
+# who defines what, each position's document and the tokenizer's key, for the next generation
+FORMAT = 5
 KEEP_GENERATIONS = 2
 
 log = logging.getLogger("nenqa.snapshot")
@@ -111,6 +114,7 @@ def _open(folder: Path, generation: Generation, meta: dict, *, complete=True) ->
         parents = np.load(folder / f"rendering-{language}.npy", mmap_mode="r")
         index = LexicalIndex.load(folder / f"rendering-{language}", size=len(parents))
         rendering_lexical[language] = (index, parents)
+    chunks.layout = ChunkLayout.load(folder)
     return SearchTables(
         generation=generation,
         chunks=chunks,
@@ -118,19 +122,41 @@ def _open(folder: Path, generation: Generation, meta: dict, *, complete=True) ->
         lexical=LexicalIndex.load(folder / "lexical", size=meta["parents"]),
         rendering_lexical=rendering_lexical,
         complete=complete,
-        layout=ChunkLayout.load(folder),
+        layout=chunks.layout,
         definitions=load_definitions(folder),
     )
 
 
-def _meta(generation: Generation, chunks: int, parents: int, languages: Iterable[str]) -> dict:
-    return {
+def _meta(
+    generation: Generation,
+    chunks: int,
+    parents: int,
+    languages: Iterable[str],
+    built: BuiltTables | None = None,
+) -> dict:
+    meta = {
         "format": FORMAT,
         **generation.as_json(),
         "chunks": chunks,
         "parents": parents,
         "rendering_languages": sorted(languages),
     }
+    if built is not None:  # what a later generation's update needs to know
+        meta |= {"records": built.records, "tokenizer": built.tokenizer}
+    return meta
+
+
+class ChunkSource(Protocol):
+    """The store as an update reads it: the IDs indexed now and the chunks of some of them."""
+
+    def ids(self) -> set[str]: ...
+
+    def get_chunks(self, ids: Iterable[str]) -> list[Chunk]: ...
+
+
+# An update reads the added chunks into memory; past this share of the previous generation a
+# change is built in full, streamed.
+MAX_UPDATE_SHARE = 0.25
 
 
 def build_saved(
@@ -139,12 +165,15 @@ def build_saved(
     stored: Iterable[Chunk],
     *,
     register: Callable[[list[Term]], object] | None = None,
+    source: ChunkSource | None = None,
 ) -> SearchTables:
     """Build ``generation``'s tables from the chunks streamed from the store, in a temporary
     folder under ``root``, renamed into place when they are complete (the chunks read are the
     generation's), so the next process opens them. Incomplete ones, or ``root`` ``None``
     (a system temporary folder), are opened and their folder removed (the open memory maps
-    keep the files until the tables are dropped). ``register`` as for ``write_tables``."""
+    keep the files until the tables are dropped). ``register`` as for ``write_tables``.
+    With the store as ``source``, the newest saved generation's tables and the change since
+    are read instead where they can be (``table_update``; ``stored`` is then never read)."""
     work: Path | None = None
     # A folder already there was refused by ``load_tables`` (foreign or unreadable): replace it.
     stale = root is not None and generation_folder(root, generation).is_dir()
@@ -153,9 +182,15 @@ def build_saved(
             root.mkdir(parents=True, exist_ok=True)
         prefix = f".{generation.number:06d}-{generation.fingerprint}-"
         work = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-        built = write_tables(work, stored, register=register)
+        built = None
+        if root is not None and source is not None:
+            built = _update(root, generation, work, source, register)
+        if built is None:
+            shutil.rmtree(work)
+            work.mkdir()
+            built = write_tables(work, stored, register=register)
         complete = built.fingerprint == generation.fingerprint
-        meta = _meta(generation, built.chunks, built.parents, built.rendering_languages)
+        meta = _meta(generation, built.chunks, built.parents, built.rendering_languages, built)
         (work / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         tables = _open(work, generation, meta, complete=complete)
         if not (root is not None and complete and generation.fingerprint):
@@ -167,6 +202,62 @@ def build_saved(
         raise
     publish_folder(root, work, generation, replace=stale)
     return tables
+
+
+def _update(
+    root: Path,
+    generation: Generation,
+    work: Path,
+    source: ChunkSource,
+    register: Callable[[list[Term]], object] | None,
+) -> BuiltTables | None:
+    """The tables written from the newest saved generation's and the change since, or
+    ``None`` (build them in full) with the reason logged."""
+    previous = newest_saved(root, generation, lambda _, meta: meta.get("format") == FORMAT)
+    if previous is None:
+        return None
+    folder, meta = previous
+    if not can_update(folder, meta):
+        log.info(
+            "the saved tables in %s cannot be updated (an older format, or twins without their "
+            "parent); building them in full",
+            folder,
+        )
+        return None
+    try:
+        old = ChunkLayout.load(folder).ids_by_position()
+        before = {chunk_id.decode("utf-8") for chunk_id in old.tolist()}
+        now = source.ids()
+        added, removed = now - before, before - now
+        if len(added) > MAX_UPDATE_SHARE * max(1, len(before)):
+            log.info("%d chunks added since %s; building the tables in full", len(added), folder)
+            return None
+        change = TableChange(source.get_chunks(added), frozenset(removed))
+        return update_tables(work, folder, meta, change, register=register)
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        log.warning("could not update the tables of %s (%s); building them in full", folder, error)
+        return None
+
+
+def newest_saved(
+    root: Path, generation: Generation, accepts: Callable[[Path, dict], bool]
+) -> tuple[Path, dict] | None:
+    """The newest folder saved under ``root`` other than ``generation``'s whose ``meta.json``
+    ``accepts`` takes (the base a generation's tables, sentences or scope text are updated
+    from), with that meta."""
+    if not root.is_dir():
+        return None
+    own = generation_folder(root, generation).name
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
+        if folder.name.startswith(".") or folder.name == own:
+            continue
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if accepts(folder, meta):
+            return folder, meta
+    return None
 
 
 def save_tables(root: Path, tables: SearchTables) -> Path | None:

@@ -321,6 +321,23 @@ class ChunkStore:
                 yield chunk_from_record(cid, text, meta)
             offset += _BATCH
 
+    def get_chunks(self, ids: Iterable[str]) -> list[Chunk]:
+        """The stored chunks with these IDs (those still stored), a page at a time: what a
+        change added, read without reading the rest."""
+        wanted, found = sorted(ids), []
+        for start in range(0, len(wanted), _BATCH):
+            with chroma_errors(self.settings):
+                page = self._collection.get(
+                    ids=wanted[start : start + _BATCH], include=["documents", "metadatas"]
+                )
+            found.extend(
+                chunk_from_record(cid, text, meta)
+                for cid, text, meta in zip(
+                    page["ids"], page["documents"], page["metadatas"], strict=True
+                )
+            )
+        return found
+
     def query(
         self, embedding: np.ndarray, limit: int, where: dict[str, Any] | None = None
     ) -> list[tuple[str, float]]:

@@ -36,7 +36,7 @@ from retriever.chunk_table import (
 )
 from retriever.generation import fingerprint_of
 from retriever.glossary import harvest_definitions
-from retriever.lexical import LexicalIndexWriter, tokenize
+from retriever.lexical import LexicalIndexWriter, tokenize, tokenizer_key
 
 
 def lexical_text(chunk: Chunk) -> str:
@@ -58,6 +58,8 @@ class BuiltTables:
     rendering_languages: tuple[str, ...]
     fingerprint: str
     definitions: tuple[Term, ...]
+    records: int = 0  # chunks read, twins without their parent included
+    tokenizer: str = ""  # ``lexical.tokenizer_key()`` the texts were cut under
 
 
 def write_tables(
@@ -97,12 +99,21 @@ def write_tables(
     definitions = list(dict.fromkeys(t for record in parents for t in harvested.get(record, ())))
     if register is not None:
         register(definitions)
+    term_index = {term: i for i, term in enumerate(definitions)}
+    harvest = [
+        (position, term_index[term])
+        for position, record in enumerate(parents)
+        for term in harvested.get(record, ())
+    ]
+    keys = list(documents)
+    save_documents(folder, keys, [document[r] for r in [*parents, *twins]])
 
     new_words = _renderings_with_new_words(table, parents, twins, document)
     languages = sorted({table.read(len(parents) + j).language for j in new_words})
     lexical = LexicalIndexWriter(folder / "lexical")
     rendering = {lang: LexicalIndexWriter(folder / f"rendering-{lang}") for lang in languages}
     rendering_parents = {language: array("i") for language in languages}
+    rendering_rows = {language: array("i") for language in languages}
     layout = LayoutBuilder()
     for position in range(len(parents)):
         chunk = table.read(position)
@@ -111,6 +122,7 @@ def write_tables(
         if chunk.language in rendering:
             rendering[chunk.language].add(tokens)
             rendering_parents[chunk.language].append(-1)
+            rendering_rows[chunk.language].append(position)
         layout.add(chunk, position, cites=cited_document(chunk), trial_keys=trial_keys(chunk))
     for j in range(len(twins)):
         chunk = table.read(len(parents) + j)
@@ -119,19 +131,24 @@ def write_tables(
         if j in new_words:
             rendering[chunk.language].add(tokenize(lexical_text(chunk)))
             rendering_parents[chunk.language].append(parent)
+            rendering_rows[chunk.language].append(len(parents) + j)
     lexical.finish()
     for language in languages:
         rendering[language].finish()
         parents_of = np.frombuffer(rendering_parents[language], dtype=np.int32)
         np.save(folder / f"rendering-{language}.npy", parents_of)
+        rows = np.frombuffer(rendering_rows[language], dtype=np.int32)
+        np.save(folder / f"rendering-{language}.rows.npy", rows)
     layout.finish(len(parents)).save(folder)
-    save_definitions(folder, definitions)
+    save_definitions(folder, definitions, harvest)
     return BuiltTables(
         chunks=len(parents) + len(twins),
         parents=len(parents),
         rendering_languages=tuple(languages),
         fingerprint=fingerprint_of(ids),
         definitions=tuple(definitions),
+        records=len(ids),
+        tokenizer=tokenizer_key(),
     )
 
 
@@ -141,24 +158,53 @@ def _renderings_with_new_words(
     """The twins (by their index among the twins) with a sentence their document does not
     already print in their language; only the documents with renderings are joined, once."""
     rendered = {document[record] for record in twins}
-    pieces: dict[int, list[str]] = defaultdict(list)
-    for position, record in enumerate(parents):
-        if document[record] in rendered:
-            pieces[document[record]].append(_unspaced(table.read(position).text))
+    printing = (
+        (document[record], table.read(position).text)
+        for position, record in enumerate(parents)
+        if document[record] in rendered
+    )
+    rendering = ((document[r], table.read(len(parents) + j)) for j, r in enumerate(twins))
+    return {j for j, new in enumerate(twins_with_new_words(printing, rendering)) if new}
+
+
+def twins_with_new_words(
+    parents: Iterable[tuple[object, str]], twins: Iterable[tuple[object, Chunk]]
+) -> list[bool]:
+    """For each (document, twin) of ``twins``: whether it has a sentence its document does not
+    already print in its language. ``parents``: (document, text) of those documents' parents,
+    in table order (a document is a doc ID and a language)."""
+    pieces: dict[object, list[str]] = defaultdict(list)
+    for key, text in parents:
+        pieces[key].append(_unspaced(text))
     printed = {key: "".join(texts) for key, texts in pieces.items()}
-    new_words = set()
-    for j, record in enumerate(twins):
-        chunk = table.read(len(parents) + j)
-        text = printed.get(document[record], "")
+    found = []
+    for key, chunk in twins:
+        text = printed.get(key, "")
         spans = chunk.sentence_offsets or ((0, len(chunk.text)),)
-        if not all(_unspaced(chunk.text[a:b]) in text for a, b in spans):
-            new_words.add(j)
-    return new_words
+        found.append(not all(_unspaced(chunk.text[a:b]) in text for a, b in spans))
+    return found
 
 
-def save_definitions(folder: Path, definitions: Iterable[Term]) -> None:
+def save_definitions(
+    folder: Path, definitions: Iterable[Term], harvest: Iterable[tuple[int, int]] = ()
+) -> None:
+    """The glossary terms the passages define, and (``harvest``) which parent position
+    defines which of them, in table order (a later generation's build keeps them)."""
     rows = [[t.zh, t.en, t.abbr, t.type] for t in definitions]
     (folder / "definitions.json").write_text(json.dumps(rows, ensure_ascii=False), "utf-8")
+    pairs = np.array(list(harvest), dtype=np.int32).reshape(-1, 2)
+    np.save(folder / "harvest.npy", pairs)
+
+
+def save_documents(folder: Path, keys: list[tuple[str, str]], of_position: list[int]) -> None:
+    """Each position's document (doc ID and language), as an index into ``keys``."""
+    (folder / "documents.json").write_text(json.dumps(keys, ensure_ascii=False), "utf-8")
+    np.save(folder / "document_of.npy", np.array(of_position, dtype=np.int32))
+
+
+def load_documents(folder: Path) -> tuple[list[tuple[str, str]], np.ndarray]:
+    keys = json.loads((folder / "documents.json").read_text(encoding="utf-8"))
+    return [(doc, language) for doc, language in keys], np.load(folder / "document_of.npy")
 
 
 def load_definitions(folder: Path) -> tuple[Term, ...]:

@@ -96,3 +96,36 @@ def test_chunks_that_are_not_the_generations_are_kept_in_memory(tmp_path, chunks
         text = open_corpus_text(chunks, [], index_dir=tmp_path, generation=stale)
     assert "kept in this process" in caplog.text and "依维莫司" in text
     assert not [p for p in (tmp_path / "scope").iterdir() if not p.name.startswith(".")]
+
+
+def test_an_updated_text_is_the_full_build_of_its_chunks(tmp_path, terms):
+    """The next generation's text from the newest saved one and the change: the same bytes,
+    line index and word counts as written from every chunk, with no chunk decoded but the
+    added ones."""
+    from retriever.snapshot import generation_folder
+    from tests.conftest import rendered_default_corpus
+    from tests.test_sentence_update import _table
+    from tests.test_table_update import _change
+
+    every = sorted(rendered_default_corpus(Settings().data_dir).chunks, key=lambda c: c.chunk_id)
+    added, removed = _change(every)
+    before = [c for c in every if c.chunk_id not in {c.chunk_id for c in added}]
+    after = [c for c in every if c.chunk_id not in {c.chunk_id for c in removed}]
+    forms = [f for t in terms for f in t.forms]
+    first, table_before = _table(tmp_path / "tables", 1, before)
+    second, table_after = _table(tmp_path / "tables", 2, after)
+    pattern = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+    earlier = open_corpus_text(table_before, forms, index_dir=tmp_path / "a", generation=first)
+    earlier.words(pattern)  # listed, as the first worker's scope check lists them
+    updated = open_corpus_text(table_after, forms[1:], index_dir=tmp_path / "a", generation=second)
+    full = open_corpus_text(table_after, forms[1:], index_dir=tmp_path / "b", generation=second)
+    folders = [generation_folder(tmp_path / root / "scope", second) for root in ("a", "b")]
+    for name in ("text.txt", "meta.json", "ids.npy", "lengths.npy"):
+        assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
+    (listed,) = folders[0].glob("words-*.json")  # written with the update, from the counts
+    assert (
+        updated.words(pattern)
+        == full.words(pattern)
+        == CorpusText.of([c.text for c in after], forms[1:]).words(pattern)
+    )
+    assert listed.read_bytes() == (folders[1] / listed.name).read_bytes()
