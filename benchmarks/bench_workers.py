@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -160,17 +161,17 @@ def eval_questions() -> list[str]:
     return [item.question for item in load_qa(ROOT / "eval" / "qa.jsonl")]
 
 
-def measure_workers(args: argparse.Namespace, tmp: Path) -> dict:
-    chroma_port, api_port = free_port(), free_port()
-    chroma_url, url = f"http://127.0.0.1:{chroma_port}", f"http://127.0.0.1:{api_port}"
-    index_dir = args.index_dir or args.chroma_path
+def measure(args: argparse.Namespace, tmp: Path) -> dict:
+    """Start ``chroma run`` over ``args.chroma_path``; measure the workers and/or search."""
+    chroma_port = free_port()
+    chroma_url = f"http://127.0.0.1:{chroma_port}"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "ANONYMIZED_TELEMETRY": "False",
         "NENQA_CHROMA_URL": chroma_url,
-        "NENQA_INDEX_DIR": str(index_dir),
+        "NENQA_INDEX_DIR": str(args.index_dir or args.chroma_path),
         "NENQA_COLLECTION": args.collection,
         "NENQA_RATE_LIMIT_PER_MINUTE": "0",
         "NENQA_TRANSLATE_AT_INGEST": "false",
@@ -179,91 +180,152 @@ def measure_workers(args: argparse.Namespace, tmp: Path) -> dict:
     chroma = [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(args.chroma_path)]
     chroma += ["--host", "127.0.0.1", "--port", str(chroma_port)]
     source = args.checkout or ROOT
-    nenqa = [sys.executable, "-m", "cli.main"]
+    # The cores are shared: the load average says how much else ran (before, after).
+    result: dict = {"load_average": [round(os.getloadavg()[0], 2)]}
     with running(chroma, tmp / "chroma.log") as chroma_process:
         chroma_up(chroma_url, chroma_process, tmp / "chroma.log")
         if args.ingest:
-            subprocess.run([*nenqa, "ingest", "-q"], cwd=source, env=env, check=True)
-        serve = [*nenqa, "serve", "--workers", str(args.workers), "--port", str(api_port)]
-        log = tmp / "serve.log"
-        started = time.perf_counter()
-        with running([*serve, "--log-level", "warning"], log, cwd=source, env=env) as server:
-            workers = ready_workers(url, server, args.workers, log)
-            ready_s = time.perf_counter() - started
-            if workers != children(server.pid):
-                raise RuntimeError(f"workers {workers} are not {server.pid}'s children")
-            ready = {pid: memory_mib(pid) for pid in workers}
-            answers = first_answers(url, workers)
-            answered = {pid: memory_mib(pid) for pid in workers}
-            for question in eval_questions()[: args.questions]:
-                ask(url, question)
-            later = {pid: memory_mib(pid) for pid in workers}
-            parent = memory_mib(server.pid)
-        result = {
-            "workers": args.workers,
-            "all_ready_s": round(ready_s, 1),
-            "first_answer_s": [round(answers[p], 2) for p in sorted(workers)],
-            "worker_ready_mib": [ready[p] for p in sorted(workers)],
-            "worker_answered_mib": [answered[p] for p in sorted(workers)],
-            "worker_after_questions_mib": [later[p] for p in sorted(workers)],
-            "questions_after": args.questions,
-            "server_process_mib": parent,
-        }
-        if args.search:
-            result |= search_latency(env)
+            ingest = [sys.executable, "-m", "cli.main", "ingest", "-q"]
+            subprocess.run(ingest, cwd=source, env=env, check=True)
+        if not args.search_only:
+            result |= measure_workers(args, env, source, tmp)
+        if args.search or args.search_only:
+            result |= search_in_forked_worker(env)
+        result["chroma_server_mib"] = memory_mib(chroma_process.pid)
+    result["load_average"].append(round(os.getloadavg()[0], 2))
     return result
 
 
-def search_latency(env: dict[str, str]) -> dict:
-    """Hybrid search through the Chroma server in this process, query embedding excluded."""
+def measure_workers(args: argparse.Namespace, env: dict, source: Path, tmp: Path) -> dict:
+    """``nenqa serve --workers N`` from ``source``: start-up, first answers, memory."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = [sys.executable, "-m", "cli.main", "serve", "--workers", str(args.workers)]
+    serve += ["--port", str(port), "--log-level", "warning"]
+    log = tmp / "serve.log"
+    started = time.perf_counter()
+    with running(serve, log, cwd=source, env=env) as server:
+        workers = ready_workers(url, server, args.workers, log)
+        ready_s = time.perf_counter() - started
+        if not workers <= children(server.pid):  # (spawning adds a resource tracker)
+            raise RuntimeError(f"workers {workers} are not {server.pid}'s children")
+        ready = {pid: memory_mib(pid) for pid in workers}
+        answers = first_answers(url, workers)
+        answered = {pid: memory_mib(pid) for pid in workers}
+        for question in eval_questions()[: args.questions]:
+            ask(url, question)
+        later = {pid: memory_mib(pid) for pid in workers}
+        parent = memory_mib(server.pid)
+        # What the whole server holds: PSS counts each shared page once over the processes.
+        total_pss = sum(memory_mib(pid)["pss"] for pid in children(server.pid) | {server.pid})
+    return {
+        "workers": args.workers,
+        "all_ready_s": round(ready_s, 1),
+        "first_answer_s": [round(answers[p], 2) for p in sorted(workers)],
+        "worker_ready_mib": [ready[p] for p in sorted(workers)],
+        "worker_answered_mib": [answered[p] for p in sorted(workers)],
+        "worker_after_questions_mib": [later[p] for p in sorted(workers)],
+        "questions_after": args.questions,
+        "server_process_mib": parent,
+        "server_total_pss_mib": round(total_pss, 1),
+    }
+
+
+def search_in_forked_worker(env: dict[str, str]) -> dict:
+    """Hybrid search through the Chroma server, query embedding excluded, in a process forked
+    (as a server's workers are) from this one after it loaded the searcher; with that
+    process's own memory after the eval questions twice (the first round warms up)."""
     from nenqa.settings import Settings
     from nenqa.types import Question
+    from retriever.embeddings import set_torch_threads
     from retriever.search import load_searcher
+    from server.prefork import own_connection
 
     settings = Settings(
         chroma_url=env["NENQA_CHROMA_URL"],
         index_dir=Path(env["NENQA_INDEX_DIR"]),
         collection=env["NENQA_COLLECTION"],
+        torch_threads=1,
     )
+    started = time.perf_counter()
     searcher = load_searcher(settings)
+    load_s = time.perf_counter() - started
     questions = [Question(q) for q in eval_questions()]
-    searched = []
-    for round_ in range(2):  # the first round warms Chroma's vector index and the caches
-        for question in questions:
-            timings = searcher.retrieve(question, 5).timings_ms
-            if round_:
-                searched.append(timings["total"] - timings["embed"])
-    return {
-        "search_questions": len(questions),
-        "search_p50_ms": round(statistics.median(searched), 2),
-        "search_p95_ms": round(float(np.percentile(searched, 95)), 2),
-    }
+    loaded = memory_mib(os.getpid())
+    gc.freeze()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            set_torch_threads(1)
+            own_connection(searcher)
+            searched = []
+            for round_ in range(2):
+                for question in questions:
+                    timings = searcher.retrieve(question, 5).timings_ms
+                    if round_:
+                        searched.append(timings["total"] - timings["embed"])
+            result = {
+                "search_questions": len(questions),
+                "search_p50_ms": round(statistics.median(searched), 2),
+                "search_p95_ms": round(float(np.percentile(searched, 95)), 2),
+                "searcher_worker_mib": memory_mib(os.getpid()),
+            }
+            os.write(write, json.dumps(result).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        measured = json.loads(pipe.read() or "{}")
+    os.waitpid(pid, 0)
+    if not measured:
+        raise RuntimeError("the forked search worker failed")
+    return measured | {"searcher_load_s": round(load_s, 1), "searcher_parent_mib": loaded}
 
 
-def table(results: dict[str, dict]) -> str:
+def tables(results: dict[str, dict]) -> str:
+    """The workers of every run that served, then the search of every run that searched."""
     rows = [
         "| run | ready s | first answer s | worker USS MiB: ready / answered / after more "
-        "| worker PSS / RSS MiB | server process RSS MiB | search p50 / p95 ms |",
-        "|---|---:|---|---|---|---:|---|",
+        "| worker PSS / RSS MiB | server process RSS MiB | all processes' PSS MiB |",
+        "|---|---:|---|---|---|---:|---:|",
     ]
     for label, r in results.items():
+        if "workers" not in r:
+            continue
+        stages = zip(
+            r["worker_ready_mib"],
+            r["worker_answered_mib"],
+            r["worker_after_questions_mib"],
+            strict=True,
+        )
         uss = " · ".join(
-            f"{a['uss']:,.0f} / {b['uss']:,.0f} / {c['uss']:,.0f}"
-            for a, b, c in zip(
-                r["worker_ready_mib"],
-                r["worker_answered_mib"],
-                r["worker_after_questions_mib"],
-                strict=True,
-            )
+            f"{a['uss']:,.0f} / {b['uss']:,.0f} / {c['uss']:,.0f}" for a, b, c in stages
         )
         shared = " · ".join(
             f"{m['pss']:,.0f} / {m['rss']:,.0f}" for m in r["worker_after_questions_mib"]
         )
-        search = f"{r['search_p50_ms']} / {r['search_p95_ms']}" if "search_p50_ms" in r else "—"
         answers = " · ".join(str(s) for s in r["first_answer_s"])
         rows.append(
             f"| {label} | {r['all_ready_s']} | {answers} | {uss} | {shared} "
-            f"| {r['server_process_mib']['rss']:,.0f} | {search} |"
+            f"| {r['server_process_mib']['rss']:,.0f} | {r['server_total_pss_mib']:,.0f} |"
+        )
+    rows += [
+        "",
+        "| run | search p50 / p95 ms | searcher load s | forked searcher USS / RSS MiB "
+        "| Chroma server RSS MiB |",
+        "|---|---|---:|---|---:|",
+    ]
+    for label, r in results.items():
+        if "search_p50_ms" not in r:
+            continue
+        worker = r["searcher_worker_mib"]
+        rows.append(
+            f"| {label} | {r['search_p50_ms']} / {r['search_p95_ms']} | {r['searcher_load_s']} "
+            f"| {worker['uss']:,.0f} / {worker['rss']:,.0f} "
+            f"| {r['chroma_server_mib']['rss']:,.0f} |"
         )
     return "\n".join(rows)
 
@@ -277,19 +339,22 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, help="run nenqa serve from this source tree")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--questions", type=int, default=20, help="eval questions after")
-    parser.add_argument("--search", action="store_true")
+    parser.add_argument("--search", action="store_true", help="also time search (forked)")
+    parser.add_argument(
+        "--search-only", action="store_true", help="only search: no nenqa serve (no service)"
+    )
     parser.add_argument("--label", required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "workers.json")
     parser.add_argument("--tmp", type=Path, default=Path("/tmp/bench_workers"))
     args = parser.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
-    result = measure_workers(args, args.tmp)
+    result = measure(args, args.tmp)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[args.label] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     print(json.dumps(result, ensure_ascii=False))
-    print(table(results))
+    print(tables(results))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import uvicorn
 
 from nenqa.settings import Settings
 from retriever.embeddings import ChromaEmbeddingFunction, set_torch_threads
+from retriever.search import HybridSearcher
 from retriever.store import ChunkStore, IndexUnreachableError
 from server.app import create_app
 from server.state import LOAD_RETRY_S, ServiceState, load_when_reachable
@@ -110,18 +111,23 @@ def load_for_workers(settings: Settings) -> ServiceState:
 
 def prepare_worker(service: ServiceState) -> None:
     """What a freshly forked worker does before serving ``service``: its own torch threads and
-    its own Chroma connection (tried again while the server does not answer)."""
+    its own Chroma connection."""
     # The parent's tokenizer may have used its thread pool; the child must not (and need not
     # say so in a warning on every worker's first question).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_torch_threads(service.settings.torch_threads)
-    searcher = service.searcher
-    store = searcher.store
+    own_connection(service.searcher)
+
+
+def own_connection(searcher: HybridSearcher) -> None:
+    """Give ``searcher``, in a forked process, a Chroma client of its own (tried again while
+    the server does not answer)."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
     # chromadb hands every client of one server the same cached system, whose HTTP session
-    # (and pooled socket) came from the parent: forget it so this worker opens its own.
+    # (and pooled socket) came from the parent: forget it so this process opens its own.
     SharedSystemClient.clear_system_cache()
+    store = searcher.store
     while True:
         try:
             searcher.store = ChunkStore(
