@@ -28,13 +28,19 @@ from dataclasses import dataclass, field
 from answer.base import abstention_text
 from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
-from nenqa.glossary import normalize_text
+from nenqa.glossary import Term, normalize_text
 from nenqa.text import singular
 from nenqa.types import Answer, Evidence, Question, Retrieval
 from retriever.lexical import tokenize
 from retriever.search import HybridSearcher
 
 _NUMBER_TOKEN = re.compile(r"^[\d.]+$")
+# A neuroendocrine neoplasm (NEN) is a tumour (NET) or a carcinoma (NEC), the review's own
+# definition: evidence on 胃肠胰NEN is about a question on 胃肠胰NET, and quotes its population.
+_UMBRELLA_CLASS = (
+    (re.compile(r"(?<![a-z])ne[tc](?![a-z])"), "nen"),
+    (re.compile(r"\b(?:tumou?rs?|carcinomas?)\b"), "neoplasm"),
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class SentenceScorer:
         self.scope = scope
         self.config = config
         scope.learn_glossary(searcher.glossary.terms)
+        self._umbrella = umbrella_terms(searcher.glossary.terms)
 
     def relevance(self, retrieval: Retrieval) -> Relevance:
         """Every sentence of the retrieval's evidence scored, best first, with the abstention
@@ -200,7 +207,13 @@ class SentenceScorer:
         best = {s.chunk_id for s in ranked[: self.config.support_sentences]}
         support = self._support_text(retrieval, best)
         unsupported = [
-            t.forms[0] for t in terms if not any(normalize_text(f) in support for f in t.forms)
+            t.forms[0]
+            for t in terms
+            if not any(
+                normalize_text(f) in support
+                for named in (t, *self._umbrella.get(t, ()))
+                for f in named.forms
+            )
         ]
         if not mentions:
             return unsupported, []
@@ -277,6 +290,25 @@ class SentenceScorer:
             return 0.0
         found = sum(weight for weight, forms in units if any(f <= tokens for f in forms))
         return found / total
+
+
+def umbrella_terms(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
+    """Each glossary term naming a NET or NEC (胃肠胰NET, GEP-NEC) with the terms naming the same
+    site's NEN (胃肠胰NEN): a broader population the evidence may report."""
+    by_form = {normalize_text(f): term for term in terms for f in term.forms}
+    umbrella: dict[Term, tuple[Term, ...]] = {}
+    for term in terms:
+        broader = set()
+        for form in term.forms:
+            folded = normalize_text(form)
+            for pattern, wider in _UMBRELLA_CLASS:
+                widened = pattern.sub(wider, folded)
+                other = by_form.get(widened) if widened != folded else None
+                if other is not None and other != term:
+                    broader.add(other)
+        if broader:
+            umbrella[term] = tuple(broader)
+    return umbrella
 
 
 def abstention(

@@ -12,9 +12,11 @@ Only entity-like words count, and what is entity-like comes from data, not from 
   language model over web text in a hundred languages, and the log-probability of a word's
   pieces under it says how rare the word is in general text (``telotristat`` -35, ``glioblastoma``
   -41, everyday ``upkeep`` -29 and ``dummy`` -21).
-- Chinese: a noun by jieba's word classes that jieba's dictionary rarely sees (嗜铬细胞, 肢端), or a
-  word ending like the glossary's drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease,
-  drug or vaccine outside it (…病, …素, …苗: one short list, kept while the data alone misses
+- Chinese: a noun by jieba's word classes that jieba's dictionary rarely sees (嗜铬细胞, 肢端) or
+  whose pieces the embedding tokenizer finds rare (膀胱), but not one ending like the glossary's
+  endpoint names (有效率, 多长时间: a measure asked for in other words); or a word ending like
+  the glossary's drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease, drug or vaccine
+  outside it (…病, …素, …苗: one short list, kept while the data alone misses
   them). Glossary forms are cut out first, so jieba does not split 中/度伐利尤单抗 into a noun.
 
 When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
@@ -90,11 +92,17 @@ class ScopeThresholds:
     # Whether an unknown word right before a glossary disease head noun counts (breast cancer).
     en_disease_modifiers: bool = True
     # Highest jieba dictionary frequency of a rare Chinese noun (unknown words count 0).
-    zh_max_frequency: int = 300
+    zh_max_frequency: int = 50
     # jieba word classes that count: common nouns (n) and transliterated names (nrt). Person
     # and place names (nr, ns) are what jieba guesses for fragments (中双, 高达); other proper
     # nouns (nz) include everyday compounds (真实世界).
     zh_noun_classes: frozenset[str] = frozenset({"n", "nrt"})
+    # A Chinese noun more frequent than that is still rare when its pieces under the embedding
+    # tokenizer score at most this (膀胱: jieba 316, -39); -999 turns this off.
+    zh_max_logprob: float = -30.0
+    # Whether a rare noun ending like the glossary's endpoint names (…率, …期) is a measure the
+    # question asks for in other words (有效率 for 客观缓解率), not an entity.
+    zh_measures_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,8 @@ class ScopeCheck:
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
         self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
         self._zh_endings = _ZH_ENTITY_END
+        self._zh_measure_endings: frozenset[str] = frozenset()
+        self._zh_site_marks = _Marks()
         self._subject = re.compile(r"(?!)")  # no glossary yet: no subject is known
         self._disease_heads: frozenset[str] = frozenset()
         self._zh_disease_endings = _ZH_DISEASE_END
@@ -168,6 +178,24 @@ class ScopeCheck:
             for form in t.zh
             if _CJK_WORD.match(form)
         }
+        self._zh_site_marks = _Marks(
+            normalize_text(form)
+            for t in terms
+            if t.type == "site"
+            for form in t.zh
+            if _CJK_WORD.match(normalize_text(form))
+        )
+        # Endings of the endpoint names only (…率, …期; not …性, which ends 前瞻性 too). A
+        # harvested definition of an endpoint (客观缓解率, typed other) is the same name.
+        endpoints = {form for t in terms if t.type == "endpoint" for form in t.zh}
+        endings_by_type: dict[str, set[str]] = {}
+        for t in terms:
+            for form in t.zh:
+                if _CJK_WORD.match(form[-1:]) and (t.type == "endpoint" or form not in endpoints):
+                    endings_by_type.setdefault(form[-1], set()).add(t.type)
+        self._zh_measure_endings = frozenset(
+            ending for ending, types in endings_by_type.items() if types == {"endpoint"}
+        )
         self._zh_disease_endings = _ZH_DISEASE_END | {
             form[-1] for t in terms if t.type == "disease" for form in t.zh if _CJK_WORD.match(form)
         }
@@ -226,6 +254,11 @@ class ScopeCheck:
 
     def unknown_entities(self, question: str) -> list[str]:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
+        unknown = self.latin_unknowns(question) + self.chinese_unknowns(question)
+        return list(dict.fromkeys(unknown))
+
+    def latin_unknowns(self, question: str) -> list[str]:
+        """The unknown entities written in Latin letters (the English thresholds decide)."""
         matches = list(_LATIN_WORD.finditer(question))
         unknown: list[str] = []
         previous_end = -1  # where the last unknown word ended, to name "rheumatoid arthritis" whole
@@ -240,8 +273,11 @@ class ScopeCheck:
                 else:
                     unknown.append(word)
                 previous_end = match.end()
-        unknown += self._unknown_chinese(normalize_text(question))
-        return list(dict.fromkeys(unknown))
+        return unknown
+
+    def chinese_unknowns(self, question: str) -> list[str]:
+        """The unknown entities written in Chinese (the Chinese thresholds decide)."""
+        return self._unknown_chinese(normalize_text(question))
 
     def answers_in_part(self, question: str, unknown: Sequence[str]) -> bool:
         """Whether a part of the question asks about a drug, regimen or trial the review covers
@@ -262,11 +298,13 @@ class ScopeCheck:
         return covered and uncovered
 
     def _unknown_chinese(self, folded: str) -> list[str]:
+        # A site's form leaves a mark of its own, so a disease named with it is named whole
+        # (胃 + 泌素瘤); any other form leaves a comma. Both split the text alike for jieba.
         for form in self._zh_forms:
             if form in folded:
-                folded = folded.replace(form, "，")
+                folded = folded.replace(form, self._zh_site_marks.get(form, "，"))
         pairs = [(p.word, p.flag) for p in jieba.posseg.cut(folded) if p.word.strip()]
-        unknown: list[str] = []
+        spans: list[list[int]] = []  # each unknown name's tokens, [start, end) in ``pairs``
         for i, (word, flag) in enumerate(pairs):
             if not _CJK_WORD.match(word):
                 continue
@@ -282,14 +320,41 @@ class ScopeCheck:
                 flag = "suffix"
             if len(word) < 2 or word in self._text:
                 continue
+            measure = self.thresholds.zh_measures_known and word[-1] in self._zh_measure_endings
             rare_noun = (
                 flag in self.thresholds.zh_noun_classes
-                and zh_frequency(word) <= self.thresholds.zh_max_frequency
+                and not measure
+                and (
+                    zh_frequency(word) <= self.thresholds.zh_max_frequency
+                    or self._logprob(word) <= self.thresholds.zh_max_logprob
+                )
             )
             if rare_noun or word[-1] in self._zh_endings:
-                unknown.append(word + _name_tail(pairs[i + 1 :]))
+                start = i - 1 if flag == "suffix" else i
+                end = i + 1 + _name_tail(pairs[i + 1 :])
+                if spans and start <= spans[-1][1]:  # next to the last one: one name (肢端肥大症)
+                    spans[-1][1] = max(spans[-1][1], end)
+                else:
+                    spans.append([start, end])
+        unknown = [self._chinese_name(pairs, start, end) for start, end in spans]
         # Named once, whole: 特罗司他, not also 特罗司.
         return [w for w in unknown if not any(w != other and w in other for other in unknown)]
+
+    def _chinese_name(self, pairs: list[tuple[str, str]], start: int, end: int) -> str:
+        """An unknown name with the words before it that the corpus lacks too (甲状腺 + 髓 +
+        样癌, 鲁比 + 卡丁), to its disease ending (…癌, not 癌能) and, for a disease, with the
+        site right before it (胃 + 泌素瘤)."""
+        while start > 0 and _name_part(pairs[start - 1]) and pairs[start - 1][0] not in self._text:
+            start -= 1
+        name = "".join(word for word, _ in pairs[start:end])
+        last = pairs[end - 1][0]
+        joined = last[0] in self._zh_disease_endings and last[1:] not in self._zh_endings
+        if len(last) == 2 and joined:
+            name = name[:-1]  # jieba joined the ending to the next word (癌能 of 前列腺癌能延长)
+        site = self._zh_site_marks.inverse.get(pairs[start - 1][0]) if start > 0 else None
+        if site and name[-1] in self._zh_disease_endings:
+            name = site + name
+        return name
 
     def _unknown_site(self, word: str, following: str) -> bool:
         """A word naming the site or kind of a disease ("breast" cancer, "dumping" syndrome):
@@ -376,15 +441,29 @@ def _en_modifier(word: str) -> bool:
     )
 
 
-def _name_tail(following: list[tuple[str, str]]) -> str:
-    """The single characters jieba split off the end of a name it does not know (特罗 / 司 / 他):
-    noun-like or unclassed ones, not a verb, locative or particle (应, 中, 的)."""
-    tail = ""
+def _name_tail(following: list[tuple[str, str]]) -> int:
+    """How many single characters jieba split off the end of a name it does not know (特罗 / 司 /
+    他): noun-like or unclassed ones, not a verb, locative or particle (应, 中, 的)."""
+    count = 0
     for word, flag in following:
         if len(word) != 1 or not _CJK_WORD.match(word) or flag[:1] not in {"n", "r", "g", "z"}:
             break
-        tail += word
-    return tail
+        count += 1
+    return count
+
+
+def _name_part(pair: tuple[str, str]) -> bool:
+    """A word that can begin a name: Chinese, not a function word, verb or numeral."""
+    word, flag = pair
+    return bool(_CJK_WORD.match(word)) and flag[:1] not in _ZH_FUNCTION_CLASSES | {"v", "m"}
+
+
+class _Marks(dict):
+    """A private-use character standing for each form, and ``inverse`` from mark to form."""
+
+    def __init__(self, forms: Iterable[str] = ()) -> None:
+        super().__init__((form, chr(0xE000 + i)) for i, form in enumerate(sorted(set(forms))))
+        self.inverse = {mark: form for form, mark in self.items()}
 
 
 @lru_cache(maxsize=8192)

@@ -4,11 +4,12 @@ paraphrases in everyday words the review does not use still answered."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from answer.base import ABSTENTION_TEXT, abstention_text
-from answer.relevance import EvidenceWords
+from answer.relevance import EvidenceWords, umbrella_terms
 from answer.scope import ScopeCheck
 from ingest.pipeline import default_sources, parse_sources
 from nenqa.glossary import load_glossary_table
@@ -49,6 +50,15 @@ def scope() -> ScopeCheck:
         ("Does mitotane after adrenalectomy prolong survival?", ["adrenalectomy"]),
         ("帕博利珠单抗治疗晚期黑色素瘤的缓解率是多少？", ["黑色素瘤"]),
         ("嗜铬细胞瘤患者术前怎样准备？", ["嗜铬细胞瘤"]),
+        # Common enough for jieba (225), rare by the embedding tokenizer's pieces.
+        ("宫颈神经内分泌癌怎么治疗？", ["宫颈"]),
+        # Named whole, not as jieba cuts it: 肢端 / 肥大症, 鲁比 / 卡丁, 肾上腺 / 皮质 / 癌能,
+        # and with the glossary's site before a disease (胃 / 泌素瘤, 前列腺 / 癌能).
+        ("肢端肥大症患者用帕瑞肽效果如何？", ["肢端肥大症"]),
+        ("鲁比卡丁二线治疗小细胞肺癌有效吗？", ["鲁比卡丁"]),
+        ("肾上腺皮质癌能用依维莫司吗？", ["肾上腺皮质癌"]),
+        ("胃泌素瘤的首选治疗是什么？", ["胃泌素瘤"]),
+        ("镥177-PSMA治疗前列腺癌能延长生存吗？", ["177-PSMA", "前列腺癌"]),
         # A site the review never names, before a head noun of the glossary's diseases.
         ("And in breast cancer?", ["breast cancer"]),
     ],
@@ -70,6 +80,12 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "西班牙真实世界数据里奥曲肽和兰瑞肽一线使用，哪个病情稳定得更久？",
         "NIPINEC试验中双免疫联合与纳武利尤单抗单药的ORR比较如何？",
         "TALENT试验中仑伐替尼在胃肠NET组的ORR高达40.4%，为什么这么高？",
+        # Everyday clinical words the review does not use: a course, side effects, a lesion.
+        "仑伐替尼一个疗程多长时间？",
+        "依维莫司的毒副作用有哪些？",
+        "帕博利珠单抗治疗分化好的NET，病灶缩小的比例有多少？",
+        # Ending like an endpoint name (客观缓解率): a measure in other words, not an entity.
+        "索凡替尼的有效率是多少？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
@@ -120,6 +136,24 @@ def test_a_part_about_a_covered_drug_or_trial_is_answered_apart(scope, question,
 def test_a_disease_is_found_with_the_words_that_narrow_it(scope, question, mentions):
     found = scope.disease_mentions(question, 2, 2)
     assert [(m.text, m.modifiers) for m in found] == mentions
+
+
+def test_a_word_ending_like_an_endpoint_name_is_a_measure_not_an_entity(scope):
+    question = "仑伐替尼一个疗程多长时间？"
+    assert scope.unknown_entities(question) == []
+    as_entities = ScopeCheck.__new__(ScopeCheck)
+    as_entities.__dict__.update(scope.__dict__)
+    as_entities.thresholds = replace(scope.thresholds, zh_measures_known=False)
+    assert [name[-4:] for name in as_entities.unknown_entities(question)] == ["多长时间"]
+
+
+def test_a_net_or_nec_term_is_supported_by_the_same_sites_nen():
+    terms = load_glossary_table(Settings().data_dir / "glossary.tsv")
+    umbrella = umbrella_terms(terms)
+    broader = {t.zh[0]: sorted(u.zh[0] for u in wider) for t, wider in umbrella.items()}
+    assert broader["胃肠胰NET"] == ["胃肠胰NEN"]
+    assert broader["胃肠胰NEC"] == ["胃肠胰NEN"]
+    assert "胃肠胰NEN" not in broader  # the umbrella itself is supported by nothing broader
 
 
 def test_evidence_words_hold_other_forms_of_a_word():
@@ -231,6 +265,14 @@ def test_a_disease_the_quoted_passages_never_mention_is_not_answered_from_them(s
     question = "Which chemotherapy suits small cell neuroendocrine carcinoma of the cervix?"
     answer = service.answerers["extractive"].answer(Question(question))
     assert answer.abstained and answer.citations == ()
+
+
+@pytest.mark.slow
+def test_a_gep_net_question_is_answered_from_evidence_on_gep_nens(service):
+    # GETNE-TRASGU's passage says 胃肠胰NEN: a question on GEP-NETs is about its population.
+    question = Question("胃肠胰NET患者一线用长效奥曲肽和长效兰瑞肽，无进展生存差多少？")
+    answer = service.answerers["extractive"].answer(question)
+    assert not answer.abstained and 6 in {c.ref for c in answer.citations}
 
 
 @pytest.mark.slow
