@@ -21,7 +21,8 @@ Hazards, and how they are kept away:
   worker; each worker forgets chromadb's cached client and opens its own.
 - signals: SIGINT or SIGTERM to the parent stops every worker (SIGKILL after
   ``STOP_TIMEOUT_S``); a worker that dies is reported and replaced by a new fork of the loaded
-  service, unless it died within ``START_GRACE_S`` of its start, which would only repeat.
+  service, unless it died within ``START_GRACE_S`` of its start, which would only repeat; a
+  worker whose parent is gone stops (``stop_when_orphaned``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_TIMEOUT_S = 30.0  # a worker still finishing its requests after this is killed
 START_GRACE_S = 10.0  # a worker dying sooner after its start would die again if restarted
 POLL_S = 0.2  # how often the parent looks for a worker that has exited
+ORPHAN_CHECK_S = 1.0  # how often a worker checks that the parent is still there
 
 
 def serve_workers(
@@ -75,10 +77,13 @@ def serve_workers(
             return 1
         log.info("loaded in %.1f s; forking %d workers", service.load_seconds, workers)
 
+        parent = os.getpid()
+
         def run_worker() -> int:
             prepare_worker(service)
             app = create_app(settings, service=service)
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+            stop_when_orphaned(server, parent)
             server.run(sockets=[listening])
             return 0 if server.started else 3  # 3: uvicorn's code for a failed start
 
@@ -137,6 +142,20 @@ def own_connection(searcher: HybridSearcher) -> None:
         except IndexUnreachableError as error:
             log.warning("worker %d waiting for the index: %s", os.getpid(), error)
             time.sleep(LOAD_RETRY_S)
+
+
+def stop_when_orphaned(server: uvicorn.Server, parent: int) -> None:
+    """Shut ``server`` down once the process that forked this worker is gone (killed, say,
+    by the out-of-memory killer): an orphan would keep the port, and ``nenqa serve`` could
+    not start again until it was found and stopped."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        log.warning("worker %d: the server process %d is gone; stopping", os.getpid(), parent)
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="nenqa-parent-watch", daemon=True).start()
 
 
 @dataclass

@@ -9,6 +9,7 @@ its workers are forked from the process that loaded the service (``server.prefor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +132,15 @@ def _child_pids(parent: int) -> set[int]:
         return set()
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _ready_worker(url: str) -> int | None:
     """The PID of the worker that answered ``/readyz`` on a fresh connection, if ready."""
     try:
@@ -150,8 +161,8 @@ class Workers:
     log_path: Path
 
 
-@pytest.fixture(scope="module")
-def two_workers(chroma_settings, tmp_path_factory):
+@contextlib.contextmanager
+def serving_two_workers(chroma_settings, tmp_path_factory) -> Iterator[Workers]:
     """``nenqa serve --workers 2`` over the Chroma server, once both workers are ready."""
     port = free_port()
     # The workers' own data folder (the corpus and a document to add through /admin).
@@ -198,6 +209,12 @@ def two_workers(chroma_settings, tmp_path_factory):
         for pid in children:  # the server stops its workers; make sure
             if Path(f"/proc/{pid}").exists():
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def two_workers(chroma_settings, tmp_path_factory):
+    with serving_two_workers(chroma_settings, tmp_path_factory) as workers:
+        yield workers
 
 
 def test_two_workers_answer_on_one_port_and_are_children_of_the_server(two_workers):
@@ -317,6 +334,18 @@ def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():
     assert "NENQA_CHROMA_URL" in message and "chroma run" in message
 
 
+def test_workers_stop_when_the_server_process_is_killed(chroma_settings, tmp_path_factory):
+    """An orphaned worker would keep the port, and a restarted `nenqa serve` would fail on it."""
+    with serving_two_workers(chroma_settings, tmp_path_factory) as workers:
+        os.kill(workers.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while alive := [pid for pid in workers.pids if _running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived the server process"
+            time.sleep(0.2)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{workers.url}/healthz", timeout=5)
+
+
 FORKED_WORKER = textwrap.dedent(
     """
     import json, os, sys, time
@@ -422,4 +451,4 @@ def test_sigterm_stops_the_server_and_every_worker(two_workers):
     assert len(workers) == 2
     two_workers.process.send_signal(signal.SIGTERM)
     assert two_workers.process.wait(timeout=60) == 0
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in workers if _running(pid)]
