@@ -162,8 +162,9 @@ class Workers:
 
 
 @contextlib.contextmanager
-def serving_two_workers(chroma_settings, tmp_path_factory) -> Iterator[Workers]:
-    """``nenqa serve --workers 2`` over the Chroma server, once both workers are ready."""
+def serving_two_workers(chroma_settings, tmp_path_factory, llm_url: str) -> Iterator[Workers]:
+    """``nenqa serve --workers 2`` over the Chroma server (its llm mode on ``llm_url``), once
+    both workers are ready."""
     port = free_port()
     # The workers' own data folder (the corpus and a document to add through /admin).
     data = tmp_path_factory.mktemp("workers-data")
@@ -177,8 +178,8 @@ def serving_two_workers(chroma_settings, tmp_path_factory) -> Iterator[Workers]:
         "NENQA_DATA_DIR": str(data),
         "NENQA_ADMIN_KEYS": "admin-secret",
         "NENQA_TRANSLATE_AT_INGEST": "false",
+        "NENQA_LLM_BASE_URL": llm_url,
     }
-    env.pop("NENQA_LLM_BASE_URL", None)
     log_path = tmp_path_factory.mktemp("workers") / "serve.log"
     command = [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", str(port)]
     with log_path.open("wb") as log:
@@ -212,8 +213,8 @@ def serving_two_workers(chroma_settings, tmp_path_factory) -> Iterator[Workers]:
 
 
 @pytest.fixture(scope="module")
-def two_workers(chroma_settings, tmp_path_factory):
-    with serving_two_workers(chroma_settings, tmp_path_factory) as workers:
+def two_workers(chroma_settings, tmp_path_factory, scripted_llm):
+    with serving_two_workers(chroma_settings, tmp_path_factory, scripted_llm.base_url) as workers:
         yield workers
 
 
@@ -240,6 +241,38 @@ def test_two_workers_answer_on_one_port_and_are_children_of_the_server(two_worke
     assert len({answer for _, answer, _ in results[1::2]}) == 1
     assert all(7 in refs for _, _, refs in results)
     assert seen == ready_pids
+
+
+def _on_worker(workers: set[int], pid: int, ask):
+    """``ask()`` answered by worker ``pid``: the others are paused meanwhile, so only it accepts."""
+    others = workers - {pid}
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        return ask()
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
+def test_each_forked_worker_answers_in_the_llm_mode(two_workers, scripted_llm):
+    """The chat model was made before the fork: each worker reaches the LLM on its own."""
+    scripted_llm.set_rules([{"when": "SPINET", "reply": "兰瑞肽组TTF为13.3个月{key:13.3个月}。"}])
+
+    def ask() -> dict:
+        response = httpx.post(
+            f"{two_workers.url}/v1/chat",
+            json={"question": SPINET, "mode": "llm"},
+            headers={"Connection": "close"},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    for pid in two_workers.pids:
+        body = _on_worker(two_workers.pids, pid, ask)
+        assert body["mode"] == "llm"
+        assert body["answer"].startswith("兰瑞肽组TTF为13.3个月[7]。"), body["answer"]
 
 
 class TestTwoWorkersSpeakOpenAI:
@@ -334,9 +367,11 @@ def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():
     assert "NENQA_CHROMA_URL" in message and "chroma run" in message
 
 
-def test_workers_stop_when_the_server_process_is_killed(chroma_settings, tmp_path_factory):
+def test_workers_stop_when_the_server_process_is_killed(
+    chroma_settings, tmp_path_factory, scripted_llm
+):
     """An orphaned worker would keep the port, and a restarted `nenqa serve` would fail on it."""
-    with serving_two_workers(chroma_settings, tmp_path_factory) as workers:
+    with serving_two_workers(chroma_settings, tmp_path_factory, scripted_llm.base_url) as workers:
         os.kill(workers.process.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while alive := [pid for pid in workers.pids if _running(pid)]:
