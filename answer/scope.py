@@ -103,6 +103,9 @@ class ScopeThresholds:
     # Whether a rare noun ending like the glossary's endpoint names (…率, …期) is a measure the
     # question asks for in other words (有效率 for 客观缓解率), not an entity.
     zh_measures_known: bool = True
+    # Whether a rare noun of three or more characters whose first ones the corpus holds is a
+    # derivation of a corpus word (样本量 of 小样本), like a form of an English corpus word.
+    zh_derived_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -321,9 +324,13 @@ class ScopeCheck:
             if len(word) < 2 or word in self._text:
                 continue
             measure = self.thresholds.zh_measures_known and word[-1] in self._zh_measure_endings
+            derived = (
+                self.thresholds.zh_derived_known and len(word) >= 3 and word[:-1] in self._text
+            )
             rare_noun = (
                 flag in self.thresholds.zh_noun_classes
                 and not measure
+                and not derived
                 and (
                     zh_frequency(word) <= self.thresholds.zh_max_frequency
                     or self._logprob(word) <= self.thresholds.zh_max_logprob

@@ -49,6 +49,7 @@ FREQUENCY_GRID = (-1, 50, 100, 200, 300, 500, 1000)
 ANSWERABLE_BUDGET = 0.015
 ZH_LOGPROB_GRID = (-999.0, -40.0, -35.0, -32.0, -30.0, -28.0)
 MEASURES_GRID = (False, True)
+DERIVED_GRID = (False, True)
 NOUN_CLASSES_GRID = (
     frozenset({"n"}),
     frozenset({"n", "nrt"}),
@@ -178,9 +179,15 @@ def tune(args: argparse.Namespace) -> None:
         for p, st, m in itertools.product(LOGPROB_GRID, STEM_GRID, MODIFIER_GRID)
     ]
     chinese = [
-        dict(zh_max_frequency=f, zh_noun_classes=c, zh_max_logprob=lp, zh_measures_known=ms)
-        for f, c, lp, ms in itertools.product(
-            FREQUENCY_GRID, NOUN_CLASSES_GRID, ZH_LOGPROB_GRID, MEASURES_GRID
+        dict(
+            zh_max_frequency=f,
+            zh_noun_classes=c,
+            zh_max_logprob=lp,
+            zh_measures_known=ms,
+            zh_derived_known=dv,
+        )
+        for f, c, lp, ms, dv in itertools.product(
+            FREQUENCY_GRID, NOUN_CLASSES_GRID, ZH_LOGPROB_GRID, MEASURES_GRID, DERIVED_GRID
         )
     ]
     tune_items = [i for i in items if i["split"] == "tune"]
@@ -214,6 +221,7 @@ def tune(args: argparse.Namespace) -> None:
             -len(point.zh_noun_classes),
             -point.zh_max_logprob,
             point.zh_measures_known,
+            point.zh_derived_known,
         )
         return (within, caught if within else -wrongly, -wrongly, conservative)
 

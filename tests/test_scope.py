@@ -86,6 +86,8 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "帕博利珠单抗治疗分化好的NET，病灶缩小的比例有多少？",
         # Ending like an endpoint name (客观缓解率): a measure in other words, not an entity.
         "索凡替尼的有效率是多少？",
+        # A corpus word with one more character (样本量 of 小样本): a derivation, not a name.
+        "TALENT研究的样本量有多大？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
