@@ -16,7 +16,7 @@ Hazards, and how they are kept away:
   thread, which starts no pool; each worker sets ``Settings.torch_threads`` after the fork.
 - threads in the parent: only the forking thread survives a fork, and a lock another thread
   held stays locked. The parent serves nothing and starts no thread; tqdm's monitor thread,
-  which loading the model's weights starts, is stopped before the fork.
+  which loading the model's weights would start, is turned off before the load.
 - connections: a Chroma client made in the parent would share its pooled socket with every
   worker; each worker forgets chromadb's cached client and opens its own.
 - signals: SIGINT or SIGTERM to the parent stops every worker (SIGKILL after
@@ -44,7 +44,7 @@ import uvicorn
 from nenqa.settings import Settings
 from retriever.embeddings import ChromaEmbeddingFunction, set_torch_threads
 from retriever.search import HybridSearcher
-from retriever.store import ChunkStore, IndexUnreachableError
+from retriever.store import ChunkStore, IndexUnavailableError, IndexUnreachableError
 from server.app import create_app
 from server.state import LOAD_RETRY_S, ServiceState, load_when_reachable
 
@@ -73,7 +73,8 @@ def serve_workers(
         try:
             service = load_for_workers(settings)
         except Exception as error:  # no worker could serve without it
-            log.error("cannot load the service: %s: %s", type(error).__name__, error)
+            expected = isinstance(error, IndexUnavailableError)  # the message says what to do
+            log.error("cannot load the service: %s", error, exc_info=not expected)
             return 1
         log.info("loaded in %.1f s; forking %d workers", service.load_seconds, workers)
 
@@ -96,7 +97,7 @@ def load_for_workers(settings: Settings) -> ServiceState:
     """The whole service, loaded in the parent so that every forked worker shares it: on one
     torch thread (any inference here, such as embedding a new generation's sentences, then
     starts no thread pool that a worker would hang on), waiting for a Chroma server that is not
-    up yet; tqdm's monitor thread stopped. The service keeps ``settings`` as given."""
+    up yet; without tqdm's monitor thread. The service keeps ``settings`` as given."""
     waited: list[str] = []
 
     def waiting(problem: str | None) -> None:
@@ -104,10 +105,10 @@ def load_for_workers(settings: Settings) -> ServiceState:
             log.warning(problem)
             waited.append(problem)
 
+    _no_progress_monitor()
     service = load_when_reachable(settings.model_copy(update={"torch_threads": 1}), waiting)
     set_torch_threads(1)
     service.settings = settings
-    _stop_progress_monitor()
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if others:  # each would be missing in every worker, with any lock it held locked
         log.warning("threads running in the parent before the fork: %s", ", ".join(others))
@@ -254,12 +255,9 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _stop_progress_monitor() -> None:
-    # tqdm's monitor thread (started by the model's "Loading weights" bar) would not survive
-    # the fork, and may hold tqdm's lock when it happens.
+def _no_progress_monitor() -> None:
+    # tqdm's monitor thread (which the model's "Loading weights" bar would start) would not
+    # survive the fork, and could hold tqdm's lock when it happens; 0 is tqdm's "no monitor".
     from tqdm import tqdm
 
-    monitor = getattr(tqdm, "monitor", None)
-    if monitor is not None:
-        monitor.exit()
-        tqdm.monitor = None
+    tqdm.monitor_interval = 0

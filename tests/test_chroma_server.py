@@ -221,6 +221,8 @@ def two_workers(chroma_settings, tmp_path_factory, scripted_llm):
 def test_two_workers_answer_on_one_port_and_are_children_of_the_server(two_workers):
     url, ready_pids = two_workers.url, two_workers.pids
     assert ready_pids == _child_pids(two_workers.process.pid)
+    # No thread ran in the parent when it forked (one would be missing in every worker).
+    assert "threads running in the parent" not in two_workers.log_path.read_text()
 
     def ask(i: int) -> tuple[int, str, list[int]]:
         question = SPINET if i % 2 else "what did SPINET show for lanreotide in lung carcinoids?"
@@ -349,6 +351,27 @@ def test_a_change_through_one_worker_or_the_cli_reaches_every_worker(
     seen = _until_every_worker_serves(url, workers, start + 2)
     # The corpus is as before: the same chunks, so the same fingerprint.
     assert set(seen.values()) == {(start + 2, fingerprint, chunks)}
+
+
+def test_workers_that_cannot_load_the_service_end_the_server_with_the_reason(chroma_settings):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "NENQA_CHROMA_URL": chroma_settings.chroma_url,
+        "NENQA_COLLECTION": "never-ingested",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", str(free_port())],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "cannot load the service" in message and "run `nenqa ingest` first" in message
+    assert "Traceback" not in message
 
 
 def test_two_workers_without_a_chroma_server_are_refused_with_the_way_out():
