@@ -20,6 +20,7 @@ bank is built in full.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -129,8 +130,7 @@ def update_bank(
     layout = _layout(chunks)
     old_ids = np.load(previous / "chunk_ids.npy")
     new_ids = index[0]
-    added = np.setdiff1d(new_ids, old_ids).tolist()
-    removed = np.setdiff1d(old_ids, new_ids).tolist()
+    added, removed = _missing(new_ids, old_ids), _missing(old_ids, new_ids)
     if layout is None or len(added) > MAX_UPDATE_SHARE * max(1, old_ids.size):
         return None
     old = _SavedBank(previous)
@@ -211,18 +211,12 @@ def update_bank(
         if missing
         else {}
     )  # type: ignore[attr-defined]
-    vectors = np.lib.format.open_memmap(
-        work / "vectors.npy",
-        mode="w+",
-        dtype=np.float32,
-        shape=(sources.size, old.vectors.shape[1]),
-    )
-    vectors[sources >= 0] = old.vectors[kept_old]
+    rows = {}
     for at, sentence in zip(fresh_at.tolist(), fresh, strict=True):
         held = texts.get(sentence.text)
-        vectors[at] = old.vectors[held] if held is not None else embedded[sentence.text]
-    vectors.flush()
-    del vectors
+        vector = old.vectors[held] if held is not None else embedded[sentence.text]
+        rows[at] = np.asarray(vector, dtype="<f4").tobytes()
+    _write_vectors(work / "vectors.npy", previous / "vectors.npy", old.vectors, sources, rows)
 
     fresh_tokens = [frozenset(tokenize(strip_citation_markers(s.text))) for s in fresh]
     for name, records in (
@@ -272,6 +266,27 @@ def update_bank(
     return int(sources.size), math.log(1 + total)
 
 
+def _missing(ids: np.ndarray, other: np.ndarray) -> list[bytes]:
+    """The IDs of sorted ``ids`` that sorted ``other`` lacks."""
+    if not other.size:
+        return ids.tolist()
+    found = np.minimum(np.searchsorted(other, ids), other.size - 1)
+    return ids[other[found] != ids].tolist()
+
+
+def _write_vectors(target: Path, source: Path, old: np.ndarray, sources, rows) -> None:
+    """``vectors.npy`` of the new order: the kept rows copied from the saved file in the
+    kernel, the fresh ones (``rows``: float32 bytes by new index) in between."""
+    header = io.BytesIO()
+    shape = (int(sources.size), int(old.shape[1]))
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    lengths = np.full(old.shape[0], old.shape[1] * 4, dtype=np.int64)
+    offset = getattr(old, "offset", 0)
+    write_merged(target, source, lengths, sources, rows, offset=offset, header=header.getvalue())
+
+
 def _references(chunks: Sequence[Chunk], layout: ChunkLayout) -> dict[str, dict[str, str]]:
     """The reference renderings, from the reference entries and their twins (few)."""
     entries = layout.positions_of_kind("reference")
@@ -312,11 +327,16 @@ class _SavedBank:
 
     def slot(self, kept: np.ndarray, places: np.ndarray, position: float, key: str) -> int:
         """Where a sentence at ``position`` with ``key`` goes among the ``kept`` ones (at
-        ``places``; sorted by place, then key, as a full build orders them)."""
+        ``places``; sorted by place, then key, as a full build orders them): a binary search
+        by place, then by key among the same place's (many share one: chunks without spans)."""
         lo = int(np.searchsorted(places, position, "left"))
         hi = int(np.searchsorted(places, position, "right"))
-        while lo < hi and dedup_key(self.sentences[int(kept[lo])].text) < key:
-            lo += 1
+        while lo < hi:
+            middle = (lo + hi) // 2
+            if dedup_key(self.sentences[int(kept[middle])].text) < key:
+                lo = middle + 1
+            else:
+                hi = middle
         return lo
 
     def frequencies(self) -> dict[str, int]:

@@ -239,9 +239,11 @@ class ChunkLayout:
     def position(self, chunk_id: str) -> int | None:
         """The position of a chunk ID, ``None`` when the table has no such chunk."""
         key = chunk_id.encode("utf-8")
-        found = int(np.searchsorted(self.sorted_ids, key))
-        if found < self.sorted_ids.size and self.sorted_ids[found] == key:
-            return int(self.sorted_positions[found])
+        # Plain views of the mapped pages: a memmap's own indexing costs tens of microseconds.
+        ids = self.sorted_ids.view(np.ndarray)
+        found = int(np.searchsorted(ids, key))
+        if found < ids.size and ids[found] == key:
+            return int(self.sorted_positions.view(np.ndarray)[found])
         return None
 
     def positions_of_kind(self, kind: str) -> list[int]:
@@ -357,13 +359,21 @@ def layout_of(chunks: Sequence[Chunk], parent_count: int) -> ChunkLayout:
 
 
 def write_merged(
-    target: Path, source: Path, lengths: np.ndarray, sources: np.ndarray, fresh
+    target: Path,
+    source: Path,
+    lengths: np.ndarray,
+    sources: np.ndarray,
+    fresh,
+    *,
+    offset: int = 0,
+    header: bytes = b"",
 ) -> np.ndarray:
     """Write ``target`` as a merge of ``source``'s records (``lengths`` bytes each, back to
-    back) and new ones: record ``i`` is ``source``'s record ``sources[i]``, or ``fresh[i]``
-    (bytes) where ``sources[i]`` is -1. Runs of consecutive old records are copied in the
-    kernel, not through Python. Returns the new records' lengths."""
-    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    back from byte ``offset``) and new ones, after ``header``: record ``i`` is ``source``'s
+    record ``sources[i]``, or ``fresh[i]`` (bytes) where ``sources[i]`` is -1. Runs of
+    consecutive old records are copied in the kernel, not through Python. Returns the new
+    records' lengths."""
+    starts = offset + np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     new_lengths = np.zeros(sources.size, dtype=np.int64)
     old = sources >= 0
     new_lengths[old] = lengths[sources[old]]
@@ -371,6 +381,7 @@ def write_merged(
     follows = np.r_[False, (sources[1:] == sources[:-1] + 1) & old[:-1]]
     breaks = np.flatnonzero(~old | ~follows)
     with source.open("rb") as reading, target.open("wb", buffering=0) as writing:
+        writing.write(header)
         for run, start in enumerate(breaks.tolist()):
             stop = int(breaks[run + 1]) if run + 1 < breaks.size else int(sources.size)
             if sources[start] < 0:

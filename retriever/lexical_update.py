@@ -47,14 +47,14 @@ def update_index(
     folder.mkdir(parents=True, exist_ok=True)
     vocabulary = SortedVocabulary(previous)
     indptr = np.load(previous / "indptr.csc.index.npy")
-    rows = np.load(previous / "indices.csc.index.npy")
-    counts = np.load(previous / COUNTS_FILE)
+    rows = np.load(previous / "indices.csc.index.npy", mmap_mode="r")
+    counts = np.load(previous / COUNTS_FILE, mmap_mode="r")
     old_lengths = np.load(previous / LENGTHS_FILE)
     mapping = np.asarray(new_row[: old_lengths.size], dtype=np.int32)
     moved = mapping[rows]
     if (mapping < 0).any():
         keep = moved >= 0
-        moved, counts = moved[keep], counts[keep]
+        moved, counts = moved[keep], np.asarray(counts)[keep]
         starts = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])[indptr]
     else:
         starts = indptr
@@ -95,8 +95,8 @@ def update_index(
         else:
             start, stop = int(starts[old_column]), int(starts[old_column + 1])
             at.append(start + int(np.searchsorted(moved[start:stop], row)))
-    rows_new = np.insert(moved, at, np.array([e[1] for e in entries], dtype=np.int32))
-    counts_new = np.insert(counts, at, np.array([e[2] for e in entries], dtype=np.int32))
+    rows_new = _inserted(moved, at, [e[1] for e in entries])
+    counts_new = _inserted(counts, at, [e[2] for e in entries])
     doc_freq = np.zeros(columns, dtype=np.int64)
     doc_freq[column_of_old[used]] = kept_df[used]
     np.add.at(doc_freq, np.array([e[0] for e in entries], dtype=np.int64), 1)
@@ -122,6 +122,19 @@ def update_index(
         old_tokens = vocabulary.tokens()
         kept = [old_tokens[c] for c in np.flatnonzero(used).tolist()]
         save_vocabulary(folder, sorted([*kept, *new_tokens]), params, texts)
+
+
+def _inserted(values: np.ndarray, at: list[int], new: list[int]) -> np.ndarray:
+    """``values`` with ``new[i]`` before index ``at[i]`` (``at`` ascending), copied a run at a
+    time (``np.insert`` with many places builds index arrays as long as ``values``)."""
+    out = np.empty(len(values) + len(new), dtype=np.int32)
+    done = 0
+    for i, (place, value) in enumerate(zip(at, new, strict=True)):
+        out[done + i : place + i] = values[done:place]
+        out[place + i] = value
+        done = place
+    out[done + len(new) :] = values[done:]
+    return out
 
 
 def _linked(previous: Path, folder: Path) -> bool:

@@ -185,3 +185,20 @@ def test_jieba_cuts_after_a_new_glossary_as_a_fresh_process_would(corpus):
     register_terms(["兰瑞肽", "神经内分泌瘤", "依维莫司", "兰瑞肽"])
     register_terms(["兰瑞肽", "神经内分泌瘤"])  # a reload back to the first glossary
     assert [tokenize(t) for t in texts] == first
+
+
+def test_records_merged_from_a_saved_file_and_new_ones(tmp_path):
+    from retriever.chunk_table import write_merged
+
+    old = [b"alpha", b"be", b"gamma!", b"d"]
+    (tmp_path / "old.bin").write_bytes(b"HEAD" + b"".join(old))
+    lengths = np.array([len(r) for r in old], dtype=np.int64)
+    # A new record before old record 0, a run of two, a gap, then two new ones around one.
+    sources = np.array([-1, 0, 1, 3, -1, 2, -1])
+    fresh = {0: b"new0", 4: b"new4", 6: b"new6"}
+    written = write_merged(
+        tmp_path / "new.bin", tmp_path / "old.bin", lengths, sources, fresh, offset=4, header=b"H"
+    )
+    expected = [b"new0", b"alpha", b"be", b"d", b"new4", b"gamma!", b"new6"]
+    assert (tmp_path / "new.bin").read_bytes() == b"H" + b"".join(expected)
+    assert written.tolist() == [len(r) for r in expected]
