@@ -47,6 +47,9 @@ _CLAUSE_END = re.compile(
     r"[,，;；:：。!?！？]|\s(?:versus|vs\.?|whereas|while|compared with)\s|而|相比之下", re.I
 )
 _RESPECTIVELY = re.compile(r"分别|respectively", re.I)
+# Prefixes that make a word's opposite group (atypical, non-pancreatic, unresectable), with the
+# shortest word they negate ("a" + "live" is no group).
+_NEGATING_PREFIXES = (("non-", 4), ("non", 4), ("un", 4), ("a", 5))
 
 # Direction words (each family: Chinese, English). "Better" where the evidence says worse is
 # a claim the number check cannot see.
@@ -309,6 +312,8 @@ class ClaimChecker:
                 return "drops a negation its evidence states"
             if _NEGATION.search(clause) and not _NEGATION.search(closest):
                 return "states a negation its evidence does not"
+            if flipped := flipped_group(clause, closest):
+                return flipped
         return ""
 
     def _misbound(self, claim: str, cited: Sequence[QuotedSentence]) -> str:
@@ -409,6 +414,65 @@ class ClaimChecker:
             if numbers & numbers_in(closest) or words & set(tokenize(closest)):
                 pairs.append((clause, closest))
         return pairs
+
+
+def flipped_group(claim: str, evidence: str) -> str:
+    """A number the claim gives for a group its evidence gives to the opposite one: typical
+    where the evidence says atypical, 胰腺 where it says 非胰腺 (or the reverse). The groups are
+    a word and the same word with a negating prefix, both written in the two clauses; each
+    number takes the form nearest to it."""
+    texts = normalize_text(claim), normalize_text(evidence)
+    for base, negated in _negated_pairs(" ".join(texts)):
+        for value in numbers_in(texts[0]) & numbers_in(texts[1]):
+            said, given = (_group_at(text, value, base, negated) for text in texts)
+            if said is not None and given is not None and said != given:
+                stated, evidenced = (negated if g else base for g in (said, given))
+                number = format(value, "f")
+                return f"gives {number} for {stated}; its evidence gives it for {evidenced}"
+    return ""
+
+
+def _negated_pairs(text: str) -> list[tuple[str, str]]:
+    """(word, negated word) both in ``text``: typical / atypical, pancreatic / non-pancreatic,
+    胰腺 / 非胰腺."""
+    pairs = []
+    words = set(re.findall(r"[a-z][a-z-]+", text))
+    for word in words:
+        for prefix, shortest in _NEGATING_PREFIXES:
+            base = word[len(prefix) :]
+            if word.startswith(prefix) and len(base) >= shortest and base in words:
+                pairs.append((base, word))
+    for match in re.finditer(r"非([\u4e00-\u9fff]{2,4})", text):
+        for size in range(len(match.group(1)), 1, -1):
+            base = match.group(1)[:size]
+            if re.search(rf"(?<!非){base}", text):
+                pairs.append((base, "非" + base))
+                break
+    return pairs
+
+
+def _group_at(text: str, value: Decimal, base: str, negated: str) -> bool | None:
+    """Whether the group form nearest to ``value`` in its clause of ``text`` is the negated one
+    (``None`` where no clause writes both the value and a form)."""
+    far = len(text) + 1
+    distance = {True: far, False: far}
+    for clause in _CLAUSE_END.split(text):
+        if not clause:
+            continue
+        numbers = [m.start() for m in NUMBER.finditer(clause) if _decimal(m.group()) == value]
+        negated_at = [m.start() for m in re.finditer(re.escape(negated), clause)]
+        base_at = [
+            m.start()
+            for m in re.finditer(re.escape(base), clause)
+            if not any(n <= m.start() < n + len(negated) for n in negated_at)
+        ]
+        for negative, places in ((True, negated_at), (False, base_at)):
+            for at in places:
+                for n in numbers:
+                    distance[negative] = min(distance[negative], abs(n - at))
+    if distance[True] == distance[False] == far:
+        return None
+    return distance[True] < distance[False]
 
 
 def _of_kind(term: Term, kind: str) -> bool:

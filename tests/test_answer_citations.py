@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from answer.citations import (
     DraftSentenceSplitter,
     QuotedSentence,
@@ -10,7 +12,7 @@ from answer.citations import (
     render_quote,
     split_draft,
 )
-from answer.claims import ClaimChecker
+from answer.claims import ClaimChecker, flipped_group
 from answer.sentences import EvidenceSentence
 from nenqa.types import Reference, Span
 
@@ -135,3 +137,31 @@ def test_a_number_alone_is_not_a_statement():
     assert not alone.supported and alone.problem.startswith("a number alone")
     said = ClaimChecker(None).align("兰瑞肽组的TTF为13.3个月。", [KEYS["S1"]])
     assert said.supported
+
+
+EVIDENCE_BY_HISTOLOGY = (
+    "PFS reached 21.9 months in the typical carcinoid group and 13.8 months in the atypical "
+    "carcinoid group"
+)
+
+
+@pytest.mark.parametrize(
+    ("claim", "evidence", "problem"),
+    [
+        ("The PFS in typical histology was 13.8 months", EVIDENCE_BY_HISTOLOGY, "for typical"),
+        ("PFS was 21.9 months in atypical carcinoids", EVIDENCE_BY_HISTOLOGY, "for atypical"),
+        ("PFS was 21.9 months in typical carcinoids", EVIDENCE_BY_HISTOLOGY, ""),
+        ("非胰腺组的ORR为20%", "胰腺组的ORR为20%，非胰腺组的ORR为15%", "for 非胰腺"),
+        ("非胰腺组的ORR为15%", "胰腺组的ORR为20%，非胰腺组的ORR为15%", ""),
+        (
+            "In the non-pancreatic group the ORR was 20%",
+            "the ORR was 20% in the pancreatic group and 15% in the non-pancreatic group",
+            "for non-pancreatic",
+        ),
+        # "a" + "live" is no group: only words of five letters or more are negated by "a".
+        ("Patients were alive at 12 months", "12 months of live follow-up", ""),
+    ],
+)
+def test_a_number_given_to_the_opposite_group_is_found(claim, evidence, problem):
+    found = flipped_group(claim, evidence)
+    assert (problem in found) if problem else found == ""

@@ -143,6 +143,12 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
             "The PFS in typical carcinoids was 21.9 months.",
             "gives 13.3 for PFS",
         ),
+        (  # 13.8 months is the atypical carcinoids' PFS, the typical ones' 21.9
+            "SPINET研究中典型类癌的PFS是多少？",
+            "典型类癌的PFS为13.8个月。",
+            "典型类癌组的PFS达21.9个月。",
+            "gives 13.8 for 典型类癌; its evidence gives it for 非典型类癌",
+        ),
     ],
     ids=[
         "wrong-endpoint",
@@ -151,6 +157,7 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
         "dropped-negation",
         "placeholder",
         "endpoint-of-an-earlier-clause",
+        "opposite-subgroup",
     ],
 )
 def test_a_sentence_a_clinician_would_misread_is_removed(llm, question, wrong, right, why):
