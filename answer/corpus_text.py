@@ -175,6 +175,15 @@ def _update(
         return None
 
     def write(work: Path) -> bool:
+        try:
+            return _write_update(work)
+        except (ValueError, KeyError, TypeError, IndexError, re.error) as error:
+            log.warning(
+                "could not update the corpus text of %s (%s); writing it in full", previous, error
+            )
+            return False
+
+    def _write_update(work: Path) -> bool:
         old_ids = np.load(previous / "ids.npy")
         old_lengths = np.load(previous / "lengths.npy")
         by_id = np.argsort(old_ids, kind="stable")

@@ -139,7 +139,7 @@ def _update(
     def write(work: Path) -> bool:
         try:
             written = update_bank(work, previous, chunks, embedder, index)
-        except (ValueError, KeyError, IndexError) as error:
+        except (ValueError, KeyError, IndexError, TypeError) as error:
             log.warning(
                 "could not update the sentences of %s (%s); building them in full", previous, error
             )

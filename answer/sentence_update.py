@@ -139,7 +139,8 @@ def update_bank(
 
     def chunk(chunk_id: bytes) -> Chunk:
         position = layout.position(chunk_id.decode("utf-8"))
-        assert position is not None
+        if position is None:
+            raise KeyError(f"chunk {chunk_id!r} is not in the table")
         return chunks[position]
 
     # The old sentences the change touches, and the parents whose sentences are built again.

@@ -234,7 +234,7 @@ def _update(
             return None
         change = TableChange(source.get_chunks(added), frozenset(removed))
         return update_tables(work, folder, meta, change, register=register)
-    except (OSError, ValueError, KeyError, IndexError) as error:
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
         log.warning("could not update the tables of %s (%s); building them in full", folder, error)
         return None
 

@@ -129,3 +129,21 @@ def test_an_updated_text_is_the_full_build_of_its_chunks(tmp_path, terms):
         == CorpusText.of([c.text for c in after], forms[1:]).words(pattern)
     )
     assert listed.read_bytes() == (folders[1] / listed.name).read_bytes()
+
+
+def test_a_damaged_word_list_of_the_previous_text_means_a_full_write(tmp_path, caplog):
+    from retriever.snapshot import generation_folder
+    from tests.conftest import rendered_default_corpus
+    from tests.test_sentence_update import _table
+
+    every = sorted(rendered_default_corpus(Settings().data_dir).chunks, key=lambda c: c.chunk_id)
+    first, table_before = _table(tmp_path / "tables", 1, every[:-3])
+    second, table_after = _table(tmp_path / "tables", 2, every)
+    pattern = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+    open_corpus_text(table_before, [], index_dir=tmp_path, generation=first).words(pattern)
+    (listed,) = generation_folder(tmp_path / "scope", first).glob("words-*.json")
+    listed.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="nenqa.scope"):
+        text = open_corpus_text(table_after, [], index_dir=tmp_path, generation=second)
+    assert "could not update the corpus text" in caplog.text
+    assert text.words(pattern) == CorpusText.of([c.text for c in table_after]).words(pattern)

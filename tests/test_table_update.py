@@ -202,3 +202,21 @@ def test_records_merged_from_a_saved_file_and_new_ones(tmp_path):
     expected = [b"new0", b"alpha", b"be", b"d", b"new4", b"gamma!", b"new6"]
     assert (tmp_path / "new.bin").read_bytes() == b"H" + b"".join(expected)
     assert written.tolist() == [len(r) for r in expected]
+
+
+def test_a_damaged_previous_generation_is_built_in_full_with_a_warning(corpus, tmp_path, caplog):
+    added, _ = _change(corpus)
+    before = [c for c in corpus if c.chunk_id not in {c.chunk_id for c in added}]
+    first, second = _generation(1, before), _generation(2, corpus)
+    build_tables(first, iter(before), root=tmp_path / "a", register=_register)
+    counts = generation_folder(tmp_path / "a", first) / "lexical" / "counts.csc.npy"
+    counts.write_bytes(counts.read_bytes()[:100])  # cut short, as by a full disk
+    with caplog.at_level(logging.WARNING, logger="nenqa.snapshot"):
+        build_tables(
+            second, iter(corpus), root=tmp_path / "a", register=_register, source=_Source(corpus)
+        )
+    assert "could not update the tables" in caplog.text
+    build_tables(second, iter(corpus[::-1]), root=tmp_path / "b", register=_register)
+    _assert_same_tables(
+        generation_folder(tmp_path / "a", second), generation_folder(tmp_path / "b", second)
+    )
