@@ -47,6 +47,12 @@ _CLAUSE_END = re.compile(
     r"[,，;；:：。!?！？]|\s(?:versus|vs\.?|whereas|while|compared with)\s|而|相比之下", re.I
 )
 _RESPECTIVELY = re.compile(r"分别|respectively", re.I)
+# One comparison of two arms' values: "19.4个月 vs 7.6个月", "未达到 vs 41.9个月", "not reached
+# versus 41.9 months".
+_SIDE = r"(\d+(?:\.\d+)?|未达到|not reached)"
+_COMPARISON = re.compile(rf"{_SIDE}\s*(?:个月|%|months?)?\s*(?:vs\.?|versus)\s*{_SIDE}", re.I)
+# Words that say which arm or group a number belongs to (兰瑞肽组, the placebo arm).
+_GROUP_WORD = re.compile(r"组|\b(?:arms?|groups?|cohorts?|placebo|control)\b", re.I)
 # Prefixes that make a word's opposite group (atypical, non-pancreatic, unresectable), with the
 # shortest word they negate ("a" + "live" is no group).
 _NEGATING_PREFIXES = (("non-", 4), ("non", 4), ("un", 4), ("a", 5))
@@ -67,10 +73,10 @@ _WORSE = (
 DIRECTION = (_BETTER, _WORSE)
 
 # Negation cues; "无进展生存期" (progression-free), "不良反应" (adverse events) and "未经治疗"
-# (untreated) are names, not negations.
+# (untreated) are names, not negations, and "未达到" (not reached) is a median's value.
 _NEGATION = re.compile(
-    r"未(?!经)|没有|并非|无(?:显著|统计学|明显|差异|获益|改善|效)|差异无|不(?:能|显著|明显|优于|足|佳)"
-    r"|\b(?:not|no|never|neither|nor|without|failed to|did not|does not|cannot)\b|n't",
+    r"未(?!经|达到)|没有|并非|无(?:显著|统计学|明显|差异|获益|改善|效)|差异无|不(?:能|显著|明显|优于|足|佳)"
+    r"|\b(?:not(?! reached)|no|never|neither|nor|without|failed to|did not|does not|cannot)\b|n't",
     re.I,
 )
 # A placeholder of a worked example: "study X", "drug A", "研究X", "药物B", "{question}".
@@ -304,6 +310,8 @@ class ClaimChecker:
             return f"holds a placeholder, not evidence: {', '.join(placeholders)}"
         if wrong := self._misbound(claim, cited):
             return wrong
+        if lone := self._lone_side(claim, texts):
+            return lone
         claimed, stated = _direction(claim), set().union(*(_direction(t) for t in texts))
         if claimed and stated and not claimed & stated:
             return "says better where its evidence says worse, or the reverse"
@@ -341,6 +349,29 @@ class ClaimChecker:
                         return (
                             f"gives {format(value, 'f')} for {shown_form(term, claim)}; its "
                             f"evidence gives it for {given[0].forms[0]} ({kind})"
+                        )
+        return ""
+
+    def _lone_side(self, claim: str, texts: Sequence[str]) -> str:
+        """A number that is one side of a comparison in its evidence (未达到 vs 41.9个月), given
+        with neither its arm nor the other side: "OS was 41.9 months" reads as the drug asked
+        about, when it was placebo's."""
+        if self.glossary is None or _GROUP_WORD.search(claim):
+            return ""
+        if any(_of_kind(t, "arm") for t in self.glossary.matches(claim)):
+            return ""
+        folded = normalize_text(claim)
+        claimed = numbers_in(folded)
+        for text in texts:
+            for match in _COMPARISON.finditer(normalize_text(text)):
+                sides = match.group(1), match.group(2)
+                for side, other in (sides, sides[::-1]):
+                    value, partner = _decimal(side), _decimal(other)
+                    stated = partner in claimed if partner is not None else other in folded
+                    if value is not None and value in claimed and not stated:
+                        return (
+                            f"gives {format(value, 'f')}, one side of its evidence's "
+                            "comparison, without its arm"
                         )
         return ""
 

@@ -149,6 +149,12 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
             "典型类癌组的PFS达21.9个月。",
             "gives 13.8 for 典型类癌; its evidence gives it for 非典型类癌",
         ),
+        (  # the evidence: OS "未达到 vs 41.9个月"; 41.9 months was placebo's
+            "REMINET研究中兰瑞肽维持治疗的总生存期是多少？",
+            "总生存期为41.9个月。",
+            "兰瑞肽维持治疗组的总生存期未达到，安慰剂组为41.9个月。",
+            "one side of its evidence's comparison, without its arm",
+        ),
     ],
     ids=[
         "wrong-endpoint",
@@ -158,6 +164,7 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
         "placeholder",
         "endpoint-of-an-earlier-clause",
         "opposite-subgroup",
+        "one-side-without-its-arm",
     ],
 )
 def test_a_sentence_a_clinician_would_misread_is_removed(llm, question, wrong, right, why):
