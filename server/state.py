@@ -19,6 +19,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from answer.base import AnswerError, AnswerMode
+from answer.corpus_text import glossary_forms as forms_of
 from answer.corpus_text import open_corpus_text
 from answer.extractive import ExtractiveAnswerer
 from answer.fallback import ExtractiveFallback
@@ -156,7 +157,7 @@ def load_service(
         generation=searcher.generation,
         reuse=previous.bank if previous else None,
     )
-    glossary_forms = [form for term in searcher.glossary.terms for form in term.forms]
+    glossary_forms = forms_of(searcher.glossary)
     corpus = open_corpus_text(
         searcher.chunks,
         glossary_forms,
