@@ -10,9 +10,9 @@ Over an index written by ``benchmarks/bench_scale.py --work`` (synthetic corpus 
   check, reference tables, answer modes) and answers a question; while it holds everything, a
   second one does the same. The second's private memory (USS) is what one more worker costs.
 - ``--change INDEX --pool-file POOL``: while a worker serves the index (polling its generation as
-  a server worker does), add 10 chunks as ``nenqa docs add`` does (``cli.docs.save_generation``),
-  and time until the worker answers from the new generation. It changes INDEX: run it on a
-  copy.
+  a server worker does), add 10 chunks as ``nenqa docs add`` does (``cli.docs.publish_generation``:
+  the generation's files saved, then published), and time until the worker answers from the
+  new generation. It changes INDEX: run it on a copy.
 
 Every process stops itself past ``--max-rss-gib`` resident (12 by default).
 
@@ -176,9 +176,10 @@ def serve_generations(service, question, served: Path) -> None:
 
 def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10) -> dict:
     """A change reaching a worker: while a worker serves the index, add ``count`` chunks as
-    ``nenqa docs add`` does (write, publish the generation, then ``cli.docs.save_generation``:
-    its tables, scope text and sentences) and time until the worker answers from it."""
-    from cli.docs import save_generation
+    ``nenqa docs add`` does (write, then ``cli.docs.publish_generation``: the generation's
+    tables, scope text and sentences saved, then published) and time until the worker answers
+    from it, from the publication and from the end of the write."""
+    from cli.docs import publish_generation
     from nenqa.settings import Settings
     from retriever.embeddings import DEFAULT_MODEL_ID
     from retriever.store import ChunkStore
@@ -192,10 +193,9 @@ def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10)
         size = store.count()
         chunks = synthetic_chunks(synthetic_texts(size + count, seed=5))[size:]
         store.upsert(chunks, pool[:count])
-        published = time.time()
-        store.publish()
-        steps = save_generation(store, SyntheticSentenceEmbedder(DEFAULT_MODEL_ID, pool))
-        saved_s = time.time() - published
+        written = time.time()
+        steps = publish_generation(store, SyntheticSentenceEmbedder(DEFAULT_MODEL_ID, pool))
+        published = steps["published_at"]
         while not served.exists():
             if worker.poll() is not None:
                 raise RuntimeError("the worker stopped before serving the change")
@@ -206,9 +206,10 @@ def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10)
         "writer_tables_s": round(steps["tables"], 2),
         "writer_corpus_text_s": round(steps["corpus_text"], 2),
         "writer_sentences_s": round(steps["sentences"], 2),
-        "writer_all_saved_s": round(saved_s, 2),
+        "writer_published_after_s": round(published - written, 2),
         "worker_reload_s": line["reload_s"],
         "worker_serves_change_after_s": round(line["served_at"] - published, 2),
+        "worker_serves_change_after_write_s": round(line["served_at"] - written, 2),
     }
 
 

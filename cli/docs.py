@@ -126,8 +126,7 @@ def docs_remove(
                 (removal,) = remove_documents([doc_id], store, registry)
             except UnknownDocumentError as error:
                 fail(str(error))
-            store.publish()
-            save_generation(store)
+            publish_generation(store)
             console.print(f"removed {doc_id}: {removal.chunks} chunks")
             if removal.cited_by:
                 console.print(
@@ -200,30 +199,42 @@ def open_index(settings: Settings) -> tuple[ChunkStore | None, DocumentRegistry,
     return ChunkStore(settings, None, built_with), registry, built_with
 
 
-def save_generation(store: ChunkStore, embedder: Any = None) -> dict[str, float]:
-    """The new generation's search tables, the scope check's corpus text, and with the
-    command's ``embedder`` its quotable sentences, built once here so that every server opens
-    them instead of building its own (docs/reliability.md): each from the previous
-    generation's and the change where it can (seconds at 100k chunks, not minutes). Without a
-    model loaded (``docs remove``) the first server writes the sentences the same way.
-    Returns the seconds each took."""
+def publish_generation(store: ChunkStore, embedder: Any = None) -> dict[str, float]:
+    """Save the next generation's search tables, the scope check's corpus text, and with the
+    command's ``embedder`` its quotable sentences, then publish it: every server notices a
+    generation whose files are already there and only opens them (docs/reliability.md). Each
+    is written from the previous generation's and the change where it can (seconds at 100k
+    chunks, not minutes). Without a model loaded (``docs remove``) the first server writes the
+    sentences the same way. Returns the seconds each took and when it was published."""
     from answer.corpus_text import glossary_forms, open_corpus_text
     from answer.sentence_store import open_bank
+    from retriever.generation import Generation, fingerprint_of
     from retriever.search import current_tables
 
+    current = store.generation()
+    fingerprint = fingerprint_of(store.ids())
+    upcoming = (
+        current
+        if fingerprint == current.fingerprint
+        else (Generation(current.number + 1, fingerprint))
+    )
     started = time.perf_counter()
-    tables, glossary = current_tables(store)
+    tables, glossary = current_tables(store, upcoming)
     seconds = {"tables": time.perf_counter() - started}
     index_dir = store.settings.index_dir
     started = time.perf_counter()
     open_corpus_text(
-        tables.chunks, glossary_forms(glossary), index_dir=index_dir, generation=tables.generation
+        tables.chunks, glossary_forms(glossary), index_dir=index_dir, generation=upcoming
     )
     seconds["corpus_text"] = time.perf_counter() - started
     if embedder is not None:
         started = time.perf_counter()
-        open_bank(embedder, tables.chunks, index_dir=index_dir, generation=tables.generation)
+        open_bank(embedder, tables.chunks, index_dir=index_dir, generation=upcoming)
         seconds["sentences"] = time.perf_counter() - started
+    # Servers on this index (a Chroma server's) reload within seconds. Another writer that
+    # published first takes the number: servers then write this change's files themselves.
+    store.publish()
+    seconds["published_at"] = time.time()
     return seconds
 
 
@@ -388,8 +399,7 @@ def write_documents(
                 )
             except DocumentConflictError as error:
                 fail(f"{error} (the index was not changed)")
-        store.publish()  # servers on this index (a Chroma server's) reload within seconds
-        save_generation(store, embedder)
+        publish_generation(store, embedder)
     _print_changes(changes)
     return changes
 

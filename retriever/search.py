@@ -361,14 +361,18 @@ def build_tables(
     return build_saved(root, generation, stored, register=register, source=source)
 
 
-def current_tables(store: ChunkStore) -> tuple[SearchTables, Glossary]:
+def current_tables(
+    store: ChunkStore, generation: Generation | None = None
+) -> tuple[SearchTables, Glossary]:
     """The index's current generation as a searcher needs it, with its glossary: the tables
     another process saved for it, else built from the store and saved for the next one (one
-    process builds them; another that needs them meanwhile waits for its tables)."""
+    process builds them; another that needs them meanwhile waits for its tables).
+    ``generation``: the one about to be published instead (``nenqa docs`` saves its files
+    before publishing it)."""
     root = snapshots_dir(store.settings.index_dir)
     # The generation first: chunks written after it are at worst a newer generation's, which
     # the server's watcher then loads again (and never saved under this one).
-    generation = store.generation()
+    generation = generation or store.generation()
     tables = load_tables(root, generation)
     if tables is None:
         with one_builder(root, generation):

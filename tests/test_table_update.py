@@ -220,3 +220,31 @@ def test_a_damaged_previous_generation_is_built_in_full_with_a_warning(corpus, t
     _assert_same_tables(
         generation_folder(tmp_path / "a", second), generation_folder(tmp_path / "b", second)
     )
+
+
+def test_nenqa_docs_saves_a_generations_files_before_it_publishes_it(corpus, tmp_path):
+    """A server noticing the new generation finds its tables and scope text already saved
+    (it only opens them); the number published is the one they were saved under."""
+    from cli.docs import publish_generation
+    from retriever.snapshot import snapshots_dir
+    from retriever.store import ChunkStore
+
+    settings = Settings(index_dir=tmp_path / "index")
+    store = ChunkStore(settings, None, "test/model")
+    vectors = np.random.default_rng(0).normal(size=(len(corpus), 8)).astype(np.float32)
+    store.upsert(corpus[:-5], vectors[:-5])
+    publish_generation(store)
+    store.upsert(corpus[-5:], vectors[-5:])
+    seen = {}
+    publish = store.publish
+
+    def publishing():
+        upcoming = _generation(store.generation().number + 1, corpus)
+        seen["tables"] = generation_folder(snapshots_dir(settings.index_dir), upcoming).is_dir()
+        seen["scope"] = generation_folder(settings.index_dir / "scope", upcoming).is_dir()
+        return publish()
+
+    store.publish = publishing  # type: ignore[method-assign]
+    publish_generation(store)
+    assert seen == {"tables": True, "scope": True}
+    assert store.generation() == _generation(2, corpus)
