@@ -9,7 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-import server.app as server_app
+import server.state as server_state
 from nenqa.text import has_cjk
 from server.app import create_app
 
@@ -167,10 +167,10 @@ def completion(
     ("question", "llm_answer"),
     [
         (SPINET, "兰瑞肽组TTF为13.3个月[7]。"),
-        # The abstention first names what the review does not discuss (jieba cuts 二甲/双胍).
+        # The abstention first names what the review does not discuss, whole (jieba cuts 二甲/双胍).
         (
             "二甲双胍每天最多能吃多少？",
-            "综述没有讨论双胍。综述中没有能回答这个问题的内容，因此不作回答。",
+            "综述没有讨论二甲双胍。综述中没有能回答这个问题的内容，因此不作回答。",
         ),
     ],
 )
@@ -284,13 +284,13 @@ def test_readyz_is_503_until_the_model_and_index_are_loaded(
     monkeypatch, indexed_settings, searcher
 ):
     release = threading.Event()
-    real_load = server_app.load_service
+    real_load = server_state.load_service
 
     def slow_load(settings, **kwargs):
         release.wait(60)
         return real_load(settings, **kwargs)
 
-    monkeypatch.setattr(server_app, "load_service", slow_load)
+    monkeypatch.setattr(server_state, "load_service", slow_load)
     app = create_app(indexed_settings, searcher=searcher)
     with TestClient(app) as test_client:
         assert test_client.get("/healthz").json() == {"status": "ok"}
