@@ -10,8 +10,9 @@ Over an index written by ``benchmarks/bench_scale.py --work`` (synthetic corpus 
   check, reference tables, answer modes) and answers a question; while it holds everything, a
   second one does the same. The second's private memory (USS) is what one more worker costs.
 - ``--change INDEX --pool-file POOL``: while a worker serves the index (polling its generation as
-  a server worker does), add 10 chunks as ``nenqa docs add`` does (``cli.docs.publish_generation``:
-  the generation's files saved, then published), and time until the worker answers from the
+  a server worker does), add 10 chunks as ``nenqa docs add`` does
+  (``answer.publication.publish_generation``: the generation's files saved, then published),
+  and time until the worker answers from the
   new generation. It changes INDEX: run it on a copy.
 
 Every process stops itself past ``--max-rss-gib`` resident (12 by default).
@@ -176,10 +177,10 @@ def serve_generations(service, question, served: Path) -> None:
 
 def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10) -> dict:
     """A change reaching a worker: while a worker serves the index, add ``count`` chunks as
-    ``nenqa docs add`` does (write, then ``cli.docs.publish_generation``: the generation's
+    ``nenqa docs add`` does (write, then ``answer.publication.publish_generation``: the generation's
     tables, scope text and sentences saved, then published) and time until the worker answers
     from it, from the publication and from the end of the write."""
-    from cli.docs import publish_generation
+    from answer.publication import publish_generation
     from nenqa.settings import Settings
     from retriever.embeddings import DEFAULT_MODEL_ID
     from retriever.store import ChunkStore

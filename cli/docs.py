@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -113,6 +112,7 @@ def docs_remove(
     doc_ids: Annotated[list[str], typer.Argument(help="Document ids (see `nenqa docs list`).")],
 ) -> None:
     """Remove documents: all of their chunks and their records, nothing else."""
+    from answer.publication import publish_generation
     from ingest.corpus import remove_documents
     from ingest.registry import UnknownDocumentError
 
@@ -197,45 +197,6 @@ def open_index(settings: Settings) -> tuple[ChunkStore | None, DocumentRegistry,
         return None, registry, None
     # Listing and removing need no model: open the collection with the model it was built with.
     return ChunkStore(settings, None, built_with), registry, built_with
-
-
-def publish_generation(store: ChunkStore, embedder: Any = None) -> dict[str, float]:
-    """Save the next generation's search tables, the scope check's corpus text, and with the
-    command's ``embedder`` its quotable sentences, then publish it: every server notices a
-    generation whose files are already there and only opens them (docs/reliability.md). Each
-    is written from the previous generation's and the change where it can (seconds at 100k
-    chunks, not minutes). Without a model loaded (``docs remove``) the first server writes the
-    sentences the same way. Returns the seconds each took and when it was published."""
-    from answer.corpus_text import glossary_forms, open_corpus_text
-    from answer.sentence_store import open_bank
-    from retriever.generation import Generation, fingerprint_of
-    from retriever.search import current_tables
-
-    current = store.generation()
-    fingerprint = fingerprint_of(store.ids())
-    upcoming = (
-        current
-        if fingerprint == current.fingerprint
-        else (Generation(current.number + 1, fingerprint))
-    )
-    started = time.perf_counter()
-    tables, glossary = current_tables(store, upcoming)
-    seconds = {"tables": time.perf_counter() - started}
-    index_dir = store.settings.index_dir
-    started = time.perf_counter()
-    open_corpus_text(
-        tables.chunks, glossary_forms(glossary), index_dir=index_dir, generation=upcoming
-    )
-    seconds["corpus_text"] = time.perf_counter() - started
-    if embedder is not None:
-        started = time.perf_counter()
-        open_bank(embedder, tables.chunks, index_dir=index_dir, generation=upcoming)
-        seconds["sentences"] = time.perf_counter() - started
-    # Servers on this index (a Chroma server's) reload within seconds. Another writer that
-    # published first takes the number: servers then write this change's files themselves.
-    store.publish()
-    seconds["published_at"] = time.time()
-    return seconds
 
 
 @contextmanager
@@ -355,6 +316,7 @@ def write_documents(
     """Write the parsed sources and their registry records; returns the per-document changes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from answer.publication import publish_generation
     from ingest.corpus import EmbeddingModelChangedError, check_embedding_model
     from ingest.pipeline import add_documents
     from ingest.registry import DocumentConflictError, DocumentRegistry

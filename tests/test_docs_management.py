@@ -432,6 +432,30 @@ def test_admin_add_search_and_remove_a_document(admin_app):
 
 
 @pytest.mark.slow
+def test_an_admin_change_saves_its_generation_files_before_publishing_it(admin_app, monkeypatch):
+    from retriever.generation import fingerprint_of
+
+    client, _ = admin_app
+    store = client.app.state.service.searcher.store
+    index_dir = store.settings.index_dir
+    saved_at_publication: list[set[str]] = []
+    publish = type(store).publish
+
+    def publish_and_look(self):
+        # What other workers would find, at the moment they can notice the generation.
+        folders = index_dir.glob(f"**/*-{fingerprint_of(self.ids())}")
+        saved_at_publication.append({f.relative_to(index_dir).parts[0] for f in folders})
+        return publish(self)
+
+    monkeypatch.setattr(type(store), "publish", publish_and_look)
+    added = client.post("/admin/documents", json={"paths": ["sample-review.md"]}, headers=ADMIN)
+    assert added.status_code == 200, added.text
+    removed = client.delete("/admin/documents/sample-review", headers=ADMIN)
+    assert removed.status_code == 200, removed.text
+    assert saved_at_publication == [{"generations", "scope", "sentences"}] * 2
+
+
+@pytest.mark.slow
 def test_admin_refuses_bad_input_with_the_file_line_and_reason(admin_app, tmp_path):
     client, data = admin_app
     (data / "broken.md").write_text("# B\n\nCites [3].\n\n## References\n\n[1] A.\n", "utf-8")

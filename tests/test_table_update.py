@@ -225,7 +225,7 @@ def test_a_damaged_previous_generation_is_built_in_full_with_a_warning(corpus, t
 def test_nenqa_docs_saves_a_generations_files_before_it_publishes_it(corpus, tmp_path):
     """A server noticing the new generation finds its tables and scope text already saved
     (it only opens them); the number published is the one they were saved under."""
-    from cli.docs import publish_generation
+    from answer.publication import publish_generation
     from retriever.snapshot import snapshots_dir
     from retriever.store import ChunkStore
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 
+from answer.publication import publish_generation
 from ingest.corpus import (
     changed,
     paths_in_data_folder,
@@ -166,10 +167,10 @@ def _write(
 
 
 def _reload(request: Request, service: ServiceState) -> None:
-    """Publish the change as the index's next generation and serve it here at once; the other
-    workers and servers on the index notice it within ``generation_poll_s`` (neither the model
-    nor the sentences already embedded are loaded or embedded again)."""
-    service.searcher.store.publish()
+    """Save the change's generation files (tables, scope text, sentences: from the previous
+    generation's and the change), publish it and serve it here at once; the other workers and
+    servers on the index notice it within ``generation_poll_s`` and only open those files."""
+    publish_generation(service.searcher.store, service.searcher.embedder)
     serve_current_generation(request.app)
 
 
