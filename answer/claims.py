@@ -171,9 +171,28 @@ class ClaimWordCheck:
 
 
 def same_concept(term: Term, other: Term) -> bool:
+    """One term, or one form inside the other's (OS in mOS), but not its opposite group
+    (典型类癌 in 非典型类癌, typical in atypical carcinoid)."""
     if term == other:
         return True
-    return any(_contains(a, b) or _contains(b, a) for a in term.forms for b in other.forms)
+    return any(
+        (_contains(a, b) and not _negated_in(a, b)) or (_contains(b, a) and not _negated_in(b, a))
+        for a in term.forms
+        for b in other.forms
+    )
+
+
+def _negated_in(outer: str, inner: str) -> bool:
+    """Whether ``inner`` stands in ``outer`` right after a negating prefix (非, a, non-, un)."""
+    folded, needle = outer.casefold(), inner.casefold()
+    at = folded.find(needle)
+    if at <= 0:
+        return False
+    before = folded[:at]
+    return before.endswith("非") or any(
+        before.endswith(prefix) and not before[: -len(prefix)][-1:].isalpha()
+        for prefix, _ in _NEGATING_PREFIXES
+    )
 
 
 def _contains(outer: str, inner: str) -> bool:
@@ -476,7 +495,7 @@ def _negated_pairs(text: str) -> list[tuple[str, str]]:
     for match in re.finditer(r"非([\u4e00-\u9fff]{2,4})", text):
         for size in range(len(match.group(1)), 1, -1):
             base = match.group(1)[:size]
-            if re.search(rf"(?<!非){base}", text):
+            if re.search(rf"(?<!非){re.escape(base)}", text):
                 pairs.append((base, "非" + base))
                 break
     return pairs

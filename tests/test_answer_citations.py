@@ -12,8 +12,9 @@ from answer.citations import (
     render_quote,
     split_draft,
 )
-from answer.claims import ClaimChecker, flipped_group
+from answer.claims import ClaimChecker, flipped_group, same_concept
 from answer.sentences import EvidenceSentence
+from nenqa.glossary import Term
 from nenqa.types import Reference, Span
 
 SPINET = EvidenceSentence(
@@ -165,3 +166,12 @@ EVIDENCE_BY_HISTOLOGY = (
 def test_a_number_given_to_the_opposite_group_is_found(claim, evidence, problem):
     found = flipped_group(claim, evidence)
     assert (problem in found) if problem else found == ""
+
+
+def test_a_form_inside_another_is_the_same_concept_but_its_opposite_group_is_not():
+    typical = Term(("典型类癌",), ("typical carcinoid",), (), "disease")
+    atypical = Term(("非典型类癌",), ("atypical carcinoid",), (), "disease")
+    survival = Term(("总生存期",), ("overall survival",), ("OS",), "endpoint")
+    median = Term(("中位OS",), ("median overall survival",), ("mOS",), "endpoint")
+    assert not same_concept(typical, atypical) and not same_concept(atypical, typical)
+    assert same_concept(survival, median)
