@@ -12,7 +12,16 @@ measures:
   what one more worker adds), PSS and RSS, once ready, after its first answer, and after
   ``--questions`` more eval questions through the port; the server process's too;
 - with ``--search``, hybrid search through the Chroma server in this process over the eval
-  questions, p50/p95 with the query embedding excluded (``timings_ms`` total minus embed).
+  questions, p50/p95 with the query embedding excluded (``timings_ms`` total minus embed);
+- with ``--admin-change DOCUMENT``, ``--change-cycles`` times: the document added through
+  ``POST /admin/documents`` and removed through ``DELETE /admin/documents/{id}`` (on whichever
+  worker accepts), each change timed (the request; its publication, seen in the Chroma
+  collection's metadata; each worker's first ``/readyz`` on the new generation, from fresh
+  connections), with each worker's memory once every worker serves it and after one more
+  answer each. The index changes: run it on a copy.
+
+An index ``bench_scale.py`` wrote is under its synthetic model ID: ``--real-model-id`` tells
+its collection the real model's (generation and fingerprint kept), as the saved sentences are.
 
 Results are merged by ``--label`` into ``--out`` and every label there is printed as a table.
 
@@ -22,6 +31,8 @@ Results are merged by ``--label`` into ``--out`` and every label there is printe
         --label "100k spawned" --checkout /tmp/before
     .venv/bin/python benchmarks/bench_workers.py --chroma-path /tmp/empty --ingest \\
         --label "default forked"
+    .venv/bin/python benchmarks/bench_workers.py --chroma-path COPY --collection scale \\
+        --real-model-id --admin-change tests/fixtures/sample-review.md --label "100k admin"
 """
 
 from __future__ import annotations
@@ -31,11 +42,13 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +61,10 @@ sys.path.insert(0, str(ROOT))
 
 QUESTION = "依维莫司治疗胰腺神经内分泌肿瘤的无进展生存期是多少？"
 READY_TIMEOUT_S = 900.0
+ADMIN_KEY = "bench-admin"
+CHANGE_TIMEOUT_S = 900.0  # a change that is built in full takes minutes at 100k
+PUBLICATION_POLL_S = 0.1  # the Chroma collection's metadata, while the request runs
+SERVED_POLL_S = 0.05  # /readyz on fresh connections, once the change is published
 
 
 def free_port() -> int:
@@ -57,7 +74,10 @@ def free_port() -> int:
 
 
 def memory_mib(pid: int) -> dict[str, float]:
-    """USS (private pages), PSS and RSS of ``pid`` in MiB."""
+    """USS (private pages), PSS and RSS of ``pid`` in MiB, and what USS is made of: private
+    clean pages (file pages only this process has read, such as memory-mapped tables: the page
+    cache's, dropped under pressure, shared once another process reads them), private dirty
+    ones (written: its own heap and copied-on-write pages), and all its anonymous memory."""
     kib = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         name, value = line.split()[:2]
@@ -66,7 +86,49 @@ def memory_mib(pid: int) -> dict[str, float]:
         "uss": round((kib["Private_Clean"] + kib["Private_Dirty"]) / 1024, 1),
         "pss": round(kib["Pss"] / 1024, 1),
         "rss": round(kib["Rss"] / 1024, 1),
+        "private_clean": round(kib["Private_Clean"] / 1024, 1),
+        "private_dirty": round(kib["Private_Dirty"] / 1024, 1),
+        "anonymous": round(kib["Anonymous"] / 1024, 1),
     }
+
+
+def deleted_mappings(pid: int) -> dict[str, float]:
+    """Files ``pid`` still maps that were deleted (an old generation's tables, say): how many
+    and their resident MiB. A worker that kept every old generation's service would show more
+    with every change (a server keeps the two newest generations' folders on disk)."""
+    files, kib, current = set(), 0, None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            current = " ".join(fields[5:]) if line.endswith("(deleted)") else None
+            if current:
+                files.add(current)
+        elif current and fields[0] == "Rss:":
+            kib += int(fields[1])
+    return {"files": len(files), "rss_mib": round(kib / 1024, 1)}
+
+
+def private_by_mapping(pid: int, top: int = 8) -> list[tuple[str, float, float]]:
+    """Where ``pid``'s private pages are: (file, or ``[anonymous]`` for heap and anonymous
+    mappings; private clean MiB; private dirty MiB), the ``top`` largest."""
+    sizes: dict[str, list[float]] = {}
+    current = "[anonymous]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            path = " ".join(fields[5:])
+            current = path if path.startswith("/") else "[anonymous]"
+        elif fields[0] in ("Private_Clean:", "Private_Dirty:"):
+            kind = 0 if fields[0] == "Private_Clean:" else 1
+            sizes.setdefault(current, [0.0, 0.0])[kind] += int(fields[1]) / 1024
+    largest = sorted(sizes.items(), key=lambda item: -sum(item[1]))[:top]
+    return [(name, round(clean, 1), round(dirty, 1)) for name, (clean, dirty) in largest]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of ``pid`` (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> set[int]:
@@ -177,6 +239,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
         "NENQA_TRANSLATE_AT_INGEST": "false",
     }
     env.pop("NENQA_LLM_BASE_URL", None)
+    if args.admin_change:
+        env |= {"NENQA_ADMIN_KEYS": ADMIN_KEY, "NENQA_DATA_DIR": str(data_folder(args, tmp))}
     chroma = [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(args.chroma_path)]
     chroma += ["--host", "127.0.0.1", "--port", str(chroma_port)]
     source = args.checkout or ROOT
@@ -184,6 +248,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     result: dict = {"load_average": [round(os.getloadavg()[0], 2)]}
     with running(chroma, tmp / "chroma.log") as chroma_process:
         chroma_up(chroma_url, chroma_process, tmp / "chroma.log")
+        if args.real_model_id:
+            tell_real_model_id(chroma_url, args.collection)
         if args.ingest:
             ingest = [sys.executable, "-m", "cli.main", "ingest", "-q"]
             subprocess.run(ingest, cwd=source, env=env, check=True)
@@ -215,6 +281,10 @@ def measure_workers(args: argparse.Namespace, env: dict, source: Path, tmp: Path
         for question in eval_questions()[: args.questions]:
             ask(url, question)
         later = {pid: memory_mib(pid) for pid in workers}
+        changes = []
+        if args.admin_change:
+            chroma_url = env["NENQA_CHROMA_URL"]
+            changes = admin_changes(url, chroma_url, args, workers)
         parent = memory_mib(server.pid)
         # What the whole server holds: PSS counts each shared page once over the processes.
         total_pss = sum(memory_mib(pid)["pss"] for pid in children(server.pid) | {server.pid})
@@ -228,6 +298,154 @@ def measure_workers(args: argparse.Namespace, env: dict, source: Path, tmp: Path
         "questions_after": args.questions,
         "server_process_mib": parent,
         "server_total_pss_mib": round(total_pss, 1),
+    } | ({"changes": changes} if changes else {})
+
+
+def data_folder(args: argparse.Namespace, tmp: Path) -> Path:
+    """The server's data folder: the bundled data (review, trials, glossary) and the document
+    the admin API adds (it reads only files inside its data folder)."""
+    folder = tmp / "data"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(ROOT / "data", folder)
+    shutil.copyfile(args.admin_change, folder / args.admin_change.name)
+    return folder
+
+
+def tell_real_model_id(chroma_url: str, collection: str) -> None:
+    """Give the collection the real model's ID (``bench_scale.py`` writes its index under a
+    synthetic one; the saved sentences are the real model's), its generation kept."""
+    import chromadb
+
+    from retriever.embeddings import DEFAULT_MODEL_ID
+
+    host, port = chroma_url.rsplit("//", 1)[1].split(":")
+    found = chromadb.HttpClient(host=host, port=int(port)).get_collection(collection)
+    if (found.metadata or {}).get("embedding_model") != DEFAULT_MODEL_ID:
+        found.modify(metadata={**(found.metadata or {}), "embedding_model": DEFAULT_MODEL_ID})
+
+
+def published_generation(chroma_url: str, collection: str) -> int:
+    """The generation published in the collection's metadata, read from the Chroma server."""
+    path = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{collection}"
+    response = httpx.get(f"{chroma_url}{path}", timeout=5)
+    response.raise_for_status()
+    return int((response.json().get("metadata") or {}).get("generation", 0))
+
+
+def served_generation(url: str) -> tuple[int, int] | None:
+    """(worker PID, generation it serves) from ``/readyz`` on a fresh connection."""
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=5, headers={"Connection": "close"})
+    except httpx.TransportError:
+        return None
+    body = response.json()
+    return (body["worker_pid"], body["generation"]) if response.status_code == 200 else None
+
+
+def admin_changes(url: str, chroma_url: str, args: argparse.Namespace, workers: set[int]) -> list:
+    """``args.change_cycles`` times: add ``args.admin_change`` through the admin API, then
+    remove it; each change timed and each worker's memory read (``timed_change``)."""
+    headers = {"X-Admin-Key": ADMIN_KEY, "Connection": "close"}
+    changes = []
+    for _ in range(args.change_cycles):
+
+        def add() -> httpx.Response:
+            body = {"paths": [args.admin_change.name]}
+            return httpx.post(f"{url}/admin/documents", json=body, headers=headers, timeout=900)
+
+        added = timed_change("add", add, url, chroma_url, args.collection, workers)
+        doc_id = added["response"]["changes"][0]["doc_id"]
+
+        def remove(doc_id: str = doc_id) -> httpx.Response:
+            return httpx.delete(f"{url}/admin/documents/{doc_id}", headers=headers, timeout=900)
+
+        removed = timed_change("remove", remove, url, chroma_url, args.collection, workers)
+        changes += [added, removed]
+    return changes
+
+
+def timed_change(
+    action: str, send, url: str, chroma_url: str, collection: str, workers: set[int]
+) -> dict:
+    """Send one admin change (``send``) and time it, on this machine's clock:
+
+    - ``request_s``: the request's own duration (the writer's work, publication, and the
+      answering worker's swap to the new generation);
+    - ``published_s``: when the collection's metadata showed the new generation (polled every
+      ``PUBLICATION_POLL_S``), from the request's start;
+    - per worker, when ``/readyz`` (fresh connections, every ``SERVED_POLL_S`` once published)
+      first reported the new generation: ``served_after_publication_s`` and
+      ``served_after_response_s`` (negative: it served it before the request returned), and
+      ``last_old_after_publication_s``, when it last reported the old one (the served time lies
+      between the two);
+    - which worker did the writer's work: the one whose CPU time grew most during the request.
+
+    Then each worker's memory once every worker serves it, and after one more answer each."""
+    before_generation = published_generation(chroma_url, collection)
+    cpu_before = {pid: cpu_seconds(pid) for pid in workers}
+    outcome: dict = {}
+
+    def request() -> None:
+        try:
+            outcome["response"] = send()
+        finally:
+            outcome["returned"] = time.monotonic()
+
+    sent = time.monotonic()
+    thread = threading.Thread(target=request, name=f"admin-{action}")
+    thread.start()
+    published = None
+    new_generation = before_generation + 1
+    first_new: dict[int, float] = {}
+    last_old: dict[int, float] = {}
+    while thread.is_alive() or set(first_new) != workers:
+        if time.monotonic() - sent > CHANGE_TIMEOUT_S:
+            raise RuntimeError(f"{action}: not every worker served it: {first_new}")
+        if published is None:
+            if published_generation(chroma_url, collection) > before_generation:
+                published = time.monotonic()
+            elif not thread.is_alive():
+                thread.join()
+                response = outcome.get("response")
+                raise RuntimeError(f"{action} published nothing: {response and response.text}")
+            else:
+                time.sleep(PUBLICATION_POLL_S)
+                continue
+        seen = served_generation(url)
+        if seen is not None:
+            pid, generation = seen
+            if generation >= new_generation:
+                first_new.setdefault(pid, time.monotonic())
+            elif pid not in first_new:
+                last_old[pid] = time.monotonic()
+        time.sleep(SERVED_POLL_S)
+    thread.join()
+    response = outcome["response"]
+    response.raise_for_status()
+    cpu = {pid: round(cpu_seconds(pid) - cpu_before[pid], 2) for pid in workers}
+    served_memory = {pid: memory_mib(pid) for pid in workers}
+    first_answers(url, workers)
+    answered_memory = {pid: memory_mib(pid) for pid in workers}
+    deleted = {pid: deleted_mappings(pid) for pid in workers}
+    returned = outcome["returned"]
+    order = sorted(workers)
+    return {
+        "action": action,
+        "generation": new_generation,
+        "response": response.json(),
+        "request_s": round(returned - sent, 2),
+        "published_s": round(published - sent, 2),
+        "writer_pid": max(cpu, key=cpu.get),
+        "worker_pids": order,
+        "worker_cpu_s": [cpu[p] for p in order],
+        "served_after_publication_s": [round(first_new[p] - published, 2) for p in order],
+        "served_after_response_s": [round(first_new[p] - returned, 2) for p in order],
+        "last_old_after_publication_s": [
+            round(last_old[p] - published, 2) if p in last_old else None for p in order
+        ],
+        "worker_served_mib": [served_memory[p] for p in order],
+        "worker_answered_mib": [answered_memory[p] for p in order],
+        "worker_deleted_mappings": [deleted[p] for p in order],
     }
 
 
@@ -261,12 +479,20 @@ def search_in_forked_worker(env: dict[str, str]) -> dict:
             set_torch_threads(1)
             own_connection(searcher)
             searched, dense = [], []  # dense: up to the Chroma server's answer, read
+            forked = memory_mib(os.getpid())
+            growth = []  # (USS growth MiB, question) in the first round
             for round_ in range(2):
-                for question in questions:
+                for number, question in enumerate(questions):
+                    before = memory_mib(os.getpid())["uss"] if not round_ else 0.0
                     timings = searcher.retrieve(question, 5).timings_ms
                     if round_:
                         searched.append(timings["total"] - timings["embed"])
                         dense.append(timings["dense"])
+                    else:
+                        grown = memory_mib(os.getpid())["uss"] - before
+                        growth.append((round(grown, 1), number, question.text))
+                if not round_:
+                    first_round = memory_mib(os.getpid())
             result = {
                 "search_questions": len(questions),
                 "search_p50_ms": round(statistics.median(searched), 2),
@@ -274,6 +500,11 @@ def search_in_forked_worker(env: dict[str, str]) -> dict:
                 "dense_p50_ms": round(statistics.median(dense), 2),
                 "dense_p95_ms": round(float(np.percentile(dense, 95)), 2),
                 "searcher_worker_mib": memory_mib(os.getpid()),
+                "searcher_forked_mib": forked,
+                "searcher_first_round_mib": first_round,
+                "searcher_grew_most": sorted(growth, reverse=True)[:8],
+                "searcher_private_by_mapping": private_by_mapping(os.getpid()),
+                "chunks": len(searcher),
             }
             os.write(write, json.dumps(result).encode())
             code = 0
@@ -289,7 +520,13 @@ def search_in_forked_worker(env: dict[str, str]) -> dict:
 
 
 def tables(results: dict[str, dict]) -> str:
-    """The workers of every run that served, then the search of every run that searched."""
+    """The workers of every run that served, the search of every run that searched, and the
+    admin changes of every run that made some; a table only where a run has its rows."""
+    parts = [workers_table(results), search_table(results), changes_table(results)]
+    return "\n\n".join("\n".join(rows) for rows in parts if len(rows) > 2)
+
+
+def workers_table(results: dict[str, dict]) -> list[str]:
     rows = [
         "| run | ready s | first answer s | worker USS MiB: ready / answered / after more "
         "| worker PSS / RSS MiB | server process RSS MiB | all processes' PSS MiB |",
@@ -315,8 +552,11 @@ def tables(results: dict[str, dict]) -> str:
             f"| {label} | {r['all_ready_s']} | {answers} | {uss} | {shared} "
             f"| {r['server_process_mib']['rss']:,.0f} | {r['server_total_pss_mib']:,.0f} |"
         )
-    rows += [
-        "",
+    return rows
+
+
+def search_table(results: dict[str, dict]) -> list[str]:
+    rows = [
         "| run | search p50 / p95 ms | of which dense p50 / p95 ms | searcher load s "
         "| forked searcher USS / RSS MiB | Chroma server RSS MiB | load average |",
         "|---|---|---|---:|---|---:|---|",
@@ -332,7 +572,43 @@ def tables(results: dict[str, dict]) -> str:
             f"| {r['chroma_server_mib']['rss']:,.0f} "
             f"| {' → '.join(map(str, r.get('load_average', [])))} |"
         )
-    return "\n".join(rows)
+    return rows
+
+
+def changes_table(results: dict[str, dict]) -> list[str]:
+    """Each admin change of every run that made some: its times and each worker's memory
+    (USS / PSS / RSS MiB); workers w1, w2, ... in PID order, "writer" the one that answered the
+    request (and so did the writer's work)."""
+    rows = [
+        "| run | change (generation) | writer | request s | published s | served after "
+        "publication s (w1 · w2) | after the response s | worker USS / PSS / RSS MiB, served "
+        "(w1 · w2) | USS after one more answer |",
+        "|---|---|---|---:|---:|---|---|---|---|",
+    ]
+
+    def each(values: list, form=str) -> str:
+        return " · ".join(form(v) for v in values)
+
+    def mib(m: dict) -> str:
+        return f"{m['uss']:,.0f} / {m['pss']:,.0f} / {m['rss']:,.0f}"
+
+    def uss(m: dict) -> str:
+        return f"{m['uss']:,.0f}"
+
+    for label, r in results.items():
+        if not r.get("changes"):
+            continue
+        before = each(r["worker_after_questions_mib"], mib)
+        rows.append(f"| {label} | before | | | | | | {before} | |")
+        for c in r["changes"]:
+            writer = f"w{c['worker_pids'].index(c['writer_pid']) + 1}"
+            rows.append(
+                f"| {label} | {c['action']} ({c['generation']}) | {writer} | {c['request_s']} "
+                f"| {c['published_s']} | {each(c['served_after_publication_s'])} "
+                f"| {each(c['served_after_response_s'])} | {each(c['worker_served_mib'], mib)} "
+                f"| {each(c['worker_answered_mib'], uss)} |"
+            )
+    return rows
 
 
 def main() -> None:
@@ -347,6 +623,13 @@ def main() -> None:
     parser.add_argument("--search", action="store_true", help="also time search (forked)")
     parser.add_argument(
         "--search-only", action="store_true", help="only search: no nenqa serve (no service)"
+    )
+    parser.add_argument(
+        "--admin-change", type=Path, help="add and remove this document through the admin API"
+    )
+    parser.add_argument("--change-cycles", type=int, default=2, help="adds and removes")
+    parser.add_argument(
+        "--real-model-id", action="store_true", help="tell the collection the real model's ID"
     )
     parser.add_argument("--label", required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "workers.json")
