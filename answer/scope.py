@@ -13,11 +13,12 @@ Only entity-like words count, and what is entity-like comes from data, not from 
   pieces under it says how rare the word is in general text (``telotristat`` -35, ``glioblastoma``
   -41, everyday ``upkeep`` -29 and ``dummy`` -21).
 - Chinese: a noun by jieba's word classes that jieba's dictionary rarely sees (嗜铬细胞, 肢端) or
-  whose pieces the embedding tokenizer finds rare (膀胱), but not one ending like the glossary's
-  endpoint names (有效率, 多长时间: a measure asked for in other words); or a word ending like
-  the glossary's drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease, drug or vaccine
-  outside it (…病, …素, …苗: one short list, kept while the data alone misses
-  them). Glossary forms are cut out first, so jieba does not split 中/度伐利尤单抗 into a noun.
+  whose pieces the embedding tokenizer finds rare (膀胱); or a word ending like the glossary's
+  drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease, drug or vaccine outside it (…病,
+  …素, …苗: one short list, kept while the data alone misses them). Glossary forms are cut out
+  first, so jieba does not split 中/度伐利尤单抗 into a noun. Two exemptions are options the
+  tuner decides: a noun ending like the glossary's endpoint names (多长时间 for 无进展生存期,
+  but also 哺乳期) and a corpus word plus one character (样本量 of 小样本); both are off.
 
 When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
 everyday words the review does not use (``upkeep``, ``真实世界``) must not abstain. The thresholds
@@ -101,11 +102,12 @@ class ScopeThresholds:
     # tokenizer score at most this (膀胱: jieba 316, -39); -999 turns this off.
     zh_max_logprob: float = -30.0
     # Whether a rare noun ending like the glossary's endpoint names (…率, …期) is a measure the
-    # question asks for in other words (有效率 for 客观缓解率), not an entity.
-    zh_measures_known: bool = True
+    # question asks for in other words (多长时间 for 无进展生存期), not an entity. Off since the
+    # tune half held batch 8: 哺乳期 (breastfeeding) ends like 生存期 too.
+    zh_measures_known: bool = False
     # Whether a rare noun of three or more characters whose first ones the corpus holds is a
     # derivation of a corpus word (样本量 of 小样本), like a form of an English corpus word.
-    zh_derived_known: bool = True
+    zh_derived_known: bool = False
 
 
 @dataclass(frozen=True)

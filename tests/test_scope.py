@@ -80,14 +80,11 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "西班牙真实世界数据里奥曲肽和兰瑞肽一线使用，哪个病情稳定得更久？",
         "NIPINEC试验中双免疫联合与纳武利尤单抗单药的ORR比较如何？",
         "TALENT试验中仑伐替尼在胃肠NET组的ORR高达40.4%，为什么这么高？",
-        # Everyday clinical words the review does not use: a course, side effects, a lesion.
-        "仑伐替尼一个疗程多长时间？",
+        # Everyday clinical words the review does not use: side effects, a lesion.
         "依维莫司的毒副作用有哪些？",
         "帕博利珠单抗治疗分化好的NET，病灶缩小的比例有多少？",
-        # Ending like an endpoint name (客观缓解率): a measure in other words, not an entity.
+        # Ending like an endpoint name, and common enough to be no name at the tuned rarity.
         "索凡替尼的有效率是多少？",
-        # A corpus word with one more character (样本量 of 小样本): a derivation, not a name.
-        "TALENT研究的样本量有多大？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
@@ -140,13 +137,28 @@ def test_a_disease_is_found_with_the_words_that_narrow_it(scope, question, menti
     assert [(m.text, m.modifiers) for m in found] == mentions
 
 
-def test_a_word_ending_like_an_endpoint_name_is_a_measure_not_an_entity(scope):
-    question = "仑伐替尼一个疗程多长时间？"
-    assert scope.unknown_entities(question) == []
-    as_entities = ScopeCheck.__new__(ScopeCheck)
-    as_entities.__dict__.update(scope.__dict__)
-    as_entities.thresholds = replace(scope.thresholds, zh_measures_known=False)
-    assert [name[-4:] for name in as_entities.unknown_entities(question)] == ["多长时间"]
+@pytest.mark.parametrize(
+    ("question", "option", "unknown"),
+    [
+        # Ending like an endpoint name (客观缓解率, 无进展生存期): a measure in other words...
+        ("仑伐替尼一个疗程多长时间？", "zh_measures_known", "多长时间"),
+        # ...but so does a period the review never discusses (哺乳期, breastfeeding).
+        ("哺乳期的病人还能继续打奥曲肽吗？", "zh_measures_known", "哺乳期"),
+        # A corpus word with one more character (样本量 of 小样本): a derivation.
+        ("TALENT研究的样本量有多大？", "zh_derived_known", "样本量"),
+    ],
+)
+def test_measures_and_derivations_are_names_unless_the_tuned_option_keeps_them(
+    scope, question, option, unknown
+):
+    """Both options are off since the tune half held batch 8: 哺乳期 ends like 生存期 (the
+    tuner's choice, benchmarks/tune_scope.py; docs/benchmarks.md, issue 13)."""
+    assert not getattr(scope.thresholds, option)
+    assert [name[-len(unknown) :] for name in scope.unknown_entities(question)] == [unknown]
+    kept = ScopeCheck.__new__(ScopeCheck)
+    kept.__dict__.update(scope.__dict__)
+    kept.thresholds = replace(scope.thresholds, **{option: True})
+    assert kept.unknown_entities(question) == []
 
 
 def test_a_net_or_nec_term_is_supported_by_the_same_sites_nen():
