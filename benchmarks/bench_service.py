@@ -14,6 +14,15 @@ Over an index written by ``benchmarks/bench_scale.py --work`` (synthetic corpus 
   (``answer.publication.publish_generation``: the generation's files saved, then published),
   and time until the worker answers from the
   new generation. It changes INDEX: run it on a copy.
+- ``--generations INDEX --pool-file POOL --cycles N``: what one worker keeps per generation. In
+  one process, as the worker that answers ``POST`` / ``DELETE /admin/documents`` does: 10 chunks
+  added, then removed, N times, each change written and published
+  (``publish_generation``) in a thread of a pool, as a request's handler runs, then served
+  (``reload_service``) and answered from. After each change: USS and its private dirty part,
+  and Python's allocated blocks; at the end (with ``--trim-each``, after every change) USS
+  again after ``malloc_trim(0)`` returned the allocator's free pages to the system, which
+  tells growth in live objects apart from freed memory the allocator keeps. It changes INDEX:
+  run it on a copy.
 
 Every process stops itself past ``--max-rss-gib`` resident (12 by default).
 
@@ -22,11 +31,15 @@ Every process stops itself past ``--max-rss-gib`` resident (12 by default).
     .venv/bin/python benchmarks/bench_service.py --second-service WORK/index-100000
     .venv/bin/python benchmarks/bench_service.py --change WORK/index-100000 \\
         --pool-file WORK/pool.npy
+    .venv/bin/python benchmarks/bench_service.py --generations COPY --pool-file WORK/pool.npy \\
+        --cycles 10
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import sys
 import tempfile
@@ -214,6 +227,78 @@ def measure_change(index_dir: Path, pool_path: Path, tmp: Path, count: int = 10)
     }
 
 
+def private_dirty_mib() -> float:
+    """This process's private dirty pages (its heap and the pages it copied on write), MiB."""
+    fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    return sum(int(f.split()[1]) for f in fields if f.startswith("Private_Dirty:")) / 1024
+
+
+def measure_generations(
+    index_dir: Path, pool_path: Path, cycles: int, *, trim_each: bool, count: int = 10
+) -> dict:
+    """What one worker keeps per generation (``--generations``): after each of ``2 * cycles``
+    changes made and served as the admin API's worker makes them, its USS and private dirty
+    MiB and Python's allocated blocks; its USS after ``malloc_trim(0)`` at the end, or with
+    ``trim_each`` after every change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from answer.publication import publish_generation
+    from nenqa.settings import Settings
+    from nenqa.types import Question
+    from retriever.embeddings import load_embedder
+    from retriever.search import HybridSearcher, current_tables
+    from retriever.store import ChunkStore
+    from server.state import load_service, reload_service
+
+    libc = ctypes.CDLL("libc.so.6")  # glibc: malloc_trim gives free heap pages back
+    settings = Settings(index_dir=index_dir, collection="scale")
+    store = ChunkStore(settings, None, "scale-bench")
+    tables, glossary = current_tables(store)
+    searcher = HybridSearcher(store, load_embedder(settings), glossary, tables=tables)
+    service = load_service(settings, searcher=searcher)
+    question = Question("依维莫司治疗胰腺神经内分泌肿瘤的无进展生存期是多少？")
+    service.answerer("extractive").answer(question)
+    size = store.count()
+    chunks = synthetic_chunks(synthetic_texts(size + count, seed=5))[size:]
+    vectors = np.load(pool_path)[:count]
+
+    def change(add: bool) -> None:  # what the admin route's handler does, in a pool thread
+        if add:
+            service.searcher.store.upsert(chunks, vectors)
+        else:
+            service.searcher.store.delete([c.chunk_id for c in chunks])
+        publish_generation(service.searcher.store, service.searcher.embedder)
+
+    def state(label: str, started: float, trim: bool) -> dict:
+        gc.collect()
+        uss, _ = uss_pss_mib()
+        row = {
+            "change": label,
+            "seconds": round(time.perf_counter() - started, 2),
+            "uss_mib": round(uss, 1),
+            "private_dirty_mib": round(private_dirty_mib(), 1),
+            "python_blocks": sys.getallocatedblocks(),
+        }
+        if trim:
+            libc.malloc_trim(0)
+            row["uss_after_trim_mib"] = round(uss_pss_mib()[0], 1)
+        print(json.dumps(row), flush=True)
+        return row
+
+    rows = [state("loaded, one answer", time.perf_counter(), trim_each)]
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="request") as requests:
+        for cycle in range(cycles):
+            for add in (True, False):
+                started = time.perf_counter()
+                requests.submit(change, add).result()
+                service = reload_service(service)
+                service.answerer("extractive").answer(question)
+                label = f"{'add' if add else 'remove'} {cycle + 1}"
+                last = cycle == cycles - 1 and not add
+                rows.append(state(label, started, trim_each or last))
+    return {"chunks": size, "change_chunks": count, "trim_each": trim_each, "generations": rows}
+
+
 def second_service(index_dir: Path, tmp: Path) -> dict:
     """What one more whole worker adds: a second ``open_service`` while a first one holds the
     same index, tables, sentences and model (pages both map count as shared)."""
@@ -234,6 +319,11 @@ def main() -> None:
     parser.add_argument("--pool-file", type=Path, help="vectors for --bank and --change (.npy)")
     parser.add_argument("--second-service", type=Path, help="a whole second worker's cost")
     parser.add_argument("--change", type=Path, help="how soon a worker serves a change")
+    parser.add_argument("--generations", type=Path, help="what a worker keeps per generation")
+    parser.add_argument("--cycles", type=int, default=10, help="--generations: adds and removes")
+    parser.add_argument(
+        "--trim-each", action="store_true", help="--generations: malloc_trim after each change"
+    )
     parser.add_argument("--service", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
@@ -245,11 +335,16 @@ def main() -> None:
     elif args.change:
         with tempfile.TemporaryDirectory() as name:
             print(json.dumps(measure_change(args.change, args.pool_file, Path(name))))
+    elif args.generations:
+        measured = measure_generations(
+            args.generations, args.pool_file, args.cycles, trim_each=args.trim_each
+        )
+        print(json.dumps(measured))
     elif args.second_service:
         with tempfile.TemporaryDirectory() as name:
             print(json.dumps(second_service(args.second_service, Path(name))))
     else:
-        parser.error("give --bank, --second-service or --change")
+        parser.error("give --bank, --second-service, --change or --generations")
 
 
 if __name__ == "__main__":
