@@ -153,12 +153,39 @@ class ExtractiveAnswerer:
             if any(_near_duplicate(text, bank.sentences[i].text) for i in chosen):
                 continue
             chosen[candidate.index] = candidate.chunk_id
+        chosen = self._on_named_trials(chosen, relevance)
         for index, chunk_id in list(chosen.items()):
             lead = self._lead_sentence(index, chunk_id)
             if lead is not None and lead not in chosen:
                 chosen[lead] = chunk_id
         ordered = sorted(chosen, key=lambda i: (bank.sentences[i].position, i))
         return [QuotedSentence(bank.sentences[i], chosen[i]) for i in ordered]
+
+    def _on_named_trials(self, chosen: dict[int, str], relevance: Relevance) -> dict[int, str]:
+        """When a quote names a trial the question names, the others must be about it too: name
+        it, sit in a passage with a quote that does, or cite the same reference (the CASPIAN
+        result sentence cites [32] without the name). The best scored sentence stays (dropping
+        it too lost a gold reference on the eval set); the rest would be a cited answer about
+        another study (a DLL3 trial quoted beside TALENT)."""
+        if not relevance.named_trials or len(chosen) < 2:
+            return chosen
+        bank, glossary = self.scorer.bank, self.searcher.glossary
+        naming = [
+            i for i in chosen if _names_a_named_trial(bank.sentences[i].text, relevance, glossary)
+        ]
+        if not naming:
+            return chosen
+        chunks = {chosen[i] for i in naming}
+        refs = {ref for i in naming for ref in bank.sentences[i].refs}
+        best = next(iter(chosen))
+        return {
+            index: chunk_id
+            for index, chunk_id in chosen.items()
+            if index == best
+            or index in naming
+            or chunk_id in chunks
+            or refs.intersection(bank.sentences[index].refs)
+        }
 
     def _lead_sentence(self, index: int, chunk_id: str) -> int | None:
         """The cited sentence a reference-less continuation (``结果显示…``) reports on."""
@@ -186,14 +213,22 @@ def quote_preface(quoted: Sequence[QuotedSentence], language: str) -> str:
     return preface
 
 
+def _names_a_named_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:
+    """Whether a sentence names a trial the question names."""
+    return any(
+        normalize_text(f) in relevance.named_trials
+        for t in glossary.matches(text)
+        if t.type == "trial"
+        for f in t.forms
+    )
+
+
 def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:
     """Whether a sentence is about a trial the question does not name (PROMID for SPINET)."""
     if not relevance.named_trials:
         return False
     trials = [t for t in glossary.matches(text) if t.type == "trial"]
-    return bool(trials) and not any(
-        normalize_text(f) in relevance.named_trials for t in trials for f in t.forms
-    )
+    return bool(trials) and not _names_a_named_trial(text, relevance, glossary)
 
 
 def _near_duplicate(text: str, other: str) -> bool:

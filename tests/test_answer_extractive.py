@@ -228,6 +228,24 @@ def test_a_question_about_one_trial_does_not_quote_its_neighbours(answerer, serv
     assert "REMINET" not in answer.text and "PROMID" not in answer.text
 
 
+@pytest.mark.parametrize(
+    ("question", "refs", "other_study"),
+    [
+        # Cisplatin-everolimus [20] (DCR 82.1%) and a DLL3 trial [41][42] scored near DART.
+        ("DART研究里NEC患者的客观缓解率是多少？", {28}, "依维莫司"),
+        ("AXINET研究的研究对象是哪些患者？", {19}, "rovalpituzumab"),
+        ("How many patients did the TALENT trial enrol in each group?", {17}, "peptidergic"),
+    ],
+)
+def test_a_question_naming_a_trial_quotes_no_other_study_beside_it(
+    answerer, service, question, refs, other_study
+):
+    answer = ask(answerer, question)
+    assert_faithful(answer, service)
+    assert {c.ref for c in answer.citations} == refs
+    assert other_study not in answer.text
+
+
 def test_a_short_question_naming_a_trial_is_answered_not_abstained(answerer, service):
     answer = ask(answerer, "What did the SEQTOR trial find?")
     assert not answer.abstained
