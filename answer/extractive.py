@@ -11,8 +11,10 @@ sentence without a rendering is quoted as printed and counted in ``Answer.untran
 sentences are chosen on the printed text either way, so both languages cite the same evidence.
 
 The sentences are scored once per answer by ``answer.relevance.SentenceScorer``. The best
-sentence is kept, then others within ``margin`` of it, up to ``max_sentences``; a sentence that
-continues one with references (``结果显示…``) brings that one along. When the relevance gate says
+sentence is kept, then others within ``margin`` of it, up to ``max_sentences``; when the
+question names a trial, a quote about another study (one naming another trial, or one neither
+naming the trial nor sharing its passage or reference) is left out; a sentence that continues one
+with references (``结果显示…``) brings that one along. When the relevance gate says
 the evidence does not answer the question the mode abstains and cites nothing.
 """
 
