@@ -396,8 +396,13 @@ def chroma_run_rows(workers_json: Path, runs: list[str]) -> list[dict]:
 
 
 # Whole workers of `nenqa serve --workers 2` over chroma run (bench_workers.py runs without
-# --search-only): after the eval questions, and after the admin API's corpus changes.
-WORKER_RUNS = ["100000=100k, forked (after)", "100000=100k, admin API, 8 adds and removes"]
+# --search-only): after the eval questions, and after 50 corpus changes through the admin API,
+# with glibc's default and with fixed malloc thresholds (docs/benchmarks.md).
+WORKER_RUNS = [
+    "100000=100k, forked (after)",
+    "100000=100k, admin API, 25 adds and removes",
+    "100000=100k, admin API, 25 adds and removes, fixed malloc thresholds",
+]
 
 
 def whole_worker_points(workers_json: Path, runs: list[str]) -> list[dict]:
@@ -516,8 +521,7 @@ def plot(
             [point["worker_uss_mib"]],
             marker,
             color="tab:red",
-            label=f"chroma run: a whole worker's most USS, {point['label']}: "
-            f"{point['worker_uss_mib']:,.0f}",
+            label=f"worker, most USS {point['worker_uss_mib']:,.0f}: {point['label']}",
         )
     memory.plot([100_000], [500], "x", color="orange", ms=9, label="extra worker target at 100k")
     memory.set_yscale("log")
@@ -533,7 +537,7 @@ def plot(
         axis.set_xscale("log")
         axis.set_xlabel("chunks")
         axis.grid(alpha=0.3, which="both")
-        axis.legend(fontsize=7, loc="upper left")
+        axis.legend(fontsize=6.5 if axis is memory else 7, loc="upper left")
         low, high = axis.get_xlim()
         axis.set_xlim(low / 1.4, high * 1.4)  # room for the values' labels
     fig.suptitle("nenqa at scale: synthetic corpus, 2 shared cores (docs/benchmarks.md)")

@@ -32,7 +32,7 @@ Every process stops itself past ``--max-rss-gib`` resident (12 by default).
     .venv/bin/python benchmarks/bench_service.py --change WORK/index-100000 \\
         --pool-file WORK/pool.npy
     .venv/bin/python benchmarks/bench_service.py --generations COPY --pool-file WORK/pool.npy \\
-        --cycles 10
+        --cycles 10 --out benchmarks/out/generations-100k.json
 """
 
 from __future__ import annotations
@@ -299,6 +299,21 @@ def measure_generations(
     return {"chunks": size, "change_chunks": count, "trim_each": trim_each, "generations": rows}
 
 
+def generations_table(rows: list[dict]) -> str:
+    """``measure_generations``' rows as a table."""
+    lines = [
+        "| after | s | USS MiB | private dirty MiB | Python blocks | USS after malloc_trim MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        trimmed = r.get("uss_after_trim_mib", "")
+        lines.append(
+            f"| {r['change']} | {r['seconds']} | {r['uss_mib']:,.0f} "
+            f"| {r['private_dirty_mib']:,.0f} | {r['python_blocks']:,} | {trimmed} |"
+        )
+    return "\n".join(lines)
+
+
 def second_service(index_dir: Path, tmp: Path) -> dict:
     """What one more whole worker adds: a second ``open_service`` while a first one holds the
     same index, tables, sentences and model (pages both map count as shared)."""
@@ -324,6 +339,12 @@ def main() -> None:
     parser.add_argument(
         "--trim-each", action="store_true", help="--generations: malloc_trim after each change"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "out" / "generations.json",
+        help="--generations: where its JSON goes",
+    )
     parser.add_argument("--service", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
@@ -339,7 +360,9 @@ def main() -> None:
         measured = measure_generations(
             args.generations, args.pool_file, args.cycles, trim_each=args.trim_each
         )
-        print(json.dumps(measured))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(measured, indent=2))
+        print(generations_table(measured["generations"]))
     elif args.second_service:
         with tempfile.TemporaryDirectory() as name:
             print(json.dumps(second_service(args.second_service, Path(name))))
