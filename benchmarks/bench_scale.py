@@ -397,11 +397,13 @@ def chroma_run_rows(workers_json: Path, runs: list[str]) -> list[dict]:
 
 # Whole workers of `nenqa serve --workers 2` over chroma run (bench_workers.py runs without
 # --search-only): after the eval questions, and after 50 corpus changes through the admin API,
-# with glibc's default and with fixed malloc thresholds (docs/benchmarks.md).
+# with glibc's default, with fixed malloc thresholds, and with the product's malloc_trim after
+# each generation swap (docs/benchmarks.md).
 WORKER_RUNS = [
     "100000=100k, forked (after)",
     "100000=100k, admin API, 25 adds and removes",
     "100000=100k, admin API, 25 adds and removes, fixed malloc thresholds",
+    "100000=100k, admin API, 25 adds and removes, malloc_trim after each swap",
 ]
 
 

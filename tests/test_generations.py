@@ -305,3 +305,44 @@ def test_servers_that_only_read_share_an_embedded_index_but_keep_writers_out(tmp
     lines = tried.stdout.splitlines()
     assert lines[0] == "got shared"
     assert lines[1].startswith("refused exclusive"), tried.stdout + tried.stderr
+
+
+class _Searcher:
+    """What a swap reads of a searcher: the store's published generation and its own."""
+
+    def __init__(self, number: int, published: int) -> None:
+        self.generation = Generation(number, f"fp{number}")
+        self.store = type(
+            "Store", (), {"generation": lambda _: Generation(published, f"fp{published}")}
+        )()
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_a_swap_gives_back_the_memory_the_old_generation_freed(monkeypatch):
+    from types import SimpleNamespace
+
+    import server.generations as generations
+
+    released = []
+    monkeypatch.setattr(generations, "release_freed_memory", lambda: released.append(True))
+    fresh = SimpleNamespace(searcher=_Searcher(2, 2), load_seconds=0.1)
+    monkeypatch.setattr(generations, "reload_service", lambda service: fresh)
+    app = SimpleNamespace(state=SimpleNamespace(service=SimpleNamespace(searcher=_Searcher(1, 2))))
+
+    assert generations.serve_current_generation(app) is fresh
+    assert released == [True]
+    assert generations.serve_current_generation(app) is fresh  # nothing new: nothing to free
+    assert released == [True]
+
+
+def test_freed_memory_is_given_back_where_the_c_library_can():
+    from server.generations import release_freed_memory
+
+    glibc = sys.platform == "linux" and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    garbage = [bytearray(4096) for _ in range(20_000)]  # 80 MB of heap blocks
+    pinned = bytearray(4096)  # above them, so freeing them cannot shrink the heap's top
+    del garbage
+    assert release_freed_memory() is glibc
+    del pinned
