@@ -21,6 +21,7 @@ from nenqa.text import (
     has_cjk,
     is_abbreviation,
     parse_citation_markers,
+    plain_latex,
 )
 from nenqa.types import Citation, PassageCitation, Quote, Reference
 
@@ -31,9 +32,6 @@ FOREIGN_MARKER = re.compile(
     r"\^?[\[【]\s*(?:(?:refs?\.?\s*)?\d+(?:\s*[-–—~,，、]\s*\d+)*|§[^\]】]*)\s*[\]】]",
     re.IGNORECASE,
 )
-# What a printed quote shows in place of LaTeX residue (``nenqa.text.strip_markers`` folds
-# more, for comparing claims, but a printed answer keeps ``\%`` as the review prints it).
-_LATEX = (("$", ""), ("\\geq", "≥"), ("\\leq", "≤"))
 _DRAFT_END = re.compile(r"[。！？；!?\n]|\.(?=\s)")
 
 
@@ -45,7 +43,7 @@ def render_quote(
 ) -> str:
     """A review sentence as an answer prints it: ``[n]`` markers in place, or ``[§section]``.
 
-    LaTeX-ish extraction residue (``$P>0.05$``, ``\\geq``) is shown as plain text; numbers
+    LaTeX-ish extraction residue (``$P>0.05$``, ``\\geq 50\\%``) is shown as plain text; numbers
     outside ``known_refs`` (when given) are never printed as citations. With ``rendering`` (the
     sentence in another language, markers kept) that text is printed, with the same markers.
     """
@@ -55,9 +53,7 @@ def render_quote(
         refs = [n for n in parse_citation_markers(match.group()) if known is None or n in known]
         return reference_markers(refs)
 
-    text = REVIEW_MARKER.sub(replace, rendering or sentence.text)
-    for raw, shown in _LATEX:
-        text = text.replace(raw, shown)
+    text = plain_latex(REVIEW_MARKER.sub(replace, rendering or sentence.text))
     text = re.sub(r"\s{2,}", " ", text).strip()
     if not sentence.refs:
         text += passage_marker(sentence.section)

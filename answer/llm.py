@@ -56,7 +56,7 @@ from answer.extractive import ExtractiveAnswerer
 from answer.relevance import SentenceScorer, abstention
 from nenqa.prompt_files import PROMPTS_DIR, load_prompt
 from nenqa.settings import Settings
-from nenqa.text import numbers_in, strip_citation_markers
+from nenqa.text import numbers_in, plain_latex, strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Question, Reference, TrialRecord
 
@@ -81,9 +81,7 @@ def evidence_lines(shown: Sequence[QuotedSentence]) -> str:
 
 def _plain(text: str) -> str:
     """A review sentence without its citation markers and extraction residue (``$``, ``\\geq``)."""
-    text = strip_citation_markers(text).replace("$", "")
-    text = text.replace("\\geq", "≥").replace("\\leq", "≤")
-    return " ".join(text.split())
+    return " ".join(plain_latex(strip_citation_markers(text)).split())
 
 
 def with_quotes(answer: Answer) -> Answer:

@@ -120,14 +120,19 @@ def strip_citation_markers(text: str) -> str:
     return REVIEW_MARKER.sub("", text)
 
 
+def plain_latex(text: str) -> str:
+    """The PDF extraction's LaTeX residue as a reader sees it: ``$\\geq 50\\%$`` → ``≥ 50%``."""
+    for raw, shown in _LATEX:
+        text = text.replace(raw, shown)
+    return text
+
+
 def strip_markers(text: str) -> str:
     """Text without answer markers, review markers or LaTeX residue: what a claim says.
 
     Spaces left before punctuation or doubled by a removed marker are tidied away.
     """
-    text = ANSWER_MARKER.sub("", REVIEW_MARKER.sub("", text))
-    for raw, shown in _LATEX:
-        text = text.replace(raw, shown)
+    text = plain_latex(ANSWER_MARKER.sub("", REVIEW_MARKER.sub("", text)))
     text = re.sub(r"[ \t]+(?=[.,;:。，；：])", "", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 

@@ -59,6 +59,18 @@ def test_quoted_sentence_keeps_its_markers_where_the_review_prints_them():
     )
 
 
+def test_a_quote_shows_the_extractions_latex_as_a_reader_sees_it():
+    dll3 = EvidenceSentence(
+        text="且在DLL3表达 $\\geq 50\\%$ 的亚组中, ORR和PFS获益更显著^[41-42]。",
+        refs=(41, 42),
+        section="4 免疫治疗",
+        kind="passage",
+        position=300,
+        chunk_ids=("p-dll3",),
+    )
+    assert render_quote(dll3) == "且在DLL3表达 ≥ 50% 的亚组中, ORR和PFS获益更显著[41][42]。"
+
+
 def test_sentence_without_marker_is_cited_by_its_section_never_a_number():
     rendered = render_quote(LUNA_RESULT)
     assert rendered.endswith("[§1 生物治疗]")
