@@ -16,20 +16,28 @@ from pathlib import Path
 CHROMA_RUNS = ["100000=100k (quieter)", "1000000=1M"]
 
 
-def chroma_run_rows(workers_json: Path, runs: list[str]) -> list[dict]:
-    """The search runs of ``benchmarks/bench_workers.py`` (its JSON, merged by label) named in
-    ``runs`` (``CHUNKS=LABEL``), as plot rows: search p50/p95, the searcher's start (model load
-    included), a forked searcher process's private memory and the Chroma server's RSS."""
+def measured_runs(workers_json: Path, runs: list[str]) -> list[tuple[int, str, dict]]:
+    """(chunks, label, record) of each run in ``runs`` (``CHUNKS=LABEL``) that
+    ``bench_workers.py`` wrote to ``workers_json``; a label it lacks is an error."""
     measured = json.loads(workers_json.read_text())
-    rows = []
+    found = []
     for run in runs:
         chunks, label = run.split("=", 1)
         if label not in measured:
             raise KeyError(f"{workers_json} has no run labelled {label!r}")
-        r = measured[label]
+        found.append((int(chunks), label, measured[label]))
+    return found
+
+
+def chroma_run_rows(workers_json: Path, runs: list[str]) -> list[dict]:
+    """The search runs of ``benchmarks/bench_workers.py`` (its JSON, merged by label) named in
+    ``runs`` (``CHUNKS=LABEL``), as plot rows: search p50/p95, the searcher's start (model load
+    included), a forked searcher process's private memory and the Chroma server's RSS."""
+    rows = []
+    for chunks, label, r in measured_runs(workers_json, runs):
         rows.append(
             {
-                "chunks": int(chunks),
+                "chunks": chunks,
                 "label": label,
                 "search_p50_ms": r["search_p50_ms"],
                 "search_p95_ms": r["search_p95_ms"],
@@ -57,18 +65,13 @@ def whole_worker_points(workers_json: Path, runs: list[str]) -> list[dict]:
     """The most private memory (USS) any worker of each run in ``runs`` (``CHUNKS=LABEL``)
     held at any stage ``bench_workers.py`` read it: ready, answered, after the questions, and
     after each admin change."""
-    measured = json.loads(workers_json.read_text())
     points = []
-    for run in runs:
-        chunks, label = run.split("=", 1)
-        if label not in measured:
-            raise KeyError(f"{workers_json} has no run labelled {label!r}")
-        r = measured[label]
+    for chunks, label, r in measured_runs(workers_json, runs):
         stages = [r["worker_ready_mib"], r["worker_answered_mib"], r["worker_after_questions_mib"]]
         for change in r.get("changes", []):
             stages += [change["worker_served_mib"], change["worker_answered_mib"]]
         uss = max(m["uss"] for stage in stages for m in stage)
-        points.append({"chunks": int(chunks), "label": label, "worker_uss_mib": uss})
+        points.append({"chunks": chunks, "label": label, "worker_uss_mib": uss})
     return points
 
 
