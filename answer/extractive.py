@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from answer.base import answer_language, final_answer, not_discussed_text
 from answer.citations import QuotedSentence, collect_citations, render_quote
 from answer.relevance import Relevance, ScoringConfig, SentenceScorer, abstention
-from nenqa.glossary import Glossary, normalize_text
+from nenqa.glossary import Glossary, Term, normalize_text
 from nenqa.text import strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Question, Reference, Retrieval
@@ -173,7 +173,9 @@ class ExtractiveAnswerer:
             return chosen
         bank, glossary = self.scorer.bank, self.searcher.glossary
         naming = [
-            i for i in chosen if _names_a_named_trial(bank.sentences[i].text, relevance, glossary)
+            i
+            for i in chosen
+            if _names_a_named_trial(_trials_in(bank.sentences[i].text, glossary), relevance)
         ]
         if not naming:
             return chosen
@@ -215,22 +217,22 @@ def quote_preface(quoted: Sequence[QuotedSentence], language: str) -> str:
     return preface
 
 
-def _names_a_named_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:
-    """Whether a sentence names a trial the question names."""
-    return any(
-        normalize_text(f) in relevance.named_trials
-        for t in glossary.matches(text)
-        if t.type == "trial"
-        for f in t.forms
-    )
+def _trials_in(text: str, glossary: Glossary) -> list[Term]:
+    """The glossary's trials a sentence names."""
+    return [t for t in glossary.matches(text) if t.type == "trial"]
+
+
+def _names_a_named_trial(trials: Sequence[Term], relevance: Relevance) -> bool:
+    """Whether any of a sentence's ``trials`` is one the question names."""
+    return any(normalize_text(f) in relevance.named_trials for t in trials for f in t.forms)
 
 
 def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:
     """Whether a sentence is about a trial the question does not name (PROMID for SPINET)."""
     if not relevance.named_trials:
         return False
-    trials = [t for t in glossary.matches(text) if t.type == "trial"]
-    return bool(trials) and not _names_a_named_trial(text, relevance, glossary)
+    trials = _trials_in(text, glossary)
+    return bool(trials) and not _names_a_named_trial(trials, relevance)
 
 
 def _near_duplicate(text: str, other: str) -> bool:
