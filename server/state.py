@@ -25,10 +25,11 @@ from answer.extractive import ExtractiveAnswerer
 from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
 from answer.relevance import ScoringConfig, SentenceScorer
-from answer.scope import ScopeCheck, embedder_word_logprob
+from answer.scope import ScopeCheck
 from answer.sentence_store import open_bank
 from answer.sentences import SentenceBank
 from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
+from answer.word_rarity import embedder_word_logprob
 from ingest.pipeline import DEFAULT_SOURCES
 from ingest.review import parse_review
 from ingest.trials import load_trials

