@@ -165,10 +165,11 @@ class ExtractiveAnswerer:
 
     def _on_named_trials(self, chosen: dict[int, str], relevance: Relevance) -> dict[int, str]:
         """When a quote names a trial the question names, the others must be about it too: name
-        it, sit in a passage with a quote that does, or cite the same reference (the CASPIAN
-        result sentence cites [32] without the name). The best scored sentence stays (dropping
-        it too lost a gold reference on the eval set); the rest would be a cited answer about
-        another study (a DLL3 trial quoted beside TALENT)."""
+        it, sit in a retrieved passage with a quote that does (a sentence where two chunks
+        overlap is in both), or cite the same reference (the CASPIAN result sentence cites [32]
+        without the name). The best scored sentence stays (dropping it too lost a gold reference
+        on the eval set); the rest would be a cited answer about another study (a DLL3 trial
+        quoted beside TALENT)."""
         if not relevance.named_trials or len(chosen) < 2:
             return chosen
         bank, glossary = self.scorer.bank, self.searcher.glossary
@@ -179,7 +180,14 @@ class ExtractiveAnswerer:
         ]
         if not naming:
             return chosen
-        chunks = {chosen[i] for i in naming}
+        passages = {
+            chunk_id: set(bank.sentences_of(chunk_id)) for chunk_id in relevance.evidence_chunks
+        }
+
+        def passages_of(index: int) -> set[str]:
+            return {chosen[index]} | {c for c, held in passages.items() if index in held}
+
+        chunks = set().union(*(passages_of(i) for i in naming))
         refs = {ref for i in naming for ref in bank.sentences[i].refs}
         best = next(iter(chosen))
         return {
@@ -187,7 +195,7 @@ class ExtractiveAnswerer:
             for index, chunk_id in chosen.items()
             if index == best
             or index in naming
-            or chunk_id in chunks
+            or passages_of(index) & chunks
             or refs.intersection(bank.sentences[index].refs)
         }
 

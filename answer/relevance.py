@@ -102,6 +102,8 @@ class Relevance:
     unsupported: list[str] = field(default_factory=list)
     # Diseases the question narrows (renal cell carcinoma) that the same evidence does not.
     narrowed: list[str] = field(default_factory=list)
+    # The retrieved chunks, best first: a sentence in two overlapping chunks is in both passages.
+    evidence_chunks: tuple[str, ...] = ()
 
     @property
     def not_covered(self) -> list[str]:
@@ -142,6 +144,7 @@ class SentenceScorer:
         self.config = config
         scope.learn_glossary(searcher.glossary.terms)
         self._umbrella = umbrella_terms(searcher.glossary.terms)
+        self._regimens = regimens_of_drugs(searcher.glossary.terms)
 
     def relevance(self, retrieval: Retrieval) -> Relevance:
         """Every sentence of the retrieval's evidence scored, best first, with the abstention
@@ -161,6 +164,7 @@ class SentenceScorer:
                 if term.type == "trial"
                 for form in term.forms
             ),
+            evidence_chunks=tuple(item.chunk.chunk_id for item in retrieval.evidence),
         )
         if not candidates or retrieval.query_vector is None:
             return relevance
@@ -259,7 +263,9 @@ class SentenceScorer:
         units: dict[object, tuple[float, tuple[frozenset[str], ...]]] = {}
         for text, weight in texts:
             claimed: set[str] = set()
-            for term in self.searcher.glossary.matches(text):
+            matched = self.searcher.glossary.matches(text)
+            combined = self._combinations_named(matched)
+            for term in matched:
                 forms = tuple(
                     toks
                     for form in term.forms
@@ -270,6 +276,14 @@ class SentenceScorer:
                 if not forms:
                     continue
                 unit_weight = weight * max(self.bank.idf(t) for toks in forms for t in toks)
+                # Drugs the question combines are named where their regimen is (卡培他滨联用
+                # 替莫唑胺: CAPTEM): the sentence's tokenizer keeps a regimen whole.
+                forms += tuple(
+                    toks
+                    for regimen in combined.get(term, ())
+                    for form in regimen.forms
+                    if (toks := frozenset(t for t in tokenize(form) if self.bank.known(t)))
+                )
                 key = ("term", term.forms)
                 if units.get(key, (0.0,))[0] < unit_weight:
                     units[key] = (unit_weight, forms)
@@ -280,6 +294,19 @@ class SentenceScorer:
                 if units.get(token, (0.0,))[0] < unit_weight:
                     units[token] = (unit_weight, (frozenset({token}),))
         return list(units.values())
+
+    def _combinations_named(self, matched: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
+        """Each drug of ``matched`` with the regimens containing two or more of its drugs: the
+        question names that combination in other words (nivolumab given with temozolomide)."""
+        drugs = [t for t in matched if t.type == "drug"]
+        return {
+            drug: tuple(
+                regimen
+                for regimen in self._regimens.get(drug, ())
+                if sum(regimen in self._regimens.get(other, ()) for other in drugs) >= 2
+            )
+            for drug in drugs
+        }
 
     @staticmethod
     def _overlap(
@@ -309,6 +336,31 @@ def umbrella_terms(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
         if broader:
             umbrella[term] = tuple(broader)
     return umbrella
+
+
+def regimens_of_drugs(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
+    """Each glossary drug with the regimens one of whose forms names it (卡培他滨 in
+    卡培他滨联合替莫唑胺, whose forms include CAPTEM): a sentence naming the regimen names the
+    drug."""
+    regimens = [t for t in terms if t.type == "regimen"]
+    found: dict[Term, tuple[Term, ...]] = {}
+    for drug in (t for t in terms if t.type == "drug"):
+        patterns = [_form_pattern(normalize_text(f)) for f in drug.forms if len(f) >= 3]
+        containing = tuple(
+            regimen
+            for regimen in regimens
+            if any(p.search(normalize_text(f)) for p in patterns for f in regimen.forms)
+        )
+        if containing:
+            found[drug] = containing
+    return found
+
+
+def _form_pattern(folded: str) -> re.Pattern[str]:
+    """A form found inside another: anywhere in Chinese, as a whole word in Latin letters."""
+    if re.search(r"[a-z0-9]", folded):
+        return re.compile(rf"(?<![a-z0-9]){re.escape(folded)}(?![a-z0-9])")
+    return re.compile(re.escape(folded))
 
 
 def abstention(

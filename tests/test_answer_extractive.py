@@ -252,3 +252,21 @@ def test_a_short_question_naming_a_trial_is_answered_not_abstained(answerer, ser
     assert "SEQTOR" in answer.text and "69%" in answer.text
     assert not answer.citations, "SEQTOR has no reference marker: cite its section, not a number"
     assert [p.section for p in answer.passages] == ["3 化疗"]
+
+
+def test_a_result_sentence_in_the_named_trials_overlapping_passage_is_quoted(answerer, service):
+    """The CASPIAN sentence sits where two retrieved chunks overlap; the [32] result sentence
+    names no trial and is only in the second chunk, so it is the same passage."""
+    answer = ask(answerer, "CASPIAN研究中加上度伐利尤单抗后，小细胞肺癌病人的中位生存有多久？")
+    assert_faithful(answer, service)
+    assert 32 in {c.ref for c in answer.citations}
+    assert "13个月" in answer.text
+
+
+def test_drugs_named_together_are_found_in_their_regimen(answerer, service):
+    """索凡替尼联合特瑞普利单抗 is one glossary regimen, kept whole by the tokenizer: the
+    question's two drugs are its sentence's, not toripalimab's alone (the 40-patient study)."""
+    answer = ask(answerer, "索凡替尼和特瑞普利单抗一起用的IB期研究疾病控制率是多少？")
+    assert_faithful(answer, service)
+    assert {c.ref for c in answer.citations} == {35}
+    assert "79.3%" in answer.text and "40例" not in answer.text
