@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -475,9 +476,10 @@ def _en_modifier(word: str) -> bool:
 
 
 def _leading_numeral(pair: tuple[str, str]) -> bool:
-    """One Chinese numeral character on its own (二 of 二氮嗪), not a number word (二线)."""
+    """One Chinese numeral character on its own (二 of 二氮嗪), not a number word (二线) or a
+    measure word jieba calls a numeral (例 of 多少例)."""
     word, flag = pair
-    return len(word) == 1 and flag == "m" and bool(_CJK_WORD.match(word))
+    return len(word) == 1 and flag == "m" and unicodedata.numeric(word, None) is not None
 
 
 def _fragment(pair: tuple[str, str]) -> bool:

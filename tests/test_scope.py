@@ -179,6 +179,13 @@ def test_names_in_single_characters_count_only_while_the_tuned_option_is_on(scop
     assert off.unknown_entities("二氮嗪能否控制胰岛素瘤的低血糖？") == []
 
 
+def test_a_name_takes_the_numeral_jieba_cut_off_but_not_a_measure_word(scope):
+    """二 of 二氮嗪 starts the name; 例 of 多少例 (a numeral by jieba's class) does not."""
+    assert scope.unknown_entities("二氮嗪对胰岛素瘤的低血糖有效吗？") == ["二氮嗪"]
+    names = scope.unknown_entities("入组了多少例经治的患者？")
+    assert not any(name.startswith("例") for name in names)
+
+
 def test_a_net_or_nec_term_is_supported_by_the_same_sites_nen():
     terms = load_glossary_table(Settings().data_dir / "glossary.tsv")
     umbrella = umbrella_terms(terms)
