@@ -313,12 +313,14 @@ class ScopeCheck:
             if not _CJK_WORD.match(word):
                 continue
             # A suffix jieba cut off on its own (肝细胞 / 癌) belongs to the word before it,
-            # unless that is a function word (对 / 铂耐药: the character starts a word).
+            # unless that is a function word (对 / 铂耐药: the character starts a word) or a
+            # quantity (几大类 / 药, 三种 / 药); a numeral character can start a name (双 / 胍).
+            previous, previous_flag = pairs[i - 1] if i > 0 else ("", "")
             if (
                 len(word) == 1
-                and i > 0
-                and _CJK_WORD.match(pairs[i - 1][0])
-                and pairs[i - 1][1][:1] not in _ZH_FUNCTION_CLASSES
+                and _CJK_WORD.match(previous)
+                and previous_flag[:1] not in _ZH_FUNCTION_CLASSES
+                and not (previous_flag == "m" and len(previous) > 1)
             ):
                 word = pairs[i - 1][0] + word
                 flag = "suffix"

@@ -91,6 +91,8 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "索凡替尼的有效率是多少？",
         # Single characters that are a numeral and an adjective (多 / 高), not a name.
         "仑伐替尼让胰腺NET肿瘤缩小的比例有多高？",
+        # A quantity before 药 (drug): a kind of drug, not one ending like a drug name.
+        "进展期NET的全身治疗有哪几大类药？",
         # The glossary's Chinese name of a drug the review writes as STZ.
         "链脲霉素联合5-氟尿嘧啶用于哪些胰腺NET患者？",
     ],
