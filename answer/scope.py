@@ -175,11 +175,13 @@ class ScopeCheck:
             for form in t.en
             if " " in form and form.split()[-1].isalpha() and form.split()[-1].islower()
         )
+        # From each row's first Chinese name, the review's: later ones are other names of the
+        # drug (brands such as 可瑞达, 善龙), whose endings say nothing about drug names.
         self._zh_endings = _ZH_ENTITY_END | {
             form[-1]
             for t in terms
             if t.type in _ENTITY_TYPES
-            for form in t.zh
+            for form in t.zh[:1]
             if _CJK_WORD.match(form)
         }
         self._zh_site_marks = _Marks(

@@ -270,3 +270,11 @@ def test_drugs_named_together_are_found_in_their_regimen(answerer, service):
     assert_faithful(answer, service)
     assert {c.ref for c in answer.citations} == {35}
     assert "79.3%" in answer.text and "40例" not in answer.text
+
+
+def test_a_brand_name_is_answered_as_its_drug(answerer, service):
+    """可瑞达 is Keytruda, pembrolizumab: the review's 帕博利珠单抗 (KEYNOTE-158 [26])."""
+    answer = ask(answerer, "可瑞达治疗经标准治疗失败的分化好NET，客观缓解率多少？")
+    assert_faithful(answer, service)
+    assert {c.ref for c in answer.citations} == {26}
+    assert "3.7%" in answer.text

@@ -95,6 +95,9 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "进展期NET的全身治疗有哪几大类药？",
         # The glossary's Chinese name of a drug the review writes as STZ.
         "链脲霉素联合5-氟尿嘧啶用于哪些胰腺NET患者？",
+        # Brand names of the review's drugs are glossary forms of them.
+        "What did Keytruda and Afinitor show in NETs?",
+        "乐卫玛和苏泰达治疗胰腺NET的效果如何？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
