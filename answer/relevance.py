@@ -345,7 +345,10 @@ def regimens_of_drugs(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
     regimens = [t for t in terms if t.type == "regimen"]
     found: dict[Term, tuple[Term, ...]] = {}
     for drug in (t for t in terms if t.type == "drug"):
-        patterns = [_form_pattern(normalize_text(f)) for f in drug.forms if len(f) >= 3]
+        # Not a two-letter abbreviation (a Chinese name of two characters is one: 顺铂).
+        patterns = [
+            _form_pattern(normalize_text(f)) for f in drug.forms if len(f) >= 3 or f in drug.zh
+        ]
         containing = tuple(
             regimen
             for regimen in regimens

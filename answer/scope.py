@@ -15,10 +15,12 @@ Only entity-like words count, and what is entity-like comes from data, not from 
 - Chinese: a noun by jieba's word classes that jieba's dictionary rarely sees (嗜铬细胞, 肢端) or
   whose pieces the embedding tokenizer finds rare (膀胱); or a word ending like the glossary's
   drugs and diseases (…癌, …瘤, …替尼, …单抗) or like a disease, drug or vaccine outside it (…病,
-  …素, …苗: one short list, kept while the data alone misses them). Glossary forms are cut out
-  first, so jieba does not split 中/度伐利尤单抗 into a noun. Two exemptions are options the
-  tuner decides: a noun ending like the glossary's endpoint names (多长时间 for 无进展生存期,
-  but also 哺乳期) and a corpus word plus one character (样本量 of 小样本); both are off.
+  …素, …苗: one short list, kept while the data alone misses them); or a run of single
+  characters jieba cannot group into words (二/氮/嗪), which the tokenizer finds rare. Glossary
+  forms are cut out first, so jieba does not split 中/度伐利尤单抗 into a noun. Two exemptions
+  are options the tuner decides: a noun ending like the glossary's endpoint names (多长时间 for
+  无进展生存期, but also 哺乳期) and a corpus word plus one character (样本量 of 小样本); both
+  are off.
 
 When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
 everyday words the review does not use (``upkeep``, ``真实世界``) must not abstain. The thresholds
