@@ -79,13 +79,14 @@ _NEGATION = re.compile(
     r"|\b(?:not(?! reached)|no|never|neither|nor|without|failed to|did not|does not|cannot)\b|n't",
     re.I,
 )
-# A placeholder of a worked example: "study X", "drug A", "研究X", "药物B", "{question}".
+# A placeholder of a worked example: "study X", "drug A", "研究X", "药物B", "{question}"; or a
+# tag of the prompt ("根据<evidence>，…"): markup no reader should see.
 # A letter or a Chinese character: a sentence without one outside its numbers says no more
 # than "32." (what was 32 is left to the reader).
 _WORD = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 _PLACEHOLDER = re.compile(
     r"\b(?:study|trial|drug|arm|group|regimen|treatment|patient)\s+[A-Z]\b(?![-.]\w)"
-    r"|(?:研究|药物|试验|方案|治疗)[A-ZＡ-Ｚ](?![A-Za-z\d])|\{[a-z_]+\}|\bX{2,}\b",
+    r"|(?:研究|药物|试验|方案|治疗)[A-ZＡ-Ｚ](?![A-Za-z\d])|\{[a-z_]+\}|\bX{2,}\b|</?[a-z_]+>",
 )
 
 

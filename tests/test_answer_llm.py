@@ -137,6 +137,12 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
             "长效兰瑞肽组的mPFS为30.1个月。",
             "placeholder",
         ),
+        (  # the prompt's own tag leaking into an answer
+            "KEYNOTE-158中帕博利珠单抗的ORR是多少？",
+            "根据<evidence>，帕博利珠单抗在分化好的NET中的ORR为3.7%。",
+            "帕博利珠单抗在分化好的NET中的ORR为3.7%。",
+            "placeholder",
+        ),
         (  # 13.3 months is the TTF; the second clause's number is still the PFS
             "In SPINET, how did lanreotide's progression-free survival differ by histology?",
             "The PFS in typical carcinoids was 21.9 months, and in atypical ones 13.3 months. ",
@@ -162,6 +168,7 @@ def test_a_cure_claim_about_the_right_drug_is_removed(llm):
         "better-for-worse",
         "dropped-negation",
         "placeholder",
+        "prompt-tag",
         "endpoint-of-an-earlier-clause",
         "opposite-subgroup",
         "one-side-without-its-arm",
