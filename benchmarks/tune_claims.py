@@ -18,6 +18,11 @@ With ``--paraphrases`` the records are held-out questions (the scope set's answe
 paraphrases, never used to tune the llm mode): they are scored at the current thresholds only,
 with the code as it is now (checks added since the run apply to its drafts).
 
+``--tune-paraphrases 2,3=<bench_llm --paraphrases 2,3 run>`` (repeatable) adds such runs to the
+choice: each question counts in its scope-set half (``eval/scope_questions.jsonl``'s
+``split``), so their tune halves join the eval items' tune half and their test halves are
+reported with the eval items' test half.
+
 Needs the index ``bench_llm`` ran on (``nenqa ingest``). Prints a table, writes JSON
 (default ``benchmarks/out/tune_claims.json``).
 """
@@ -46,6 +51,13 @@ from retriever.search import build_glossary  # noqa: E402
 WORD_SHARE_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ANCHORED_SHARE_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 METRICS = ("faithfulness", "key_fact_recall", "citation_precision", "gold_reference_hit_rate")
+SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
+
+
+def scope_halves() -> dict[str, str]:
+    """Each scope-set question's half, as written into the file before any result was seen."""
+    lines = SCOPE_SET.read_text(encoding="utf-8").splitlines()
+    return {row["id"]: row["split"] for row in map(json.loads, filter(None, lines))}
 
 
 def replayed_model(draft: str):
@@ -80,17 +92,37 @@ def main(argv: list[str] | None = None) -> int:
         "them at the current thresholds only, as held-out questions (no choice is made)",
     )
     parser.add_argument(
+        "--tune-paraphrases",
+        action="append",
+        default=[],
+        metavar="BATCHES=RECORDS",
+        help="a bench_llm --paraphrases run (batches and its JSON) whose scope-set halves join "
+        "the tune and test halves (repeatable)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "out" / "tune_claims.json"
     )
     args = parser.parse_args(argv)
 
     recorded = json.loads(args.records.read_text(encoding="utf-8"))["records"]
     if args.paraphrases:
-        scope_set = ROOT / "eval" / "scope_questions.jsonl"
-        qa_items = paraphrase_items(scope_set, set(args.paraphrases.split(",")))
+        qa_items = paraphrase_items(SCOPE_SET, set(args.paraphrases.split(",")))
     else:
         qa_items = load_qa(args.qa)
     items = {i.id: i for i in qa_items}
+    # (item, draft, half) of every record replayed: the eval items by their id's hash, the
+    # paraphrases by their scope-set half. Paraphrase runs number their items from q900 each,
+    # and every one is answerable, so ``items`` keeps one of each id for ``summarize``.
+    replayed = [(items[r["id"]], r["draft"], half_of(r["id"])) for r in recorded]
+    halves = scope_halves() if args.tune_paraphrases else {}
+    for spec in args.tune_paraphrases:
+        batches, path = spec.split("=", 1)
+        runs = paraphrase_items(SCOPE_SET, set(batches.split(",")))
+        by_id = {i.id: i for i in runs}
+        for record in json.loads(Path(path).read_text(encoding="utf-8"))["records"]:
+            item = by_id[record["id"]]
+            replayed.append((item, record["draft"], halves[item.notes.split()[-1]]))
+            items.setdefault(item.id, item)
     settings = get_settings()
     judges = {"deterministic": DeterministicJudge(build_glossary(settings))}
 
@@ -101,11 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     def scores(word_share: float, anchored_share: float) -> dict[str, dict]:
         claims.MIN_WORD_SHARE, claims.MIN_WORD_SHARE_WITH_ANCHOR = word_share, anchored_share
         rows: dict[str, list[dict]] = {"tune": [], "test": [], "all": []}
-        for record in recorded:
-            item = items[record["id"]]
-            answer = replay(service, settings, record["draft"], item)
+        for item, draft, half in replayed:
+            answer = replay(service, settings, draft, item)
             row = score_item(item, reply_of(answer), judges, judges["deterministic"])
-            rows[half_of(item.id)].append(row)
+            rows[half].append(row)
             rows["all"].append(row)
         return {half: summarize(r, items, "deterministic") for half, r in rows.items()}
 
@@ -137,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = max(results, key=objective)
     report = {
         "records": str(args.records),
-        "items": {h: sum(half_of(r["id"]) == h for r in recorded) for h in ("tune", "test")},
+        "items": {h: sum(half == h for _, _, half in replayed) for h in ("tune", "test")},
+        "paraphrase_runs": args.tune_paraphrases,
         "current": {"thresholds": current, **results[current]},
         "chosen": {"thresholds": chosen, **results[chosen]},
         "grid": [{"thresholds": k, **v} for k, v in results.items()],

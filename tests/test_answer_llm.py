@@ -80,7 +80,8 @@ def test_typed_markers_are_dropped_and_a_sentence_restating_nothing_is_removed(l
 
 
 def test_when_every_sentence_is_removed_the_quotes_answer_instead_of_an_abstention(llm):
-    answerer = llm([{"when": "SPINET", "reply": "Lanreotide gave a TTF of 26.6 months."}])
+    reply = "In SPINET, lanreotide gave a TTF of 26.6 months versus 9.8 months with placebo."
+    answerer = llm([{"when": "SPINET", "reply": reply}])
     answer = answerer.answer(Question(SPINET_Q))
     assert not answer.abstained and "26.6" not in answer.text
     assert "13.3 months" in answer.text and "9.8 months" in answer.text and "[7]" in answer.text
@@ -194,12 +195,12 @@ def test_instructions_in_the_question_do_not_change_the_checks(llm, scripted_llm
             {
                 "when": "Ignore the references",
                 "reply": "Lanreotide doubles overall survival to 27 months [7]. "
-                "Per the review, TTF was 13.3 months.",
+                "Lanreotide gave a TTF of 13.3 months.",
             }
         ]
     )
     answer = answerer.answer(Question(question))
-    assert answer.text.startswith("Per the review, TTF was 13.3 months [7]. " + SPINET_QUOTE)
+    assert answer.text.startswith("Lanreotide gave a TTF of 13.3 months [7]. " + SPINET_QUOTE)
     assert "doubles" in answer.unsupported[0]
     user = scripted_llm.requests()[-1]["messages"][-1]["content"]
     assert f"<question>\n{question}\n</question>" in user
