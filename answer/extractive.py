@@ -149,7 +149,7 @@ class ExtractiveAnswerer:
             if chosen and candidate.overlap < min_overlap:
                 continue
             printed = bank.sentences[candidate.index].text
-            if chosen and _names_another_trial(printed, relevance, self.searcher.glossary):
+            if chosen and _about_another_study(printed, relevance, self.searcher.glossary):
                 continue
             text = strip_citation_markers(printed)
             if any(_near_duplicate(text, bank.sentences[i].text) for i in chosen):
@@ -241,6 +241,23 @@ def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) ->
         return False
     trials = _trials_in(text, glossary)
     return bool(trials) and not _names_a_named_trial(trials, relevance)
+
+
+def _names_another_treatment(text: str, relevance: Relevance, glossary: Glossary) -> bool:
+    """Whether a sentence names drugs or regimens, none of them the question's (FOLFOX beside
+    pembrolizumab's trials): a sentence naming none (belzutifan's result, [46]) may stay."""
+    if not relevance.named_treatments:
+        return False
+    named = [t for t in glossary.matches(text) if t.type in {"drug", "regimen"}]
+    return bool(named) and not any(
+        normalize_text(f) in relevance.named_treatments for t in named for f in t.forms
+    )
+
+
+def _about_another_study(text: str, relevance: Relevance, glossary: Glossary) -> bool:
+    return _names_another_trial(text, relevance, glossary) or _names_another_treatment(
+        text, relevance, glossary
+    )
 
 
 def _near_duplicate(text: str, other: str) -> bool:

@@ -35,6 +35,8 @@ from retriever.lexical import tokenize
 from retriever.search import HybridSearcher
 
 _NUMBER_TOKEN = re.compile(r"^[\d.]+$")
+# Glossary types that name what a patient is given.
+_TREATMENT_TYPES = frozenset({"drug", "regimen"})
 # A neuroendocrine neoplasm (NEN) is a tumour (NET) or a carcinoma (NEC), the review's own
 # definition: evidence on 胃肠胰NEN is about a question on 胃肠胰NET, and quotes its population.
 _UMBRELLA_CLASS = (
@@ -104,6 +106,9 @@ class Relevance:
     narrowed: list[str] = field(default_factory=list)
     # The retrieved chunks, best first: a sentence in two overlapping chunks is in both passages.
     evidence_chunks: tuple[str, ...] = ()
+    # Every folded form of the drugs and regimens the question names, with the regimens holding
+    # those drugs and the drugs of those regimens (CAPTEM for capecitabine, and back).
+    named_treatments: frozenset[str] = frozenset()
 
     @property
     def not_covered(self) -> list[str]:
@@ -165,6 +170,7 @@ class SentenceScorer:
                 for form in term.forms
             ),
             evidence_chunks=tuple(item.chunk.chunk_id for item in retrieval.evidence),
+            named_treatments=self._treatments_named(question.text),
         )
         if not candidates or retrieval.query_vector is None:
             return relevance
@@ -294,6 +300,14 @@ class SentenceScorer:
                 if units.get(token, (0.0,))[0] < unit_weight:
                     units[token] = (unit_weight, (frozenset({token}),))
         return list(units.values())
+
+    def _treatments_named(self, text: str) -> frozenset[str]:
+        named = [t for t in self.searcher.glossary.matches(text) if t.type in _TREATMENT_TYPES]
+        related = set(named)
+        for term in named:
+            related.update(self._regimens.get(term, ()))
+            related.update(drug for drug, held in self._regimens.items() if term in held)
+        return frozenset(normalize_text(form) for term in related for form in term.forms)
 
     def _combinations_named(self, matched: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
         """Each drug of ``matched`` with the regimens containing two or more of its drugs: the

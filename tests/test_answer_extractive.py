@@ -278,3 +278,13 @@ def test_a_brand_name_is_answered_as_its_drug(answerer, service):
     assert_faithful(answer, service)
     assert {c.ref for c in answer.citations} == {26}
     assert "3.7%" in answer.text
+
+
+def test_a_question_naming_a_drug_quotes_no_other_treatments_study_beside_it(answerer, service):
+    """FOLFOX [22] and atezolizumab-bevacizumab [34] scored near pembrolizumab's trials; a
+    sentence naming no drug (belzutifan's result, [46]) is still quoted for its drug."""
+    answer = ask(answerer, "帕博利珠单抗治疗分化好的NET，客观缓解率是多少？")
+    assert_faithful(answer, service)
+    assert {c.ref for c in answer.citations} == {25, 26}
+    belzutifan = ask(answerer, "How did belzutifan do in VHL-associated pancreatic NETs?")
+    assert {c.ref for c in belzutifan.citations} == {46}
