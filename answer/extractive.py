@@ -13,8 +13,9 @@ sentences are chosen on the printed text either way, so both languages cite the 
 The sentences are scored once per answer by ``answer.relevance.SentenceScorer``. The best
 sentence is kept, then others within ``margin`` of it, up to ``max_sentences``; when the
 question names a trial, a quote about another study (one naming another trial, or one neither
-naming the trial nor sharing its passage or reference) is left out; a sentence that continues one
-with references (``结果显示…``) brings that one along. When the relevance gate says
+naming the trial nor sharing its passage or reference) is left out, and so, when it names a drug
+or regimen, is a quote naming only other treatments; a sentence that continues one with
+references (``结果显示…``) brings that one along. When the relevance gate says
 the evidence does not answer the question the mode abstains and cites nothing.
 """
 
@@ -27,8 +28,14 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from answer.base import answer_language, final_answer, not_discussed_text
 from answer.citations import QuotedSentence, collect_citations, render_quote
-from answer.relevance import Relevance, ScoringConfig, SentenceScorer, abstention
-from nenqa.glossary import Glossary, Term, normalize_text
+from answer.relevance import (
+    TREATMENT_TYPES,
+    Relevance,
+    ScoringConfig,
+    SentenceScorer,
+    abstention,
+)
+from nenqa.glossary import Term, normalize_text
 from nenqa.text import strip_citation_markers
 from nenqa.timing import elapsed_ms
 from nenqa.types import Answer, AnswerPiece, Question, Reference, Retrieval
@@ -48,6 +55,7 @@ UNTRANSLATED_NOTE = {
     "en": " ({n} without a translation, quoted in the original)",
 }
 # A sentence opening like these reports on the study named in the sentence before it.
+_TRIAL = frozenset({"trial"})
 _CONTINUATION = re.compile(r"^(?:结果显示|结果提示|该研究|该药|其中|研究显示|亚组分析)")
 
 
@@ -141,6 +149,7 @@ class ExtractiveAnswerer:
         if not ranked:
             return []
         chosen: dict[int, str] = {}
+        named: dict[int, list[Term]] = {}  # the glossary terms of each chosen sentence
         best = ranked[0].score
         min_overlap = ranked[0].overlap * config.min_overlap_ratio
         for candidate in ranked:
@@ -149,13 +158,15 @@ class ExtractiveAnswerer:
             if chosen and candidate.overlap < min_overlap:
                 continue
             printed = bank.sentences[candidate.index].text
-            if chosen and _about_another_study(printed, relevance, self.searcher.glossary):
+            terms = self.searcher.glossary.matches(printed)
+            if chosen and _about_another_study(terms, relevance):
                 continue
             text = strip_citation_markers(printed)
             if any(_near_duplicate(text, bank.sentences[i].text) for i in chosen):
                 continue
             chosen[candidate.index] = candidate.chunk_id
-        chosen = self._on_named_trials(chosen, relevance)
+            named[candidate.index] = terms
+        chosen = self._on_named_trials(chosen, named, relevance)
         for index, chunk_id in list(chosen.items()):
             lead = self._lead_sentence(index, chunk_id)
             if lead is not None and lead not in chosen:
@@ -163,7 +174,9 @@ class ExtractiveAnswerer:
         ordered = sorted(chosen, key=lambda i: (bank.sentences[i].position, i))
         return [QuotedSentence(bank.sentences[i], chosen[i]) for i in ordered]
 
-    def _on_named_trials(self, chosen: dict[int, str], relevance: Relevance) -> dict[int, str]:
+    def _on_named_trials(
+        self, chosen: dict[int, str], named: Mapping[int, Sequence[Term]], relevance: Relevance
+    ) -> dict[int, str]:
         """When a quote names a trial the question names, the others must be about it too: name
         it, sit in a retrieved passage with a quote that does (a sentence where two chunks
         overlap is in both), or cite the same reference (the CASPIAN result sentence cites [32]
@@ -172,12 +185,8 @@ class ExtractiveAnswerer:
         quoted beside TALENT)."""
         if not relevance.named_trials or len(chosen) < 2:
             return chosen
-        bank, glossary = self.scorer.bank, self.searcher.glossary
-        naming = [
-            i
-            for i in chosen
-            if _names_a_named_trial(_trials_in(bank.sentences[i].text, glossary), relevance)
-        ]
+        bank = self.scorer.bank
+        naming = [i for i in chosen if _names_one(named[i], _TRIAL, relevance.named_trials)]
         if not naming:
             return chosen
         passages = {
@@ -225,38 +234,22 @@ def quote_preface(quoted: Sequence[QuotedSentence], language: str) -> str:
     return preface
 
 
-def _trials_in(text: str, glossary: Glossary) -> list[Term]:
-    """The glossary's trials a sentence names."""
-    return [t for t in glossary.matches(text) if t.type == "trial"]
+def _names_one(terms: Sequence[Term], types: frozenset[str], forms: frozenset[str]) -> bool:
+    """Whether any of a sentence's ``terms`` of these ``types`` has one of the question's
+    ``forms``."""
+    return any(normalize_text(f) in forms for t in terms if t.type in types for f in t.forms)
 
 
-def _names_a_named_trial(trials: Sequence[Term], relevance: Relevance) -> bool:
-    """Whether any of a sentence's ``trials`` is one the question names."""
-    return any(normalize_text(f) in relevance.named_trials for t in trials for f in t.forms)
-
-
-def _names_another_trial(text: str, relevance: Relevance, glossary: Glossary) -> bool:
-    """Whether a sentence is about a trial the question does not name (PROMID for SPINET)."""
-    if not relevance.named_trials:
-        return False
-    trials = _trials_in(text, glossary)
-    return bool(trials) and not _names_a_named_trial(trials, relevance)
-
-
-def _names_another_treatment(text: str, relevance: Relevance, glossary: Glossary) -> bool:
-    """Whether a sentence names drugs or regimens, none of them the question's (FOLFOX beside
-    pembrolizumab's trials): a sentence naming none (belzutifan's result, [46]) may stay."""
-    if not relevance.named_treatments:
-        return False
-    named = [t for t in glossary.matches(text) if t.type in {"drug", "regimen"}]
-    return bool(named) and not any(
-        normalize_text(f) in relevance.named_treatments for t in named for f in t.forms
-    )
-
-
-def _about_another_study(text: str, relevance: Relevance, glossary: Glossary) -> bool:
-    return _names_another_trial(text, relevance, glossary) or _names_another_treatment(
-        text, relevance, glossary
+def _about_another_study(terms: Sequence[Term], relevance: Relevance) -> bool:
+    """Whether a sentence names trials, none of them the question's (PROMID for SPINET), or
+    drugs and regimens, none of them the question's or held in its regimens (FOLFOX beside
+    pembrolizumab's trials). A sentence naming none may stay (belzutifan's result, [46])."""
+    return any(
+        wanted and any(t.type in types for t in terms) and not _names_one(terms, types, wanted)
+        for types, wanted in (
+            (_TRIAL, relevance.named_trials),
+            (TREATMENT_TYPES, relevance.named_treatments),
+        )
     )
 
 

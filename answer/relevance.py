@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from answer.base import abstention_text
 from answer.scope import ScopeCheck
 from answer.sentences import SentenceBank
-from nenqa.glossary import Term, normalize_text
+from nenqa.glossary import Glossary, Term, normalize_text
 from nenqa.text import singular
 from nenqa.types import Answer, Evidence, Question, Retrieval
 from retriever.lexical import tokenize
@@ -36,7 +36,7 @@ from retriever.search import HybridSearcher
 
 _NUMBER_TOKEN = re.compile(r"^[\d.]+$")
 # Glossary types that name what a patient is given.
-_TREATMENT_TYPES = frozenset({"drug", "regimen"})
+TREATMENT_TYPES = frozenset({"drug", "regimen"})
 # A neuroendocrine neoplasm (NEN) is a tumour (NET) or a carcinoma (NEC), the review's own
 # definition: evidence on 胃肠胰NEN is about a question on 胃肠胰NET, and quotes its population.
 _UMBRELLA_CLASS = (
@@ -150,6 +150,7 @@ class SentenceScorer:
         scope.learn_glossary(searcher.glossary.terms)
         self._umbrella = umbrella_terms(searcher.glossary.terms)
         self._regimens = regimens_of_drugs(searcher.glossary.terms)
+        self._related = related_treatments(self._regimens)
 
     def relevance(self, retrieval: Retrieval) -> Relevance:
         """Every sentence of the retrieval's evidence scored, best first, with the abstention
@@ -160,17 +161,24 @@ class SentenceScorer:
             for index in self.bank.sentences_of(item.chunk.chunk_id):
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
         unknown = self.scope.unknown_entities(question.text)
+        named = self.searcher.glossary.matches(question.text)
         relevance = Relevance(
             unknown_entities=unknown,
             answered_in_part=self.scope.answers_in_part(question.text, unknown),
             named_trials=frozenset(
                 normalize_text(form)
-                for term in self.searcher.glossary.matches(question.text)
+                for term in named
                 if term.type == "trial"
                 for form in term.forms
             ),
             evidence_chunks=tuple(item.chunk.chunk_id for item in retrieval.evidence),
-            named_treatments=self._treatments_named(question.text),
+            named_treatments=frozenset(
+                normalize_text(form)
+                for term in named
+                if term.type in TREATMENT_TYPES
+                for related in self._related.get(term, (term,))
+                for form in related.forms
+            ),
         )
         if not candidates or retrieval.query_vector is None:
             return relevance
@@ -301,14 +309,6 @@ class SentenceScorer:
                     units[token] = (unit_weight, (frozenset({token}),))
         return list(units.values())
 
-    def _treatments_named(self, text: str) -> frozenset[str]:
-        named = [t for t in self.searcher.glossary.matches(text) if t.type in _TREATMENT_TYPES]
-        related = set(named)
-        for term in named:
-            related.update(self._regimens.get(term, ()))
-            related.update(drug for drug, held in self._regimens.items() if term in held)
-        return frozenset(normalize_text(form) for term in related for form in term.forms)
-
     def _combinations_named(self, matched: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
         """Each drug of ``matched`` with the regimens containing two or more of its drugs: the
         question names that combination in other words (nivolumab given with temozolomide)."""
@@ -333,6 +333,18 @@ class SentenceScorer:
         return found / total
 
 
+def related_treatments(regimens: dict[Term, tuple[Term, ...]]) -> dict[Term, frozenset[Term]]:
+    """Each drug or regimen in ``regimens`` (``regimens_of_drugs``) with itself, the regimens
+    holding the drug and the drugs of the regimen: a quote naming any of them is about the
+    treatment a question names (CAPTEM for capecitabine, and back)."""
+    related: dict[Term, set[Term]] = {}
+    for drug, held in regimens.items():
+        related.setdefault(drug, {drug}).update(held)
+        for regimen in held:
+            related.setdefault(regimen, {regimen}).add(drug)
+    return {term: frozenset(terms) for term, terms in related.items()}
+
+
 def umbrella_terms(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
     """Each glossary term naming a NET or NEC (胃肠胰NET, GEP-NEC) with the terms naming the same
     site's NEN (胃肠胰NEN): a broader population the evidence may report."""
@@ -353,31 +365,17 @@ def umbrella_terms(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
 
 
 def regimens_of_drugs(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
-    """Each glossary drug with the regimens one of whose forms names it (卡培他滨 in
-    卡培他滨联合替莫唑胺, whose forms include CAPTEM): a sentence naming the regimen names the
-    drug."""
+    """Each glossary drug with the regimens one of whose forms names it, as the glossary finds a
+    term in any text (卡培他滨 in 卡培他滨联合替莫唑胺, whose forms include CAPTEM): a sentence
+    naming the regimen names the drug."""
     regimens = [t for t in terms if t.type == "regimen"]
     found: dict[Term, tuple[Term, ...]] = {}
     for drug in (t for t in terms if t.type == "drug"):
-        # Not a two-letter abbreviation (a Chinese name of two characters is one: 顺铂).
-        patterns = [
-            _form_pattern(normalize_text(f)) for f in drug.forms if len(f) >= 3 or f in drug.zh
-        ]
-        containing = tuple(
-            regimen
-            for regimen in regimens
-            if any(p.search(normalize_text(f)) for p in patterns for f in regimen.forms)
-        )
+        alone = Glossary([drug])  # no longer name competes: 奥曲肽 is in 长效奥曲肽's regimen too
+        containing = tuple(r for r in regimens if any(alone.matches(f) for f in r.forms))
         if containing:
             found[drug] = containing
     return found
-
-
-def _form_pattern(folded: str) -> re.Pattern[str]:
-    """A form found inside another: anywhere in Chinese, as a whole word in Latin letters."""
-    if re.search(r"[a-z0-9]", folded):
-        return re.compile(rf"(?<![a-z0-9]){re.escape(folded)}(?![a-z0-9])")
-    return re.compile(re.escape(folded))
 
 
 def abstention(
