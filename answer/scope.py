@@ -345,13 +345,10 @@ class ScopeCheck:
             )
             if rare_noun or word[-1] in self._zh_endings:
                 start = i - 1 if flag == "suffix" else i
-                end = i + 1 + _name_tail(pairs[i + 1 :])
-                if spans and start <= spans[-1][1]:  # next to the last one: one name (肢端肥大症)
-                    spans[-1][1] = max(spans[-1][1], end)
-                else:
-                    spans.append([start, end])
+                spans.append([start, i + 1 + _name_tail(pairs[i + 1 :])])
         if self.thresholds.zh_fragment_names:
-            spans = _merged([*spans, *self._fragment_names(pairs)])
+            spans += self._fragment_names(pairs)
+        spans = _merged(spans)  # names next to each other are one name (肢端 + 肥大症)
         unknown = [self._chinese_name(pairs, start, end) for start, end in spans]
         # Named once, whole: 特罗司他, not also 特罗司.
         return [w for w in unknown if not any(w != other and w in other for other in unknown)]
