@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from answer.base import abstention_text
 from answer.scope import ScopeCheck
+from answer.scope_probe import ScopeProbe
 from answer.sentences import SentenceBank
 from nenqa.glossary import Glossary, Term, normalize_text
 from nenqa.text import singular
@@ -109,6 +110,10 @@ class Relevance:
     # Every folded form of the drugs and regimens the question names, with the regimens holding
     # those drugs and the drugs of those regimens (CAPTEM for capecitabine, and back).
     named_treatments: frozenset[str] = frozenset()
+    # The scope probe's probability that what the question asks is outside the review (None:
+    # not asked, as the question abstains anyway or no probe applies), and its verdict.
+    off_topic_probability: float | None = None
+    off_topic: bool = False
 
     @property
     def not_covered(self) -> list[str]:
@@ -123,7 +128,7 @@ class Relevance:
     def answerable(self, config: ScoringConfig) -> bool:
         if (self.unknown_entities and not self.answered_in_part) or not self.ranked:
             return False
-        if self.unsupported or self.narrowed:
+        if self.unsupported or self.narrowed or self.off_topic:
             return False
         top = self.ranked[0]
         covered = top.overlap >= config.strong_overlap
@@ -142,11 +147,13 @@ class SentenceScorer:
         bank: SentenceBank,
         scope: ScopeCheck,
         config: ScoringConfig,
+        probe: ScopeProbe | None = None,
     ) -> None:
         self.searcher = searcher
         self.bank = bank
         self.scope = scope
         self.config = config
+        self.probe = probe
         scope.learn_glossary(searcher.glossary.terms)
         self._umbrella = umbrella_terms(searcher.glossary.terms)
         self._regimens = regimens_of_drugs(searcher.glossary.terms)
@@ -207,6 +214,13 @@ class SentenceScorer:
             relevance.answered_in_part = True
         else:
             relevance.narrowed = narrowed
+        if self.probe is not None and not unknown and relevance.answerable(self.config):
+            # Asked only of what would be answered: one more query vector, of the masked question.
+            probability = self.probe.out_of_scope(
+                question, self.searcher.glossary, self.searcher.embedder
+            )
+            relevance.off_topic_probability = probability
+            relevance.off_topic = probability is not None and probability >= self.probe.threshold
         return relevance
 
     def _unsupported(

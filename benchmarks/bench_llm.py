@@ -53,7 +53,7 @@ from answer.llm import (  # noqa: E402
 from eval.client import ChatReply  # noqa: E402
 from eval.judges import DeterministicJudge  # noqa: E402
 from eval.metrics import QuotedRendering  # noqa: E402
-from eval.qa_schema import QAItem, load_qa  # noqa: E402
+from eval.qa_schema import QAItem, batch_of, load_qa  # noqa: E402
 from eval.report import score_item, summarize  # noqa: E402
 from nenqa.settings import Settings, get_settings  # noqa: E402
 from nenqa.text import detect_language, numbers_in  # noqa: E402
@@ -86,7 +86,7 @@ def default_subset(items: Sequence[QAItem]) -> list[QAItem]:
 
 def paraphrase_items(path: Path, batches: set[str]) -> list[QAItem]:
     """The answerable paraphrases of the scope set (``eval/scope_questions.jsonl``) of the given
-    batches ("1", "2", "3": the digit after ``ans`` in their ids, none for the first) as
+    batches ("1", "2", "10": the number after ``ans`` in their ids, none for the first) as
     evaluation items: questions in words the review does not use, never used to tune the llm
     mode, with their gold references and key facts. Ids become ``q900``... in file order."""
     items = []
@@ -94,8 +94,7 @@ def paraphrase_items(path: Path, batches: set[str]) -> list[QAItem]:
         row = json.loads(line) if line else None
         if not row or row["kind"] != "answerable":
             continue
-        batch = row["id"][3] if row["id"][3].isdigit() else "1"
-        if batch not in batches:
+        if batch_of(row["id"]) not in batches:
             continue
         items.append(
             QAItem(

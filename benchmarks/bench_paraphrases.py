@@ -26,15 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_llm import paraphrase_items, question_of, reply_of  # noqa: E402
 from benchmarks.tune_scope import SCOPE_SET, load_product, load_scope_set  # noqa: E402
+from eval.qa_schema import batch_of  # noqa: E402
 from eval.report import score_item  # noqa: E402
 
 # Batches reported together: the first ones, those issue 14's held-out runs asked (2-3, 5-6,
 # 7-8), and later ones. ``paraphrase_items`` numbers at most 100 questions per call.
-BATCH_GROUPS = ("1", "23", "4", "56", "78", "9")
-
-
-def batch_of(scope_id: str) -> str:
-    return scope_id[3] if scope_id[3].isdigit() else "1"
+BATCH_GROUPS = (("1",), ("2", "3"), ("4",), ("5", "6"), ("7", "8"), ("9",), ("10",))
 
 
 def answer_all() -> list[dict]:
@@ -69,7 +66,7 @@ def summary(rows: list[dict]) -> dict[str, dict]:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         group = next(g for g in BATCH_GROUPS if row["batch"] in g)
-        for key in (row["split"], f"{row['split']}/batches {group}"):
+        for key in (row["split"], f"{row['split']}/batches {''.join(group)}"):
             groups.setdefault(key, []).append(row)
     table = {}
     for key in sorted(groups, key=lambda k: (k.split("/")[0] != "tune", k)):

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.qa_schema import half_of  # noqa: E402
+from eval.qa_schema import batch_of, half_of  # noqa: E402
 
 SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
 EVAL_SET = ROOT / "eval" / "qa.jsonl"
@@ -69,7 +69,7 @@ def abstention_table(rows: list[dict]) -> dict[str, dict[str, float]]:
     batches' results were known and before any change they were measured on."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
-        batch = f"batch{row['id'][3] if row['id'][3].isdigit() else 1}"
+        batch = f"batch{batch_of(row['id'])}"
         for key in (
             f"{row['split']}/{row['kind']}",
             f"{row['split']}/{row['kind']}/{row['lang']}",
@@ -88,11 +88,11 @@ def print_table(table: dict[str, dict[str, float]]) -> None:
         print(f"{key:<32} | {cell['abstained']:>9} | {cell['n']:>3}")
 
 
-def load_product():
+def load_product(**settings):
     from nenqa.settings import Settings
     from server.state import load_service
 
-    return load_service(Settings())
+    return load_service(Settings(**settings))
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -149,7 +149,7 @@ def tune(args: argparse.Namespace) -> None:
     from answer.scope import ScopeThresholds
     from nenqa.types import Question, Turn
 
-    service = load_product()
+    service = load_product(scope_probe_enabled=False)  # the probe is fit after (``probe``)
     # The extractive mode itself, under the evidence-table wrapper the service hands out.
     answerer = getattr(service.answerer("extractive"), "mode", service.answerer("extractive"))
     scorer = answerer.scorer
@@ -323,13 +323,127 @@ def _choose(scorer, items: list[dict], grid: dict[tuple, object], conservative) 
     return max(results, key=objective)
 
 
+# The probe's regularisation strengths, and the probabilities tried as its threshold.
+PROBE_C_GRID = (1.0, 3.0, 10.0, 30.0)
+PROBE_THRESHOLD_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+PROBE_FOLDS, PROBE_SEEDS = 5, 5
+
+
+def probe(args: argparse.Namespace) -> None:
+    """Fit the scope probe (``answer.scope_probe``) on the tune half and save it.
+
+    Every item (scope set and eval set, both halves, batches not in ``--exclude-batches``) is
+    answered without a probe; the masked questions of the tune half are the training set
+    (out of scope: 1). Per regularisation strength, each tune item's probability is the mean
+    over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation, so no item is
+    scored by weights fit on it. The chosen point is the one catching the most out-of-scope
+    tune questions the product answers now while making at most ``ANSWERABLE_BUDGET`` of the
+    answerable ones abstain in all (then the higher threshold, then the stronger
+    regularisation); the probe is refit on the whole tune half with it. Both halves are reported
+    with and without it.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from answer.scope_probe import ScopeProbe, probe_text
+    from nenqa.types import Question, Turn
+
+    service = load_product(scope_probe_enabled=False)
+    answerer = getattr(service.answerer("extractive"), "mode", service.answerer("extractive"))
+    scorer, searcher = answerer.scorer, answerer.searcher
+    excluded = set(args.exclude_batches.split(",")) if args.exclude_batches else set()
+    items = [
+        i
+        for i in tuning_items()
+        if i["kind"].startswith("eval") or batch_of(i["id"]) not in excluded
+    ]
+    for item in items:
+        history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
+        item["asked"] = Question(item["question"], history=history)
+        retrieval = searcher.retrieve(item["asked"], answerer.top_k)
+        item["abstains"] = not scorer.relevance(retrieval).answerable(scorer.config)
+    vectors = searcher.embedder.embed_queries(
+        [probe_text(i["asked"], searcher.glossary) for i in items]
+    )
+    out = np.array(["out_of_scope" in i["kind"] for i in items])
+    abstains = np.array([i["abstains"] for i in items])
+    tune = np.array([i["split"] == "tune" for i in items])
+    budget = ANSWERABLE_BUDGET * (~out & tune).sum()
+
+    def model(c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+
+    points = []
+    for c in PROBE_C_GRID:
+        held_out = np.mean(
+            [
+                cross_val_predict(
+                    model(c),
+                    vectors[tune],
+                    out[tune],
+                    cv=StratifiedKFold(PROBE_FOLDS, shuffle=True, random_state=seed),
+                    method="predict_proba",
+                )[:, 1]
+                for seed in range(PROBE_SEEDS)
+            ],
+            axis=0,
+        )
+        for threshold in PROBE_THRESHOLD_GRID:
+            flagged = abstains[tune] | (held_out >= threshold)
+            wrongly = int((flagged & ~out[tune]).sum())
+            caught = int((flagged & out[tune]).sum())
+            print(
+                f"C={c:<5} threshold {threshold:.2f}: answerable abstained {wrongly}, "
+                f"out of scope abstained {caught} (tune half, cross-validated)"
+            )
+            points.append((wrongly <= budget, caught, threshold, -c, wrongly))
+    within, caught, threshold, negative_c, wrongly = max(points)
+    c = -negative_c
+    fitted = model(c).fit(vectors[tune], out[tune])
+    model_id = searcher.embedder.model_id
+    chosen = ScopeProbe(
+        model_id=model_id,
+        weights=fitted.coef_[0].astype(np.float32),
+        bias=float(fitted.intercept_[0]),
+        threshold=threshold,
+        provenance={
+            "fit_by": "benchmarks/tune_scope.py probe",
+            "fit_on": "tune half of eval/scope_questions.jsonl and eval/qa.jsonl",
+            "excluded_batches": sorted(excluded),
+            "items": int(tune.sum()),
+            "out_of_scope": int(out[tune].sum()),
+            "C": c,
+            "cross_validated": {"answerable_abstained": wrongly, "out_of_scope_abstained": caught},
+        },
+    )
+    print(f"chosen on the tune half: C={c}, threshold {threshold} (within budget: {within})")
+    flagged = np.array([chosen.probability(v) >= threshold for v in vectors]) & ~abstains
+    report = {}
+    for half in ("tune", "test"):
+        for kind in sorted({i["kind"] for i in items}):
+            rows = np.array([i["split"] == half and i["kind"] == kind for i in items])
+            before, after = int(abstains[rows].sum()), int((abstains | flagged)[rows].sum())
+            report[f"{half}/{kind}"] = {"without": before, "with": after, "n": int(rows.sum())}
+            print(f"{half}/{kind}: abstained {before} -> {after} of {int(rows.sum())}")
+    chosen.save(args.probe_out)
+    print(f"wrote {args.probe_out}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scope_probe_fit.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("measure", "tune"))
+    parser.add_argument("command", choices=("measure", "tune", "probe"))
     parser.add_argument("--label", default="now")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument(
+        "--exclude-batches", default="", help="probe: scope-set batches left out (10,11)"
+    )
+    parser.add_argument(
+        "--probe-out", type=Path, default=ROOT / "data" / "scope_probe.json", help="probe: where"
+    )
     args = parser.parse_args()
-    {"measure": measure, "tune": tune}[args.command](args)
+    {"measure": measure, "tune": tune, "probe": probe}[args.command](args)
 
 
 if __name__ == "__main__":

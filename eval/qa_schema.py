@@ -162,6 +162,14 @@ def load_qa(path: Path | str) -> list[QAItem]:
     return items
 
 
+def batch_of(scope_id: str) -> str:
+    """The batch of a scope-set item (``eval/scope_questions.jsonl``): the number after
+    ``ans`` / ``oos`` in its id ("ans10-zh-01": "10"), "1" for the first batch's ("ans-zh-01").
+    Each batch was written and committed before anything was measured on it."""
+    match = re.match(r"^[a-z]+(\d*)-", scope_id)
+    return match.group(1) or "1" if match else "1"
+
+
 def half_of(item_id: str) -> str:
     """``tune`` or ``test``: the fixed half an item's id hashes to, independent of any result
     (the rule the tuning scripts and the scope set's ``split`` column use)."""

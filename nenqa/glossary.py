@@ -88,6 +88,15 @@ class Glossary:
 
         Longest match wins: "CLARINET FORTE" is one trial, not also "CLARINET".
         """
+        hit = {index for _, _, index in self._spans(query)}
+        return [self.terms[i] for i in sorted(hit)]
+
+    def spans(self, query: str) -> list[tuple[int, int, Term]]:
+        """Where ``matches`` finds each term: ``(start, end, term)`` in the query's NFKC form
+        (``unicodedata.normalize("NFKC", query)``), in text order."""
+        return [(start, end, self.terms[i]) for start, end, i in sorted(self._spans(query))]
+
+    def _spans(self, query: str) -> list[tuple[int, int, int]]:
         folded = normalize_text(query)
         nfkc = unicodedata.normalize("NFKC", query)
         found: list[tuple[int, int, int]] = []
@@ -96,15 +105,15 @@ class Glossary:
             if literal in subject:
                 found.extend((m.start(), m.end(), index) for m in pattern.finditer(subject))
         taken: list[tuple[int, int]] = []
-        hit: set[int] = set()
+        kept: list[tuple[int, int, int]] = []
         for start, end, index in sorted(found, key=lambda f: (f[0] - f[1], f[0])):
             overlaps = any(start < t_end and t_start < end for t_start, t_end in taken)
             # Two terms sharing one form at one place are both kept.
             if overlaps and (start, end) not in taken:
                 continue
             taken.append((start, end))
-            hit.add(index)
-        return [self.terms[i] for i in sorted(hit)]
+            kept.append((start, end, index))
+        return kept
 
     def expand(self, query: str) -> list[str]:
         """Forms of the matched terms that the query does not already contain."""

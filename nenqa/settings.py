@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # eval/qa.jsonl (see docs/benchmarks.md).
     abstain_min_similarity: float = 0.78
     abstain_min_overlap: float = 0.20
+    scope_probe: Path | None = Field(
+        default=None,
+        description="the scope probe's weights (answer.scope_probe); unset = the bundled "
+        "data/scope_probe.json, which applies only under the default embedding model",
+    )
+    scope_probe_enabled: bool = True
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"
     )

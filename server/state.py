@@ -26,6 +26,7 @@ from answer.fallback import ExtractiveFallback
 from answer.llm import LLMAnswerer, make_chat_model
 from answer.relevance import ScoringConfig, SentenceScorer
 from answer.scope import ScopeCheck
+from answer.scope_probe import PROBE_FILE, load_probe
 from answer.sentence_store import open_bank
 from answer.sentences import SentenceBank
 from answer.table_mode import EvidenceLevels, EvidenceTableMode, trial_chunks_by_id
@@ -33,6 +34,7 @@ from answer.word_rarity import embedder_word_logprob
 from ingest.pipeline import DEFAULT_SOURCES
 from ingest.review import parse_review
 from ingest.trials import load_trials
+from nenqa.resources import bundled_dir
 from nenqa.settings import Settings
 from nenqa.types import Reference, TrialRecord
 from retriever.search import HybridSearcher, load_searcher
@@ -172,7 +174,10 @@ def load_service(
         min_similarity=settings.abstain_min_similarity,
         min_overlap=settings.abstain_min_overlap,
     )
-    scorer = SentenceScorer(searcher, bank, scope, config)
+    probe = None
+    if settings.scope_probe_enabled:
+        probe = load_probe(settings.scope_probe or bundled_dir("data") / PROBE_FILE)
+    scorer = SentenceScorer(searcher, bank, scope, config, probe)
     answerers: dict[str, AnswerMode] = {
         "extractive": ExtractiveAnswerer(searcher, scorer, references, top_k=settings.answer_top_k)
     }

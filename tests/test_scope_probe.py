@@ -1,0 +1,149 @@
+"""The scope probe: questions naming only what the review knows, asking what it never discusses
+(side-effect care, diet, vaccines, monitoring), abstain in every mode; what it covers is still
+answered, follow-ups included."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from answer.scope_probe import PROBE_FILE, ScopeProbe, load_probe, masked_question, probe_text
+from nenqa.errors import MalformedRecordError
+from nenqa.glossary import Glossary, Term
+from nenqa.resources import bundled_dir
+from nenqa.types import Question, Turn
+
+GLOSSARY = Glossary(
+    [
+        Term(("依维莫司",), ("everolimus",), (), "drug"),
+        Term(("肺类癌",), ("lung carcinoid",), (), "disease"),
+        Term((), ("SPINET",), ("SPINET",), "trial"),
+    ]
+)
+
+
+def _probe(model_id: str = "model-a", threshold: float = 0.5) -> ScopeProbe:
+    return ScopeProbe(model_id, np.array([2.0, -2.0], dtype=np.float32), 0.0, threshold, {})
+
+
+class _Embedder:
+    """Embeds a question as (share of capitals, its complement) and records what it was asked."""
+
+    model_id = "model-a"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def embed_queries(self, texts):
+        self.asked += texts
+        shares = [sum(c.isupper() for c in t) / max(len(t), 1) for t in texts]
+        return np.array([[s, 1 - s] for s in shares], dtype=np.float32)
+
+
+def test_the_probe_reads_what_is_asked_with_each_name_replaced_by_its_type():
+    assert (
+        masked_question("How should mouth ulcers caused by Everolimus be managed?", GLOSSARY)
+        == "How should mouth ulcers caused by DRUG be managed?"
+    )
+    masked = masked_question("依维莫司治疗肺类癌，SPINET呢？", GLOSSARY)
+    assert masked == "DRUG治疗DISEASE,TRIAL呢?"
+    # Full-width forms fold as the glossary folds them (NFKC); the rest of the text is kept.
+    assert masked_question("ＳＰＩＮＥＴ的结果", GLOSSARY) == "TRIAL的结果"
+
+
+def test_a_follow_up_is_read_after_the_askers_previous_turn():
+    question = Question(
+        "And in atypical ones?",
+        (Turn("user", "What did SPINET show?"), Turn("assistant", "Lanreotide…")),
+    )
+    assert probe_text(question, GLOSSARY) == "What did TRIAL show?\nAnd in atypical ones?"
+    assert probe_text(Question("What did SPINET show?"), GLOSSARY) == "What did TRIAL show?"
+
+
+def test_the_probability_crosses_the_threshold_only_for_its_side():
+    embedder = _Embedder()
+    high = _probe().out_of_scope(Question("ABCD"), GLOSSARY, embedder)
+    low = _probe().out_of_scope(Question("abcd"), GLOSSARY, embedder)
+    assert high is not None and high > 0.5
+    assert low is not None and low < 0.5
+    assert embedder.asked == ["ABCD", "abcd"]
+
+
+def test_under_another_embedding_model_the_probe_does_not_apply_and_embeds_nothing():
+    embedder = _Embedder()
+    assert _probe(model_id="model-b").out_of_scope(Question("ABCD"), GLOSSARY, embedder) is None
+    assert embedder.asked == []
+
+
+def test_a_saved_probe_loads_back_the_same(tmp_path):
+    path = tmp_path / "probe.json"
+    probe = ScopeProbe("m", np.array([0.25, -1.5], dtype=np.float32), 0.5, 0.7, {"C": 3.0})
+    probe.save(path)
+    loaded = ScopeProbe.load(path)
+    assert loaded.model_id == "m" and loaded.threshold == 0.7 and loaded.bias == 0.5
+    assert loaded.weights.tolist() == [0.25, -1.5]
+    assert loaded.provenance == {"C": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{not json", "not a scope probe"),
+        (json.dumps({"model_id": "m", "bias": 0, "threshold": 0.6}), "not a scope probe"),
+        (
+            json.dumps({"model_id": "m", "weights": [1], "bias": 0, "threshold": 1.5}),
+            "threshold in (0, 1]",
+        ),
+    ],
+)
+def test_a_malformed_probe_file_is_refused_with_its_name(tmp_path, content, reason):
+    path = tmp_path / "bad_probe.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(MalformedRecordError, match=r"bad_probe\.json") as error:
+        ScopeProbe.load(path)
+    assert reason in str(error.value)
+
+
+def test_without_a_probe_file_there_is_no_probe(tmp_path):
+    assert load_probe(None) is None
+    assert load_probe(tmp_path / "absent.json") is None
+
+
+def test_the_bundled_probe_loads_and_says_how_it_was_fit():
+    probe = ScopeProbe.load(bundled_dir("data") / PROBE_FILE)
+    assert probe.weights.shape == (384,)  # multilingual-e5-small's dimension
+    assert 0.5 <= probe.threshold < 1.0
+    assert probe.provenance["fit_on"].startswith("tune half")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Should patients on lanreotide avoid alcohol?",
+        "Can pembrolizumab be given to a patient with a liver transplant?",
+        "兰瑞肽注射部位疼痛怎么办？",
+    ],
+)
+def test_a_question_on_what_the_review_never_discusses_abstains_in_both_modes(
+    service, llm_service, scripted_llm, question
+):
+    scripted_llm.set_rules([{"when": "", "reply": "Yes, it is safe [7]."}])
+    asked_before = len(scripted_llm.requests())
+    extractive = service.answerers["extractive"].answer(Question(question))
+    generated = llm_service.answerers["llm"].answer(Question(question))
+    assert extractive.abstained and generated.abstained
+    assert extractive.citations == () and generated.citations == ()
+    assert len(scripted_llm.requests()) == asked_before  # the model was never asked
+
+
+@pytest.mark.slow
+def test_what_the_review_covers_is_still_answered_and_so_is_its_follow_up(service):
+    answerer = service.answerers["extractive"]
+    first = answerer.answer(Question("What did SPINET show for lanreotide in lung carcinoids?"))
+    assert not first.abstained and 7 in {c.ref for c in first.citations}
+    history = (Turn("user", "What did SPINET show for lanreotide?"), Turn("assistant", "…"))
+    follow_up = answerer.answer(Question("And in atypical carcinoids?", history))
+    assert not follow_up.abstained and follow_up.citations
