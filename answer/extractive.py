@@ -148,6 +148,16 @@ class ExtractiveAnswerer:
         ranked = relevance.ranked
         if not ranked:
             return []
+        if relevance.subject_inherited:
+            # A follow-up's best quote is about the subject it inherited too, where one is.
+            on_subject = [
+                s
+                for s in ranked
+                if not _about_another_study(
+                    self.searcher.glossary.matches(bank.sentences[s.index].text), relevance
+                )
+            ]
+            ranked = on_subject or ranked
         chosen: dict[int, str] = {}
         named: dict[int, list[Term]] = {}  # the glossary terms of each chosen sentence
         best = ranked[0].score

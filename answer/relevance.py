@@ -38,6 +38,8 @@ from retriever.search import HybridSearcher
 _NUMBER_TOKEN = re.compile(r"^[\d.]+$")
 # Glossary types that name what a patient is given.
 TREATMENT_TYPES = frozenset({"drug", "regimen"})
+# What a question is about, as opposed to the population or endpoint it asks for.
+_SUBJECT_TYPES = TREATMENT_TYPES | {"trial"}
 # A neuroendocrine neoplasm (NEN) is a tumour (NET) or a carcinoma (NEC), the review's own
 # definition: evidence on 胃肠胰NEN is about a question on 胃肠胰NET, and quotes its population.
 _UMBRELLA_CLASS = (
@@ -114,6 +116,9 @@ class Relevance:
     # not asked, as the question abstains anyway or no probe applies), and its verdict.
     off_topic_probability: float | None = None
     off_topic: bool = False
+    # The trials and treatments above are the previous user turn's: the question is a follow-up
+    # naming none of its own, so a quote about another trial or treatment answers nothing.
+    subject_inherited: bool = False
 
     @property
     def not_covered(self) -> list[str]:
@@ -169,7 +174,21 @@ class SentenceScorer:
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
         unknown = self.scope.unknown_entities(question.text)
         named = self.searcher.glossary.matches(question.text)
+        inherited = not any(t.type in _SUBJECT_TYPES for t in named) and question.history
+        if inherited:
+            # A follow-up naming no trial or treatment ("那安慰剂组呢？") asks about those of the
+            # turn it follows (IMpower133's placebo arm, not SPINET's).
+            earlier = [t.content for t in question.history if t.role == "user"][-1:]
+            named = [
+                *named,
+                *(
+                    t
+                    for t in self.searcher.glossary.matches(" ".join(earlier))
+                    if t.type in _SUBJECT_TYPES
+                ),
+            ]
         relevance = Relevance(
+            subject_inherited=bool(inherited) and any(t.type in _SUBJECT_TYPES for t in named),
             unknown_entities=unknown,
             answered_in_part=self.scope.answers_in_part(question.text, unknown),
             named_trials=frozenset(

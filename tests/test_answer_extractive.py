@@ -288,3 +288,27 @@ def test_a_question_naming_a_drug_quotes_no_other_treatments_study_beside_it(ans
     assert {c.ref for c in answer.citations} == {25, 26}
     belzutifan = ask(answerer, "How did belzutifan do in VHL-associated pancreatic NETs?")
     assert {c.ref for c in belzutifan.citations} == {46}
+
+
+def test_a_short_name_of_an_antibody_is_its_drug(answerer, service):
+    """Clinicians drop 单抗 ("索凡替尼加特瑞普利"): the stem is the drug, not an unknown name."""
+    answer = ask(answerer, "索凡替尼加特瑞普利的IB期研究，疾病控制率多少？")
+    assert_faithful(answer, service)
+    assert not answer.abstained and "79.3%" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("first", "follow_up", "refs", "facts"),
+    [
+        # SPINET's placebo arm scored best on 安慰剂组; the previous turn asked about IMpower133.
+        ("IMpower133试验结果怎么样？", "那安慰剂组呢？差得多吗？", {31}, ("4.3", "10.3")),
+        ("What did SPINET show for lanreotide?", "And the placebo arm?", {7}, ("9.8",)),
+    ],
+)
+def test_a_follow_up_naming_no_trial_is_answered_about_the_previous_turns(
+    answerer, service, first, follow_up, refs, facts
+):
+    answer = answerer.answer(Question(follow_up, (Turn("user", first), Turn("assistant", "…"))))
+    assert_faithful(answer, service)
+    assert {c.ref for c in answer.citations} == refs
+    assert all(fact in answer.text for fact in facts)
