@@ -97,7 +97,7 @@ class ScopeThresholds:
     zh_noun_classes: frozenset[str] = frozenset({"n", "nrt"})
     # A Chinese noun more frequent than that is still rare when its pieces under the embedding
     # tokenizer score at most this (膀胱: jieba 316, -39); -999 turns this off.
-    zh_max_logprob: float = -30.0
+    zh_max_logprob: float = -35.0
     # Whether a rare noun ending like the glossary's endpoint names (…率, …期) is a measure the
     # question asks for in other words (多长时间 for 无进展生存期), not an entity. Off since the
     # tune half held batch 8: 哺乳期 (breastfeeding) ends like 生存期 too.
@@ -388,6 +388,10 @@ class ScopeCheck:
         joined = last[0] in self._zh_disease_endings and last[1:] not in self._zh_endings
         if len(last) == 2 and joined:
             name = name[:-1]  # jieba joined the ending to the next word (癌能 of 前列腺癌能延长)
+            if len(name) == 1:  # the ending alone (癌用 of 宫颈小细胞癌用): named with its words
+                while start > 0 and _name_part(pairs[start - 1]):
+                    start -= 1
+                    name = pairs[start][0] + name
         site = self._zh_site_marks.inverse.get(pairs[start - 1][0]) if start > 0 else None
         if site and name[-1] in self._zh_disease_endings:
             name = site + name

@@ -125,6 +125,7 @@ def test_the_bundled_probe_loads_and_says_how_it_was_fit():
         "Should patients on lanreotide avoid alcohol?",
         "Can pembrolizumab be given to a patient with a liver transplant?",
         "兰瑞肽注射部位疼痛怎么办？",
+        "宫颈神经内分泌癌怎么治疗？",
     ],
 )
 def test_a_question_on_what_the_review_never_discusses_abstains_in_both_modes(
