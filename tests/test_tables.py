@@ -74,6 +74,8 @@ def test_a_trial_without_a_marker_is_cited_by_its_section(glossary, records):
         "What was the ORR of lenvatinib in the pancreatic cohort of TALENT?",
         "SPINET研究中兰瑞肽的治疗失败时间是多少？",
         "哪些患者从特瑞普利单抗治疗中获益更多？",
+        # Asks for the agents' pathways, not for a set of agents.
+        "What pathways do the approved targeted agents for well-differentiated NETs hit?",
     ],
 )
 def test_a_question_about_one_trial_gets_no_table(glossary, records, question):
