@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nenqa.errors import MalformedRecordError
+from nenqa.errors import MalformedRecordError, UnreadableFileError
 from nenqa.glossary import Glossary
 from nenqa.types import Question
 
@@ -95,10 +95,13 @@ class ScopeProbe:
         path.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
-def load_probe(path: Path | None) -> ScopeProbe | None:
-    """The probe at ``path``, or ``None`` when there is none (no path, no file): the scope check
-    then rests on unknown names and the relevance scores alone."""
+def load_probe(path: Path | None, *, required: bool = False) -> ScopeProbe | None:
+    """The probe at ``path``, or ``None`` when there is none (no path, or no file where one is
+    not ``required``): the scope check then rests on unknown names and relevance scores alone.
+    A probe the settings name (``required``) must be there."""
     if path is None or not path.is_file():
+        if required:
+            raise UnreadableFileError(path or "", 0, "no scope probe file here")
         if path is not None:
             log.warning("no scope probe at %s: aspect questions are not checked", path)
         return None

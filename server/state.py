@@ -176,7 +176,10 @@ def load_service(
     )
     probe = None
     if settings.scope_probe_enabled:
-        probe = load_probe(settings.scope_probe or bundled_dir("data") / PROBE_FILE)
+        probe = load_probe(
+            settings.scope_probe or bundled_dir("data") / PROBE_FILE,
+            required=settings.scope_probe is not None,
+        )
     scorer = SentenceScorer(searcher, bank, scope, config, probe)
     answerers: dict[str, AnswerMode] = {
         "extractive": ExtractiveAnswerer(searcher, scorer, references, top_k=settings.answer_top_k)

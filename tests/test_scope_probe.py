@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from answer.scope_probe import PROBE_FILE, ScopeProbe, load_probe, masked_question, probe_text
-from nenqa.errors import MalformedRecordError
+from nenqa.errors import MalformedRecordError, UnreadableFileError
 from nenqa.glossary import Glossary, Term
 from nenqa.resources import bundled_dir
 from nenqa.types import Question, Turn
@@ -106,9 +106,11 @@ def test_a_malformed_probe_file_is_refused_with_its_name(tmp_path, content, reas
     assert reason in str(error.value)
 
 
-def test_without_a_probe_file_there_is_no_probe(tmp_path):
+def test_without_a_probe_file_there_is_no_probe_unless_the_settings_name_one(tmp_path):
     assert load_probe(None) is None
     assert load_probe(tmp_path / "absent.json") is None
+    with pytest.raises(UnreadableFileError, match=r"absent\.json:0: no scope probe"):
+        load_probe(tmp_path / "absent.json", required=True)
 
 
 def test_the_bundled_probe_loads_and_says_how_it_was_fit():
