@@ -251,6 +251,10 @@ class SupportJudge(Protocol):
 # --- renderings: answer sentences that translate a quoted original ----------------------------
 
 
+# The least share of a quote's text a sentence inside it must be to be that quote, printed.
+_PRINTED_SHARE = 1 / 3
+
+
 @dataclass(frozen=True)
 class QuotedRendering:
     """A quote an answer shows in translation: the quote's ``text`` and the ``original`` it
@@ -265,15 +269,24 @@ def rendered_quotes(
 ) -> list[QuotedRendering | None]:
     """For each answer sentence, the quote it prints in translation (``None``: none).
 
-    A sentence prints a quote when its claim is part of the quote's text (a rendering may read
-    as two sentences) or holds all of it; markers, LaTeX residue, case and spacing are folded.
+    A sentence prints a quote when its claim holds all of the quote's text, or is a part of it
+    at least ``_PRINTED_SHARE`` long (a rendering may read as two sentences); markers, LaTeX
+    residue, case and spacing are folded. A shorter part is the model's own sentence restating
+    a fact of the quote ("24.2 months [26]." before the Keynote-158 quote), judged as a claim.
     """
     folded = [(fold_for_facts(r.text), r) for r in renderings]
     found: list[QuotedRendering | None] = []
     for sentence in sentences:
         claim = fold_for_facts(sentence.claim)
         match = next(
-            (r for text, r in folded if claim and text and (claim in text or text in claim)), None
+            (
+                r
+                for text, r in folded
+                if claim
+                and text
+                and (text in claim or (claim in text and len(claim) >= _PRINTED_SHARE * len(text)))
+            ),
+            None,
         )
         found.append(match)
     return found

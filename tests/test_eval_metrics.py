@@ -325,6 +325,22 @@ def test_a_faithful_translation_is_checked_and_judged_as_its_original(judge):
     assert score.numeric_fidelity == 1.0
 
 
+def test_a_model_sentence_restating_a_fact_of_the_quote_is_judged_as_its_own(judge):
+    """A model sentence that repeats the quote's last words ("13.8 months in the atypical
+    carcinoid group [7].") is its own claim, not a part of the quote printed: the quote alone
+    is checked as a translation, with its one marker (not two)."""
+    answer, quotes = translated_answer(SPINET_EN)
+    # The llm mode's answer: the model's sentence, then the quote it restates (no preface).
+    answer = answer.replace(TRANSLATED, "13.8 months in the atypical carcinoid group [7].")
+
+    score = score_answer(answer, EVIDENCE_EN, judge, quotes, judge)
+
+    restated, quoted = score.sentences
+    assert restated.original is None and restated.supported is True
+    assert quoted.original == SPINET and quoted.translation_problems == []
+    assert score.rendering_fidelity == 1.0 and score.faithfulness == 1.0
+
+
 @pytest.mark.parametrize(
     ("unfaithful", "problem"),
     [
