@@ -31,7 +31,17 @@ from eval.report import score_item  # noqa: E402
 
 # Batches reported together: the first ones, those issue 14's held-out runs asked (2-3, 5-6,
 # 7-8), and later ones. ``paraphrase_items`` numbers at most 100 questions per call.
-BATCH_GROUPS = (("1",), ("2", "3"), ("4",), ("5", "6"), ("7", "8"), ("9",), ("10",), ("11",), ("12",))
+BATCH_GROUPS = (
+    ("1",),
+    ("2", "3"),
+    ("4",),
+    ("5", "6"),
+    ("7", "8"),
+    ("9",),
+    ("10",),
+    ("11",),
+    ("12",),
+)
 
 
 def answer_all() -> list[dict]:
