@@ -6,13 +6,16 @@ half (``tune`` / ``test``: a hash of the id, written into the file before any re
 
     .venv/bin/python benchmarks/tune_scope.py measure [--label before] [--out benchmarks/out]
     .venv/bin/python benchmarks/tune_scope.py tune [--out benchmarks/out]
+    .venv/bin/python benchmarks/tune_scope.py probe [--exclude-batches 10,11] [--probe-out F]
 
 ``measure`` answers every question with the extractive mode and prints, per half, kind and
 language, the share abstained (out of scope: should be 1; answerable: should be 0).
 ``tune`` chooses the scope thresholds (``answer.scope.ScopeThresholds``) on the tune half only
 (the scope set's tune half and the eval set's answerable items hashing to it), by a grid over
 how entity-like an unknown word must be, and reports both halves; the chosen values are then
-written into ``ScopeThresholds`` by hand.
+written into ``ScopeThresholds`` by hand. ``probe`` fits the scope probe
+(``answer.scope_probe``) on the tune half by cross-validation and writes
+``data/scope_probe.json`` (``probe``'s docstring says how it chooses).
 Needs an index (``NENQA_INDEX_DIR``; ``nenqa ingest`` first).
 """
 
