@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from answer.base import answer_language, final_answer, not_discussed_text
 from answer.citations import QuotedSentence, collect_citations, render_quote
@@ -148,18 +148,20 @@ class ExtractiveAnswerer:
         ranked = relevance.ranked
         if not ranked:
             return []
+        named: dict[int, list[Term]] = {}  # the glossary terms of each sentence looked at
+
+        def terms_of(index: int) -> list[Term]:
+            if index not in named:
+                named[index] = self.searcher.glossary.matches(bank.sentences[index].text)
+            return named[index]
+
         if relevance.subject_inherited:
             # A follow-up's best quote is about the subject it inherited too, where one is.
             on_subject = [
-                s
-                for s in ranked
-                if not _about_another_study(
-                    self.searcher.glossary.matches(bank.sentences[s.index].text), relevance
-                )
+                s for s in ranked if not _about_another_study(terms_of(s.index), relevance)
             ]
             ranked = on_subject or ranked
         chosen: dict[int, str] = {}
-        named: dict[int, list[Term]] = {}  # the glossary terms of each chosen sentence
         best = ranked[0].score
         min_overlap = ranked[0].overlap * config.min_overlap_ratio
         for candidate in ranked:
@@ -167,16 +169,13 @@ class ExtractiveAnswerer:
                 break
             if chosen and candidate.overlap < min_overlap:
                 continue
-            printed = bank.sentences[candidate.index].text
-            terms = self.searcher.glossary.matches(printed)
-            if chosen and _about_another_study(terms, relevance):
+            if chosen and _about_another_study(terms_of(candidate.index), relevance):
                 continue
-            text = strip_citation_markers(printed)
+            text = strip_citation_markers(bank.sentences[candidate.index].text)
             if any(_near_duplicate(text, bank.sentences[i].text) for i in chosen):
                 continue
             chosen[candidate.index] = candidate.chunk_id
-            named[candidate.index] = terms
-        chosen = self._on_named_trials(chosen, named, relevance)
+        chosen = self._on_named_trials(chosen, terms_of, relevance)
         for index, chunk_id in list(chosen.items()):
             lead = self._lead_sentence(index, chunk_id)
             if lead is not None and lead not in chosen:
@@ -185,7 +184,10 @@ class ExtractiveAnswerer:
         return [QuotedSentence(bank.sentences[i], chosen[i]) for i in ordered]
 
     def _on_named_trials(
-        self, chosen: dict[int, str], named: Mapping[int, Sequence[Term]], relevance: Relevance
+        self,
+        chosen: dict[int, str],
+        terms_of: Callable[[int], Sequence[Term]],
+        relevance: Relevance,
     ) -> dict[int, str]:
         """When a quote names a trial the question names, the others must be about it too: name
         it, sit in a retrieved passage with a quote that does (a sentence where two chunks
@@ -196,7 +198,7 @@ class ExtractiveAnswerer:
         if not relevance.named_trials or len(chosen) < 2:
             return chosen
         bank = self.scorer.bank
-        naming = [i for i in chosen if _names_one(named[i], _TRIAL, relevance.named_trials)]
+        naming = [i for i in chosen if _names_one(terms_of(i), _TRIAL, relevance.named_trials)]
         if not naming:
             return chosen
         passages = {

@@ -176,22 +176,11 @@ class SentenceScorer:
             for index in self.bank.sentences_of(item.chunk.chunk_id):
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
         unknown = self.scope.unknown_entities(question.text)
-        named = self.searcher.glossary.matches(question.text)
-        inherited = not any(t.type in _SUBJECT_TYPES for t in named) and question.history
-        if inherited:
-            # A follow-up naming no trial or treatment ("那安慰剂组呢？") asks about those of the
-            # turn it follows (IMpower133's placebo arm, not SPINET's).
-            earlier = [t.content for t in question.history if t.role == "user"][-1:]
-            named = [
-                *named,
-                *(
-                    t
-                    for t in self.searcher.glossary.matches(" ".join(earlier))
-                    if t.type in _SUBJECT_TYPES
-                ),
-            ]
+        own = self.searcher.glossary.matches(question.text)
+        inherited = self._inherited_subject(question, own)
+        named = [*own, *inherited]
         relevance = Relevance(
-            subject_inherited=bool(inherited) and any(t.type in _SUBJECT_TYPES for t in named),
+            subject_inherited=bool(inherited),
             unknown_entities=unknown,
             answered_in_part=self.scope.answers_in_part(question.text, unknown),
             named_trials=frozenset(
@@ -228,7 +217,7 @@ class SentenceScorer:
         relevance.ranked = scored
         relevance.best_similarity = max(s.similarity for s in scored)
         relevance.best_overlap = max(s.overlap for s in scored)
-        relevance.unsupported, narrowed = self._unsupported(question, retrieval, scored)
+        relevance.unsupported, narrowed = self._unsupported(question, own, retrieval, scored)
         if narrowed and self.scope.answers_in_part(question.text, [*unknown, *narrowed]):
             # "everolimus in pancreatic NETs, and in renal cell carcinoma?": the first part is
             # answered, the narrowed disease named like an unknown entity.
@@ -245,13 +234,26 @@ class SentenceScorer:
             relevance.off_topic = probability is not None and probability >= self.probe.threshold
         return relevance
 
+    def _inherited_subject(self, question: Question, own: Sequence[Term]) -> list[Term]:
+        """The trials and treatments of the previous user turn, for a follow-up naming none of
+        its own ("那安慰剂组呢？" after IMpower133 asks about IMpower133's placebo arm, not
+        SPINET's); none otherwise."""
+        earlier = [t.content for t in question.history if t.role == "user"][-1:]
+        if not earlier or any(t.type in _SUBJECT_TYPES for t in own):
+            return []
+        return [t for t in self.searcher.glossary.matches(earlier[0]) if t.type in _SUBJECT_TYPES]
+
     def _unsupported(
-        self, question: Question, retrieval: Retrieval, ranked: Sequence[ScoredSentence]
+        self,
+        question: Question,
+        matched: Sequence[Term],
+        retrieval: Retrieval,
+        ranked: Sequence[ScoredSentence],
     ) -> tuple[list[str], list[str]]:
-        """The question's glossary terms of ``support_types`` that the chunks of its best
-        sentences, and their sentences' renderings, never mention; and its diseases narrowed by
-        a word (up to ``support_modifiers_en`` / ``_zh``) that no retrieved chunk mentions."""
-        matched = self.searcher.glossary.matches(question.text)
+        """The question's glossary terms (``matched``) of ``support_types`` that the chunks of
+        its best sentences, and their sentences' renderings, never mention; and its diseases
+        narrowed by a word (up to ``support_modifiers_en`` / ``_zh``) that no retrieved chunk
+        mentions."""
         terms = [t for t in matched if t.type in self.config.support_types]
         mentions = self.scope.disease_mentions(
             question.text, self.config.support_modifiers_en, self.config.support_modifiers_zh

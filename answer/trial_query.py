@@ -35,7 +35,8 @@ _SET_NOUNS_EN = (
 # targeted agents hit?" asks for pathways, not for a set of agents; "What are the options" does).
 _AUXILIARY = r"(?:do|does|did|is|are|was|were|has|have|had)\b"
 _ASKS_FOR_SET_EN = re.compile(
-    rf"\b(?:which|what|list|name|compare|summari[sz]e|any)\b(?:\W+\S+)??(?:\W+(?!{_AUXILIARY})\S+){{0,5}}?\W+"
+    rf"\b(?:which|what|list|name|compare|summari[sz]e|any)\b"
+    rf"(?:\W+\S+)??(?:\W+(?!{_AUXILIARY})\S+){{0,5}}?\W+"
     rf"(?:{_SET_NOUNS_EN})\b|\btrials\b.{{0,40}}\btested\b",
     re.IGNORECASE,
 )

@@ -19,9 +19,9 @@ paraphrases, never used to tune the llm mode): they are scored at the current th
 with the code as it is now (checks added since the run apply to its drafts).
 
 ``--tune-paraphrases 2,3=<bench_llm --paraphrases 2,3 run>`` (repeatable) adds such runs to the
-choice: each question counts in its scope-set half (``eval/scope_questions.jsonl``'s
-``split``), so their tune halves join the eval items' tune half and their test halves are
-reported with the eval items' test half.
+choice: each question counts in its scope-set half (the hash of its scope-set id, as the
+file's ``split`` column), so their tune halves join the eval items' tune half and their test
+halves are reported with the eval items' test half.
 
 Needs the index ``bench_llm`` ran on (``nenqa ingest``). Prints a table, writes JSON
 (default ``benchmarks/out/tune_claims.json``).
@@ -52,12 +52,6 @@ WORD_SHARE_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ANCHORED_SHARE_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 METRICS = ("faithfulness", "key_fact_recall", "citation_precision", "gold_reference_hit_rate")
 SCOPE_SET = ROOT / "eval" / "scope_questions.jsonl"
-
-
-def scope_halves() -> dict[str, str]:
-    """Each scope-set question's half, as written into the file before any result was seen."""
-    lines = SCOPE_SET.read_text(encoding="utf-8").splitlines()
-    return {row["id"]: row["split"] for row in map(json.loads, filter(None, lines))}
 
 
 def replayed_model(draft: str):
@@ -114,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     # paraphrases by their scope-set half. Paraphrase runs number their items from q900 each,
     # and every one is answerable, so ``items`` keeps one of each id for ``summarize``.
     replayed = [(items[r["id"]], r["draft"], half_of(r["id"])) for r in recorded]
-    halves = scope_halves() if args.tune_paraphrases else {}
     for spec in args.tune_paraphrases:
         batches, path = spec.split("=", 1)
         runs = paraphrase_items(SCOPE_SET, set(batches.split(",")))
         by_id = {i.id: i for i in runs}
         for record in json.loads(Path(path).read_text(encoding="utf-8"))["records"]:
             item = by_id[record["id"]]
-            replayed.append((item, record["draft"], halves[item.notes.split()[-1]]))
+            # Its scope-set id's half (the file's ``split`` column is that hash too).
+            replayed.append((item, record["draft"], half_of(item.notes.split()[-1])))
             items.setdefault(item.id, item)
     settings = get_settings()
     judges = {"deterministic": DeterministicJudge(build_glossary(settings))}
