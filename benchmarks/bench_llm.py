@@ -100,8 +100,10 @@ def paraphrase_items(path: Path, batches: set[str]) -> list[QAItem]:
             QAItem(
                 id=f"q{900 + len(items)}",
                 lang=row["lang"],
-                category="single_fact",
+                # A follow-up is asked after its conversation, as the clinician asked it.
+                category="multi_turn" if row.get("history") else "single_fact",
                 question=row["question"],
+                history=row.get("history", []),
                 gold_answer="; ".join(row["key_facts"])
                 + "".join(f"[{ref}]" for ref in row["gold_refs"]),
                 gold_refs=row["gold_refs"],

@@ -99,13 +99,11 @@ def load_product(**settings):
 
 
 def measure(args: argparse.Namespace) -> None:
-    from nenqa.types import Question
-
     service = load_product()
     answerer = service.answerer("extractive")
     rows = []
     for item in load_scope_set():
-        answer = answerer.answer(Question(item["question"]))
+        answer = answerer.answer(asked(item))
         rows.append({**item, "abstained": answer.abstained, "answer": answer.text})
     table = abstention_table(rows)
     print_table(table)
@@ -144,23 +142,36 @@ def tuning_items() -> list[dict]:
     return items
 
 
+def asked(item: dict):
+    """An item's question as the product gets it, with the conversation before it."""
+    from nenqa.types import Question, Turn
+
+    history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
+    return Question(item["question"], history=history)
+
+
+def retrieved(answerer, items: list[dict]) -> list[dict]:
+    """``items`` with each one's question (``asked``) and the extractive mode's retrieval for
+    it (``retrieval``)."""
+    for item in items:
+        item["asked"] = asked(item)
+        item["retrieval"] = answerer.searcher.retrieve(item["asked"], answerer.top_k)
+    return items
+
+
 def tune(args: argparse.Namespace) -> None:
     """Score every question once; then, per grid point, abstained = the relevance scores say
     so or the scope check finds an unknown entity. Chosen on the tune half only: among the
     points that make at most ``ANSWERABLE_BUDGET`` of its answerable questions abstain, the one
     catching the most out-of-scope ones (then the fewest abstentions, the most conservative)."""
     from answer.scope import ScopeThresholds
-    from nenqa.types import Question, Turn
 
     service = load_product(scope_probe_enabled=False)  # the probe is fit after (``probe``)
     # The extractive mode itself, under the evidence-table wrapper the service hands out.
     answerer = getattr(service.answerer("extractive"), "mode", service.answerer("extractive"))
     scorer = answerer.scorer
-    items = tuning_items()
+    items = retrieved(answerer, tuning_items())
     for item in items:
-        history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
-        question = Question(item["question"], history=history)
-        item["retrieval"] = answerer.searcher.retrieve(question, answerer.top_k)
         relevance = scorer.relevance(item["retrieval"])
         relevance.unknown_entities = []
         item["scores_abstain"] = not relevance.answerable(scorer.config)
@@ -349,7 +360,6 @@ def probe(args: argparse.Namespace) -> None:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from answer.scope_probe import ScopeProbe, probe_text
-    from nenqa.types import Question, Turn
 
     service = load_product(scope_probe_enabled=False)
     answerer = getattr(service.answerer("extractive"), "mode", service.answerer("extractive"))
@@ -360,11 +370,8 @@ def probe(args: argparse.Namespace) -> None:
         for i in tuning_items()
         if i["kind"].startswith("eval") or batch_of(i["id"]) not in excluded
     ]
-    for item in items:
-        history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
-        item["asked"] = Question(item["question"], history=history)
-        retrieval = searcher.retrieve(item["asked"], answerer.top_k)
-        item["abstains"] = not scorer.relevance(retrieval).answerable(scorer.config)
+    for item in retrieved(answerer, items):
+        item["abstains"] = not scorer.relevance(item["retrieval"]).answerable(scorer.config)
     vectors = searcher.embedder.embed_queries(
         [probe_text(i["asked"], searcher.glossary) for i in items]
     )
