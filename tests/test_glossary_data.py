@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from ingest.trials import load_trials
+from nenqa.glossary import Glossary, load_glossary_table
 from nenqa.settings import PROJECT_ROOT
 from nenqa.types import TrialRecord
 from tests.test_trials import REVIEW_PATH, TRIALS_PATH, review_match_form
@@ -171,3 +172,17 @@ def test_misspelt_folforinox_expands_like_folfirinox(rows: list[GlossaryRow]) ->
     assert [r.line for r in rows if "folforinox" in r.forms] == [
         r.line for r in rows if "folfirinox" in r.forms
     ]
+
+
+def test_clinicians_shorthand_names_the_checkpoint_inhibitors_and_bevacizumab() -> None:
+    glossary = Glossary(load_glossary_table(GLOSSARY_PATH))
+
+    def named(text: str) -> set[str]:
+        return {t.en[0] for t in glossary.matches(text)}
+
+    assert {"nivolumab", "ipilimumab"} <= named("nivo+ipi in NEC")
+    assert {"durvalumab", "tremelimumab"} <= named("Durva/treme in NEN")
+    assert {"atezolizumab", "bevacizumab"} <= named("atezo plus bev")
+    assert "pembrolizumab" in named("K药治疗NET") and "nivolumab" in named("O药加Y药")
+    # Whole words only: a shorthand inside another word names nothing.
+    assert named("a bevelled edge, nivolumab-naive") == {"nivolumab"}
