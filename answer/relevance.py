@@ -225,8 +225,10 @@ class SentenceScorer:
             relevance.answered_in_part = True
         else:
             relevance.narrowed = narrowed
-        if self.probe is not None and not unknown and relevance.answerable(self.config):
-            # Asked only of what would be answered: one more query vector, of the masked question.
+        if self.probe is not None and relevance.answerable(self.config):
+            # Asked of what would be answered, in part too (as it was fit: "managing colitis
+            # from nivolumab plus ipilimumab … infliximab?" is not a question on the drugs with
+            # infliximab named aside): one more query vector, of the masked question.
             probability = self.probe.out_of_scope(
                 question, self.searcher.glossary, self.searcher.embedder
             )

@@ -150,3 +150,13 @@ def test_what_the_review_covers_is_still_answered_and_so_is_its_follow_up(servic
     history = (Turn("user", "What did SPINET show for lanreotide?"), Turn("assistant", "…"))
     follow_up = answerer.answer(Question("And in atypical carcinoids?", history))
     assert not follow_up.abstained and follow_up.citations
+
+
+@pytest.mark.slow
+def test_a_question_about_side_effect_care_abstains_though_one_part_names_a_covered_drug(service):
+    # 尿素霜 is unknown and sits in a part of its own; the part naming sunitinib asks how to
+    # manage hand-foot syndrome, which the review never discusses: nothing is answered in part.
+    question = Question("舒尼替尼引起手足综合征怎么处理，要不要用尿素霜？")
+    answer = service.answerers["extractive"].answer(question)
+    assert answer.abstained and answer.citations == ()
+    assert answer.text.startswith("综述没有讨论尿素霜。")
