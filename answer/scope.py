@@ -70,6 +70,12 @@ _ZH_MODIFIER_CLASSES = frozenset("nbazgj")
 # Auxiliaries sklearn's stop words lack ("how many responses did lung-origin tumours have").
 _EN_AUXILIARIES = frozenset({"did", "does", "doing", "done"})
 _ROMAN_NUMERAL = re.compile(r"^[ivx]+$")
+# Lowercase shorthand of a letter or two and a number: a phase, a day or an interval (ph2, d1,
+# q3), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
+_SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}$")
+# jieba's classes of a character that starts a phrase rather than a name: a verb or modal (能治,
+# 缩瘤: can treat, shrink the tumour) or a preposition (比光: than only).
+_ZH_PHRASE_START = frozenset({"v", "p"})
 # English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
 _EN_PREFIXES = ("pre", "post", "re", "non", "un", "anti", "co", "sub", "multi", "over", "under")
 # jieba's classes of function words: preposition, conjunction, particle, adverb, pronoun,
@@ -328,7 +334,7 @@ class ScopeCheck:
             ):
                 word = pairs[i - 1][0] + word
                 flag = "suffix"
-            if len(word) < 2 or word in self._text:
+            if len(word) < 2 or word in self._text or _unsplit_phrase(word):
                 continue
             measure = self.thresholds.zh_measures_known and word[-1] in self._zh_measure_endings
             derived = (
@@ -417,6 +423,11 @@ class ScopeCheck:
         (``everolimus-containing`` is known by its entity part)."""
         if word.isdigit() or len(word) < 3 or _AGE.match(word) or self._knows_latin(word):
             return False
+        if _SHORT_CODE.match(word):
+            return False  # ph2, d1, q3: a phase, a day, an interval, not a name
+        prefix, _, rest = word.partition("-")
+        if prefix.lower() in _EN_PREFIXES and rest and self._knows_latin(rest):
+            return False  # anti-PD-1/PD-L1, anti-CTLA-4: a class of what the corpus names
         letters = [c for c in word if c.isalpha()]
         capitals = sum(c.isupper() for c in word)
         if letters and any(c.isdigit() for c in word):
@@ -465,6 +476,15 @@ class ScopeCheck:
         # A combination (atezolizumab-bevacizumab) is known when each of its parts is.
         parts = [p for p in re.split(r"[-/]", lowered) if p]
         return len(parts) > 1 and all(p in self._latin or p.isdigit() for p in parts)
+
+
+def _unsplit_phrase(word: str) -> bool:
+    """Two characters jieba joined by guess (its dictionary lacks the word) where the first is
+    a verb or a preposition on its own (能治, 缩瘤, 比光): a phrase it failed to split, not a
+    name. Disease and drug names start with a noun or a transliteration (肺癌, 鲁比)."""
+    if len(word) != 2 or zh_frequency(word) > 0:
+        return False
+    return jieba.posseg.dt.word_tag_tab.get(word[0], "") in _ZH_PHRASE_START
 
 
 def _en_modifier(word: str) -> bool:

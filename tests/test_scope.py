@@ -68,6 +68,10 @@ def scope() -> ScopeCheck:
         # tokenizer: a drug and a protein the review never mentions.
         ("二氮嗪对胰岛素瘤的低血糖有效吗？", ["二氮嗪"]),
         ("嗜铬粒蛋白A升高说明肿瘤进展了吗？", ["嗜铬粒蛋白"]),
+        # Capitalised codes stay names (a gene, a vitamin), and so does a prefixed unknown word.
+        ("Does MEN1 status change the choice of everolimus?", ["MEN1"]),
+        ("Does B12 fall on long-term octreotide?", ["B12"]),
+        ("Is anti-LAG-3 therapy tried in NEC?", ["anti-LAG-3"]),
     ],
 )
 def test_names_the_review_never_mentions_are_found_and_named_whole(scope, question, unknown):
@@ -101,6 +105,14 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         # Brand names of the review's drugs are glossary forms of them.
         "What did Keytruda and Afinitor show in NETs?",
         "乐卫玛和苏泰达治疗胰腺NET的效果如何？",
+        # Lowercase shorthand for a phase or a day, and a class of a target the review names.
+        "What did the ph2 of temozolomide plus nivolumab show on d1?",
+        "Which anti-PD-1 or anti-CTLA-4 antibodies were tried in NEC?",
+        # Phrases jieba joins by guess, starting with a verb or a preposition: can treat,
+        # shrink the tumour, than only.
+        "帕博利珠单抗能治分化好的NET吗？",
+        "仑伐替尼的缩瘤效果怎么样？",
+        "联合介入栓塞比光打奥曲肽好吗？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
