@@ -17,8 +17,9 @@ part about a covered drug or trial: that part is answered and the rest named. A 
 question names must also be mentioned where its best sentences come from (their chunks and
 renderings), and every word narrowing a disease before its head noun must be somewhere in the
 retrieved chunks: sunitinib's passages never say renal cell carcinoma. A question that would be
-answered is last shown to the scope probe (``answer.scope_probe``), which abstains on one asking
-what the review never discusses in words it knows (mouth ulcers on everolimus, vaccines, cost).
+answered, in part too, is last shown to the scope probe (``answer.scope_probe``), which abstains
+on one asking what the review never discusses in words it knows (mouth ulcers on everolimus,
+vaccines, cost).
 A follow-up naming no trial or treatment asks about those of the previous user turn.
 """
 

@@ -22,6 +22,10 @@ Only entity-like words count, and what is entity-like comes from data, not from 
   无进展生存期, but also 哺乳期) and a corpus word plus one character (样本量 of 小样本); both
   are off.
 
+Some words look like names and are not: lowercase phase or day shorthand (ph2, d1), a prefixed
+class of a target the corpus names (anti-PD-1/PD-L1), and two characters jieba joins by guess
+after a verb or preposition (能治, 缩瘤: can treat, shrink the tumour).
+
 When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
 everyday words the review does not use (``upkeep``, ``真实世界``) must not abstain. The thresholds
 are chosen on the tune half of ``eval/scope_questions.jsonl`` by ``benchmarks/tune_scope.py``.
