@@ -241,13 +241,15 @@ def tune(args: argparse.Namespace) -> None:
     answerable = np.array(["answerable" in item["kind"] for item in tune_items])
     out_of_scope = np.array(["out_of_scope" in item["kind"] for item in tune_items])
 
+    # The check's own share is what it adds to the answerable questions the scores refuse.
+    refused_by_scores = int((scores & answerable).sum())
+
     def objective(pair: tuple[int, int]) -> tuple:
         e, z = pair
         abstained = scores | latin[e] | han[z]
         wrongly = int((abstained & answerable).sum())
         caught = int((abstained & out_of_scope).sum())
-        # The check's own share: answerable questions it makes abstain that the scores keep.
-        added = wrongly - int((scores & answerable).sum())
+        added = wrongly - refused_by_scores
         within = added <= ANSWERABLE_BUDGET * answerable.sum()
         point = replace(default, **english[e], **chinese[z])
         # Ties go to the point flagging the fewest words: unsure, the check keeps a question.
@@ -393,6 +395,7 @@ def probe(args: argparse.Namespace) -> None:
     abstains = np.array([i["abstains"] for i in items])
     tune = np.array([i["split"] == "tune" for i in items])
     budget = ANSWERABLE_BUDGET * (~out & tune).sum()
+    refused_without = int((abstains & ~out & tune).sum())  # by the other checks, on the tune half
 
     def model(c: float) -> LogisticRegression:
         return LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
@@ -415,7 +418,7 @@ def probe(args: argparse.Namespace) -> None:
         for threshold in PROBE_THRESHOLD_GRID:
             flagged = abstains[tune] | (held_out >= threshold)
             wrongly = int((flagged & ~out[tune]).sum())
-            added = wrongly - int((abstains[tune] & ~out[tune]).sum())
+            added = wrongly - refused_without
             caught = int((flagged & out[tune]).sum())
             print(
                 f"C={c:<5} threshold {threshold:.2f}: answerable abstained {wrongly} "
