@@ -107,8 +107,14 @@ class ExtractiveAnswerer:
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.config):
             timings = {"select": elapsed_ms(started)}
-            not_covered = relevance.not_covered
-            return abstention(language, "extractive", evidence, timings, not_covered=not_covered)
+            return abstention(
+                language,
+                "extractive",
+                evidence,
+                timings,
+                not_covered=relevance.not_covered,
+                uncovered=relevance.uncovered,
+            )
         return self.quote(retrieval, relevance, started)
 
     def quote(

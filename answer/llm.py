@@ -229,8 +229,14 @@ class LLMAnswerer:
         relevance = self.scorer.relevance(retrieval)
         if not relevance.answerable(self.scorer.config) or not evidence:
             timings["total"] = elapsed_ms(started)
-            not_covered = relevance.not_covered
-            answer = abstention(language, "llm", evidence, timings, not_covered=not_covered)
+            answer = abstention(
+                language,
+                "llm",
+                evidence,
+                timings,
+                not_covered=relevance.not_covered,
+                uncovered=relevance.uncovered,
+            )
             yield AnswerPiece(text=answer.text)
             yield AnswerPiece(answer=answer)
             return

@@ -123,6 +123,9 @@ class Relevance:
     # The trials and treatments above are the previous user turn's: the question is a follow-up
     # naming none of its own, so a quote about another trial or treatment answers nothing.
     subject_inherited: bool = False
+    # Unknown words of the question that are only rare words (``ScopeCheck.rare_words``) and
+    # name nothing else unknown beside them: left to the probe, named if it abstains.
+    rare_words: list[str] = field(default_factory=list)
 
     @property
     def not_covered(self) -> list[str]:
@@ -131,8 +134,17 @@ class Relevance:
         unknown = [normalize_text(u) for u in self.unknown_entities]
         return [
             *self.unknown_entities,
+            *(self.rare_words if self.off_topic else ()),
             *(n for n in self.narrowed if not any(u in normalize_text(n) for u in unknown)),
         ]
+
+    @property
+    def uncovered(self) -> bool:
+        """Whether the scope checks say the review does not cover what is asked, whatever the
+        scores (an unknown name not answered in part, an unsupported or narrowed term, the
+        probe)."""
+        unknown = bool(self.unknown_entities) and not self.answered_in_part
+        return unknown or bool(self.unsupported or self.narrowed or self.off_topic)
 
     def answerable(self, config: ScoringConfig) -> bool:
         if (self.unknown_entities and not self.answered_in_part) or not self.ranked:
@@ -176,13 +188,18 @@ class SentenceScorer:
         for rank, item in enumerate(retrieval.evidence):
             for index in self.bank.sentences_of(item.chunk.chunk_id):
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
-        unknown = self.scope.unknown_entities(question.text)
+        unknowns = self.scope.unknowns(question.text)
+        unknown = [word for word, _ in unknowns]
+        rare = [] if any(not rare for _, rare in unknowns) else unknown
+        if rare and self.probe is not None:
+            unknown = []  # rare words alone: the probe decides (``ScopeCheck.rare_words``)
         own = self.searcher.glossary.matches(question.text)
         inherited = self._inherited_subject(question, own)
         named = [*own, *inherited]
         relevance = Relevance(
             subject_inherited=bool(inherited),
             unknown_entities=unknown,
+            rare_words=rare if not unknown else [],
             answered_in_part=self.scope.answers_in_part(question.text, unknown),
             named_trials=frozenset(
                 normalize_text(form)
@@ -233,8 +250,11 @@ class SentenceScorer:
             probability = self.probe.out_of_scope(
                 question, self.searcher.glossary, self.searcher.embedder
             )
+            # A rare word the corpus lacks makes an uncovered subject likelier: the probe's lower
+            # threshold for such questions, fit alike (``benchmarks/tune_scope.py probe``).
+            threshold = self.probe.threshold_for(rare_words=bool(relevance.rare_words))
             relevance.off_topic_probability = probability
-            relevance.off_topic = probability is not None and probability >= self.probe.threshold
+            relevance.off_topic = probability is not None and probability >= threshold
         return relevance
 
     def _inherited_subject(self, question: Question, own: Sequence[Term]) -> list[Term]:
@@ -428,12 +448,14 @@ def abstention(
     unsupported: tuple[str, ...] = (),
     draft: str = "",
     not_covered: Sequence[str] = (),
+    uncovered: bool = False,
 ) -> Answer:
     """The answer when the evidence does not answer the question: no citations at all.
 
     ``not_covered`` names what the question asks about that the review never mentions (both
     modes pass ``Relevance.unknown_entities``). ``unsupported`` and ``draft`` are the llm
-    mode's, when every sentence the model wrote failed the checks.
+    mode's, when every sentence the model wrote failed the checks. ``uncovered``: the scope
+    checks, not the scores, refused (``Relevance.uncovered``).
     """
     text = abstention_text(language, not_covered)
     return Answer(
@@ -446,6 +468,7 @@ def abstention(
         unsupported=unsupported,
         timings_ms=dict(timings),
         draft=draft,
+        uncovered=uncovered,
     )
 
 

@@ -22,9 +22,15 @@ Only entity-like words count, and what is entity-like comes from data, not from 
   无进展生存期, but also 哺乳期) and a corpus word plus one character (样本量 of 小样本); both
   are off.
 
-Some words look like names and are not: lowercase phase or day shorthand (ph2, d1), a prefixed
-class of a target the corpus names (anti-PD-1/PD-L1), and two characters jieba joins by guess
-after a verb or preposition (能治, 缩瘤: can treat, shrink the tumour).
+Some words look like names and are not: lowercase phase or day shorthand (ph2, d1, ph1b), a
+duration (12-mo), a prefixed class of a target the corpus names (anti-PD-1/PD-L1), a corpus word
+written without its hyphen (5FU), and two characters jieba joins by guess after a verb or
+preposition (能治, 缩瘤: can treat, shrink the tumour).
+
+A Chinese word found by the rare-noun rule alone (no name ending, not a run of fragments) is a
+rare word (``rare_words``), not a name: as often a clinician's own word for what the review says
+in others (样本量, 伤肾) as a subject it never discusses (胆结石). The relevance check leaves a
+question whose only unknown words are rare ones to the scope probe, at a lower threshold.
 
 When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
 everyday words the review does not use (``upkeep``, ``真实世界``) must not abstain. The thresholds
@@ -35,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +50,16 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from answer.corpus_text import CorpusText
 from answer.word_rarity import WordLogprob, embedder_word_logprob, zh_frequency
+from answer.zh_tokens import (
+    ZH_FUNCTION_CLASSES,
+    Marks,
+    fragment,
+    leading_numeral,
+    merged,
+    name_part,
+    name_tail,
+    unsplit_phrase,
+)
 from nenqa.glossary import Term, normalize_text
 from nenqa.text import CJK_RANGE, singular
 
@@ -53,6 +68,8 @@ jieba.setLogLevel(logging.WARNING)
 _CJK_WORD = re.compile(f"^[{CJK_RANGE}]+$")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)*")
 _AGE = re.compile(r"^\d+-(?:year|month|week|day)s?-old$", re.IGNORECASE)
+# A number with a unit of time, written short (12-mo, 6mo, 3-wk, 2yr): a duration, not a name.
+_DURATION = re.compile(r"^\d+-?(?:mo|mos|wk|wks|yr|yrs|hr|hrs|months?|weeks?|years?|days?)$", re.I)
 # Where a new sentence starts, so its first word's capital says nothing.
 _SENTENCE_START = re.compile(r"(?:^|[.?!:;。？！：；]\s*)$")
 # Glossary types whose Chinese endings mark a drug or disease name (…替尼, …单抗, …癌).
@@ -65,7 +82,8 @@ _PART_BREAK = re.compile(r"\s*(?:\band\b|[,;?？，；])\s*", re.I)
 # Endings of Chinese disease, drug and vaccine names outside the glossary (糖尿病, 胰岛素,
 # 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
 # answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
-_ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗药")
+# Not …药: it ends the words for a kind of medicine (口服药, 靶向药, 三药), not one drug's name.
+_ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗")
 # Chinese disease-name endings beside the glossary's (肾细胞癌: narrowed by what precedes 癌).
 _ZH_DISEASE_END = frozenset("癌瘤病症征")
 # jieba's classes of the words that narrow a disease before its head: nouns (膀胱, 导管),
@@ -75,16 +93,11 @@ _ZH_MODIFIER_CLASSES = frozenset("nbazgj")
 _EN_AUXILIARIES = frozenset({"did", "does", "doing", "done"})
 _ROMAN_NUMERAL = re.compile(r"^[ivx]+$")
 # Lowercase shorthand of a letter or two and a number: a phase, a day or an interval (ph2, d1,
-# q3), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
-_SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}$")
-# jieba's classes of a character that starts a phrase rather than a name: a verb or modal (能治,
-# 缩瘤: can treat, shrink the tumour) or a preposition (比光: than only).
-_ZH_PHRASE_START = frozenset({"v", "p"})
+# q3; ph1b, q3w), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
+_SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}[a-z]?$")
+_ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th)$")
 # English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
 _EN_PREFIXES = ("pre", "post", "re", "non", "un", "anti", "co", "sub", "multi", "over", "under")
-# jieba's classes of function words: preposition, conjunction, particle, adverb, pronoun,
-# locative. Not numerals: they start names (双 / 胍 of 二甲双胍).
-_ZH_FUNCTION_CLASSES = frozenset("pcudrf")
 
 
 @dataclass(frozen=True)
@@ -150,11 +163,15 @@ class ScopeCheck:
             corpus_texts = CorpusText.of(corpus_texts, glossary_forms)
         self._text = corpus_texts
         self._latin = corpus_texts.words(_LATIN_WORD)
+        # Without hyphens too: 5FU is the corpus's 5-FU, PD1 its PD-1.
+        self._latin_unhyphenated = frozenset(w.replace("-", "") for w in self._latin if "-" in w)
+        # And the parts of its joined words (line of first-line), for counts of them (2nd-line).
+        self._latin_parts = frozenset(p for w in self._latin for p in re.split(r"[-/]", w) if p)
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
         self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
         self._zh_endings = _ZH_ENTITY_END
         self._zh_measure_endings: frozenset[str] = frozenset()
-        self._zh_site_marks = _Marks()
+        self._zh_site_marks = Marks()
         self._subject = re.compile(r"(?!)")  # no glossary yet: no subject is known
         self._disease_heads: frozenset[str] = frozenset()
         self._zh_disease_endings = _ZH_DISEASE_END
@@ -196,7 +213,7 @@ class ScopeCheck:
             for form in t.zh[:1]
             if _CJK_WORD.match(form)
         }
-        self._zh_site_marks = _Marks(
+        self._zh_site_marks = Marks(
             normalize_text(form)
             for t in terms
             if t.type == "site"
@@ -272,8 +289,25 @@ class ScopeCheck:
 
     def unknown_entities(self, question: str) -> list[str]:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
-        unknown = self.latin_unknowns(question) + self.chinese_unknowns(question)
-        return list(dict.fromkeys(unknown))
+        return [word for word, _ in self.unknowns(question)]
+
+    def rare_words(self, question: str) -> list[str]:
+        """The unknown entities only the rare-noun rule found: a Chinese noun jieba's dictionary
+        rarely sees, with no ending of a drug or disease name (样本量, 伤肾, but also 胆结石).
+        Such a word is as often a clinician's own word for what the review says in others as a
+        subject it never discusses, so it alone does not make a question uncovered: the scope
+        probe decides, with its threshold for such questions (``answer.scope_probe``)."""
+        return [word for word, rare in self.unknowns(question) if rare]
+
+    def unknowns(self, question: str) -> list[tuple[str, bool]]:
+        """Each unknown entity of ``question`` in question order, with whether it is only a
+        rare word (``rare_words``)."""
+        found: dict[str, bool] = {}
+        for word in self.latin_unknowns(question):
+            found.setdefault(word, False)
+        for word, rare in self._unknown_chinese(normalize_text(question)):
+            found[word] = found.get(word, rare) and rare
+        return list(found.items())
 
     def latin_unknowns(self, question: str) -> list[str]:
         """The unknown entities written in Latin letters (the English thresholds decide)."""
@@ -295,7 +329,7 @@ class ScopeCheck:
 
     def chinese_unknowns(self, question: str) -> list[str]:
         """The unknown entities written in Chinese (the Chinese thresholds decide)."""
-        return self._unknown_chinese(normalize_text(question))
+        return [word for word, _ in self._unknown_chinese(normalize_text(question))]
 
     def answers_in_part(self, question: str, unknown: Sequence[str]) -> bool:
         """Whether a part of the question asks about a drug, regimen or trial the review covers
@@ -315,14 +349,16 @@ class ScopeCheck:
             uncovered |= names_unknown
         return covered and uncovered
 
-    def _unknown_chinese(self, folded: str) -> list[str]:
+    def _unknown_chinese(self, folded: str) -> list[tuple[str, bool]]:
         # A site's form leaves a mark of its own, so a disease named with it is named whole
         # (胃 + 泌素瘤); any other form leaves a comma. Both split the text alike for jieba.
         for form in self._zh_forms:
             if form in folded:
                 folded = folded.replace(form, self._zh_site_marks.get(form, "，"))
         pairs = [(p.word, p.flag) for p in jieba.posseg.cut(folded) if p.word.strip()]
-        spans: list[list[int]] = []  # each unknown name's tokens, [start, end) in ``pairs``
+        # Each unknown name's tokens, [start, end) in ``pairs``, and whether a name rule (an
+        # ending, a run of fragments) found it, not the rare-noun rule alone.
+        spans: list[tuple[int, int, bool]] = []
         for i, (word, flag) in enumerate(pairs):
             if not _CJK_WORD.match(word):
                 continue
@@ -333,12 +369,12 @@ class ScopeCheck:
             if (
                 len(word) == 1
                 and _CJK_WORD.match(previous)
-                and previous_flag[:1] not in _ZH_FUNCTION_CLASSES
+                and previous_flag[:1] not in ZH_FUNCTION_CLASSES
                 and not (previous_flag == "m" and len(previous) > 1)
             ):
                 word = pairs[i - 1][0] + word
                 flag = "suffix"
-            if len(word) < 2 or word in self._text or _unsplit_phrase(word):
+            if len(word) < 2 or word in self._text or unsplit_phrase(word):
                 continue
             measure = self.thresholds.zh_measures_known and word[-1] in self._zh_measure_endings
             derived = (
@@ -353,15 +389,23 @@ class ScopeCheck:
                     or self._logprob(word) <= self.thresholds.zh_max_logprob
                 )
             )
-            if rare_noun or word[-1] in self._zh_endings:
+            named = word[-1] in self._zh_endings
+            if rare_noun or named:
                 start = i - 1 if flag == "suffix" else i
-                spans.append([start, i + 1 + _name_tail(pairs[i + 1 :])])
+                spans.append((start, i + 1 + name_tail(pairs[i + 1 :]), named))
         if self.thresholds.zh_fragment_names:
-            spans += self._fragment_names(pairs)
-        spans = _merged(spans)  # names next to each other are one name (肢端 + 肥大症)
-        unknown = [self._chinese_name(pairs, start, end) for start, end in spans]
+            spans += [(start, end, True) for start, end in self._fragment_names(pairs)]
+        # Names next to each other are one (肢端 + 肥大症), found by a name rule if any part is.
+        unknown = [
+            (self._chinese_name(pairs, start, end), not named)
+            for start, end, named in merged(spans)
+        ]
         # Named once, whole: 特罗司他, not also 特罗司.
-        return [w for w in unknown if not any(w != other and w in other for other in unknown)]
+        return [
+            (w, rare)
+            for w, rare in unknown
+            if not any(w != other and w in other for other, _ in unknown)
+        ]
 
     def _fragment_names(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
         """Runs of two or more single characters that are nouns, numerals, morphemes or
@@ -371,7 +415,7 @@ class ScopeCheck:
         runs: list[list[int]] = []
         start = None
         for i, pair in enumerate([*pairs, ("", "x")]):
-            if _fragment(pair):
+            if fragment(pair):
                 start = i if start is None else start
                 continue
             if start is not None and i - start >= 2:
@@ -389,9 +433,9 @@ class ScopeCheck:
         """An unknown name with the words before it that the corpus lacks too (甲状腺 + 髓 +
         样癌, 鲁比 + 卡丁), to its disease ending (…癌, not 癌能) and, for a disease, with the
         site right before it (胃 + 泌素瘤)."""
-        while start > 0 and _name_part(pairs[start - 1]) and pairs[start - 1][0] not in self._text:
+        while start > 0 and name_part(pairs[start - 1]) and pairs[start - 1][0] not in self._text:
             start -= 1
-        if start > 0 and _leading_numeral(pairs[start - 1]):
+        if start > 0 and leading_numeral(pairs[start - 1]):
             start -= 1  # a chemical name's number (二 + 氮嗪), as jieba cuts a word it lacks
         name = "".join(word for word, _ in pairs[start:end])
         last = pairs[end - 1][0]
@@ -399,7 +443,7 @@ class ScopeCheck:
         if len(last) == 2 and joined:
             name = name[:-1]  # jieba joined the ending to the next word (癌能 of 前列腺癌能延长)
             if len(name) == 1:  # the ending alone (癌用 of 宫颈小细胞癌用): named with its words
-                while start > 0 and _name_part(pairs[start - 1]):
+                while start > 0 and name_part(pairs[start - 1]):
                     start -= 1
                     name = pairs[start][0] + name
         site = self._zh_site_marks.inverse.get(pairs[start - 1][0]) if start > 0 else None
@@ -425,10 +469,10 @@ class ScopeCheck:
         """A trial-, drug-, disease- or syndrome-like word the corpus lacks: letters with digits,
         capitals, a name inside the sentence, or a part the tokenizer does not hold whole
         (``everolimus-containing`` is known by its entity part)."""
-        if word.isdigit() or len(word) < 3 or _AGE.match(word) or self._knows_latin(word):
+        if word.isdigit() or len(word) < 3 or self._knows_latin(word):
             return False
-        if _SHORT_CODE.match(word):
-            return False  # ph2, d1, q3: a phase, a day, an interval, not a name
+        if _AGE.match(word) or _DURATION.match(word) or self._count_of_known(word):
+            return False
         prefix, _, rest = word.partition("-")
         if prefix.lower() in _EN_PREFIXES and rest and self._knows_latin(rest):
             return False  # anti-PD-1/PD-L1, anti-CTLA-4: a class of what the corpus names
@@ -448,6 +492,23 @@ class ScopeCheck:
             and not self._knows_stem(p.lower())
             and self._logprob(p) <= self.thresholds.en_max_logprob
             for p in parts
+        )
+
+    def _count_of_known(self, word: str) -> bool:
+        """Lowercase words and numbers joined (2nd-line, 3-arm, grade3, gr3-4), or phase or day
+        shorthand (ph2, d1, q3w): a count or an order of something known, not a trial or gene
+        name, which is capitalised (NETTER-1, KEYNOTE-006, MEN1)."""
+        if not any(c.isdigit() for c in word) or word != word.lower():
+            return False
+        return all(
+            part.isdigit()
+            or _ORDINAL.match(part)
+            or _SHORT_CODE.match(part)
+            or (stem := part.rstrip("0123456789")) in self._latin_parts
+            or stem.removesuffix("s") in self._latin_parts
+            or self._knows_stem(stem)
+            for part in re.split(r"[-/]", word)
+            if part
         )
 
     def _knows_stem(self, lowered: str) -> bool:
@@ -473,22 +534,16 @@ class ScopeCheck:
 
     def _knows_latin(self, word: str) -> bool:
         lowered = word.lower()
-        if lowered in self._latin or lowered.replace("-", "") in self._latin:
+        if self._known_form(lowered) or self._known_form(lowered.replace("-", "")):
             return True
         if lowered.endswith("s") and lowered[:-1] in self._latin:  # SSAs, NETs
             return True
-        # A combination (atezolizumab-bevacizumab) is known when each of its parts is.
+        # A combination (atezolizumab-bevacizumab, STZ/5FU) is known when each of its parts is.
         parts = [p for p in re.split(r"[-/]", lowered) if p]
-        return len(parts) > 1 and all(p in self._latin or p.isdigit() for p in parts)
+        return len(parts) > 1 and all(self._known_form(p) or p.isdigit() for p in parts)
 
-
-def _unsplit_phrase(word: str) -> bool:
-    """Two characters jieba joined by guess (its dictionary lacks the word) where the first is
-    a verb or a preposition on its own (能治, 缩瘤, 比光): a phrase it failed to split, not a
-    name. Disease and drug names start with a noun or a transliteration (肺癌, 鲁比)."""
-    if len(word) != 2 or zh_frequency(word) > 0:
-        return False
-    return jieba.posseg.dt.word_tag_tab.get(word[0], "") in _ZH_PHRASE_START
+    def _known_form(self, lowered: str) -> bool:
+        return lowered in self._latin or lowered in self._latin_unhyphenated
 
 
 def _en_modifier(word: str) -> bool:
@@ -504,58 +559,3 @@ def _en_modifier(word: str) -> bool:
         and not _ROMAN_NUMERAL.match(lowered)
         and not lowered.endswith(("ing", "ed"))
     )
-
-
-def _leading_numeral(pair: tuple[str, str]) -> bool:
-    """One Chinese numeral character on its own (二 of 二氮嗪), not a number word (二线) or a
-    measure word jieba calls a numeral (例 of 多少例)."""
-    word, flag = pair
-    return len(word) == 1 and flag == "m" and unicodedata.numeric(word, None) is not None
-
-
-def _fragment(pair: tuple[str, str]) -> bool:
-    """A character jieba left alone that can be part of a name: a noun, numeral, bound
-    morpheme (…g: 嗪, 嗜) or unclassed one, not a free verb, adjective, particle or function
-    word (用, 高, 吗, 的)."""
-    word, flag = pair
-    return (
-        len(word) == 1
-        and bool(_CJK_WORD.match(word))
-        and (flag.endswith("g") or flag[:1] in {"n", "m", "x", "z", "j"})
-    )
-
-
-def _merged(spans: list[list[int]]) -> list[list[int]]:
-    """Token spans in order, overlapping or touching ones joined into one name."""
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
-
-
-def _name_tail(following: list[tuple[str, str]]) -> int:
-    """How many single characters jieba split off the end of a name it does not know (特罗 / 司 /
-    他): noun-like or unclassed ones, not a verb, locative or particle (应, 中, 的)."""
-    count = 0
-    for word, flag in following:
-        if len(word) != 1 or not _CJK_WORD.match(word) or flag[:1] not in {"n", "r", "g", "z"}:
-            break
-        count += 1
-    return count
-
-
-def _name_part(pair: tuple[str, str]) -> bool:
-    """A word that can begin a name: Chinese, not a function word, verb or numeral."""
-    word, flag = pair
-    return bool(_CJK_WORD.match(word)) and flag[:1] not in _ZH_FUNCTION_CLASSES | {"v", "m"}
-
-
-class _Marks(dict):
-    """A private-use character standing for each form, and ``inverse`` from mark to form."""
-
-    def __init__(self, forms: Iterable[str] = ()) -> None:
-        super().__init__((form, chr(0xE000 + i)) for i, form in enumerate(sorted(set(forms))))
-        self.inverse = {mark: form for form, mark in self.items()}

@@ -48,10 +48,20 @@ class ScopeProbe:
     threshold: float
     # How the weights were fit (items, halves, regularisation), kept with them for the record.
     provenance: dict[str, Any]
+    # The threshold for a question whose only unknown words are rare ones (``ScopeCheck.
+    # rare_words``: 胆结石, but also 样本量): at most ``threshold``, as such a word makes an
+    # uncovered subject likelier. None (a probe file without it): ``threshold``.
+    rare_threshold: float | None = None
 
     def applies_to(self, embedder: Any) -> bool:
         """Whether ``embedder`` is the model the weights were fit on (its vectors mean the same)."""
         return getattr(embedder, "model_id", None) == self.model_id
+
+    def threshold_for(self, *, rare_words: bool) -> float:
+        """The probability from which a question is out of scope, with or without rare words."""
+        return (
+            self.threshold if self.rare_threshold is None or not rare_words else self.rare_threshold
+        )
 
     def probability(self, vector: np.ndarray) -> float:
         """The probability that the question of this masked query vector is out of scope."""
@@ -77,17 +87,25 @@ class ScopeProbe:
                 bias=float(raw["bias"]),
                 threshold=float(raw["threshold"]),
                 provenance=dict(raw.get("provenance", {})),
+                rare_threshold=(
+                    float(raw["rare_threshold"]) if raw.get("rare_threshold") is not None else None
+                ),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise MalformedRecordError(path, 1, f"not a scope probe: {error}") from error
         if weights.ndim != 1 or not 0.0 < probe.threshold <= 1.0:
             raise MalformedRecordError(path, 1, "weights must be one row, threshold in (0, 1]")
+        if not 0.0 < probe.threshold_for(rare_words=True) <= probe.threshold:
+            raise MalformedRecordError(path, 1, "rare_threshold must be in (0, threshold]")
         return probe
 
     def save(self, path: Path) -> None:
         record = {
             "model_id": self.model_id,
             "threshold": round(self.threshold, 4),
+            "rare_threshold": None
+            if self.rare_threshold is None
+            else round(self.rare_threshold, 4),
             "bias": round(self.bias, 6),
             "weights": [round(float(w), 6) for w in self.weights],
             "provenance": self.provenance,

@@ -126,15 +126,17 @@ class EvidenceTableMode:
         """The table's Markdown first, then the mode's pieces, each with its levels of evidence.
 
         With a table the mode's pieces are held until its answer is known, so that an
-        abstention below a table is not sent (the table answers the question).
+        abstention below a table is not sent (the table answers the question). The table itself
+        waits for the mode's verdict on scope (its answer, or the llm mode's quotes sent before
+        the model writes): a question on what the review does not cover ("还有什么口服药？…特罗
+        司他") gets the mode's abstention, never a table of trials on its other words.
         """
         language = answer_language(question)
         query = recognise_trial_query(question.text, self.glossary, self.levels.records)
         table = build_table(query, self.levels.records, language) if query else None
         heading = f"{table_markdown(table)}\n\n" if table else ""
-        if heading:
-            yield AnswerPiece(text=heading)
         held: list[AnswerPiece] = []
+        table_sent = False
         pieces = self.mode.stream(question, **options) if options else self.mode.stream(question)
         for piece in pieces:
             if piece.answer is not None:
@@ -144,12 +146,21 @@ class EvidenceTableMode:
                 piece = AnswerPiece(text=self.levels.note(piece.text, language))
             elif piece.quoted is not None:  # the llm mode's quotes, sent before the model
                 piece = AnswerPiece(quoted=self._noted(piece.quoted, language))
+                if table and not table_sent:  # the mode answers: the table, then the model
+                    yield AnswerPiece(text=heading)
+                    table_sent = True
             if table:
                 held.append(piece)
             else:
                 yield piece
         else:
             inner = final_answer([])  # raises: every stream ends with its answer
+        if table and inner.abstained and inner.uncovered and not table_sent:
+            yield from held
+            yield AnswerPiece(answer=inner)
+            return
+        if table and not table_sent:
+            yield AnswerPiece(text=heading)
         if table and inner.abstained:
             yield AnswerPiece(answer=self._table_only(table, heading, inner))
             return

@@ -359,6 +359,23 @@ def _choose(scorer, items: list[dict], grid: dict[tuple, object], conservative) 
 # The probe's regularisation strengths, and the probabilities tried as its threshold.
 PROBE_C_GRID = (1.0, 3.0, 10.0, 30.0)
 PROBE_THRESHOLD_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+# For a question whose only unknown words are rare ones (``ScopeCheck.rare_words``).
+PROBE_RARE_THRESHOLD_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(18))
+
+
+class _SilentProbe:
+    """Stands in for the probe while it is fit: asked like it, never says out of scope, so each
+    item's decision is the other checks' with rare words left to the probe."""
+
+    threshold = 1.0
+
+    def threshold_for(self, *, rare_words: bool) -> float:
+        return 1.0
+
+    def out_of_scope(self, *_: object) -> float:
+        return 0.0
+
+
 PROBE_FOLDS, PROBE_SEEDS = 5, 5
 
 
@@ -371,10 +388,12 @@ def probe(args: argparse.Namespace) -> None:
     over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation, so no item is
     scored by weights fit on it. The chosen point is the one catching the most out-of-scope
     tune questions the product answers now while making at most ``ANSWERABLE_BUDGET`` of the
-    answerable ones abstain that the product answers now (then the higher threshold, then the
+    answerable ones abstain that the product answers now (then the higher thresholds, then the
     stronger regularisation): the probe's own share of the error, whatever the other checks
-    already cost. The probe is refit on the whole tune half with it. Both halves are reported
-    with and without it.
+    already cost. Two thresholds are chosen together: one for every question, and one (no
+    higher) for a question whose only unknown words are rare ones (``ScopeCheck.rare_words``),
+    which the other checks leave to the probe. The probe is refit on the whole tune half with
+    them. Both halves are reported with and without it.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -386,13 +405,17 @@ def probe(args: argparse.Namespace) -> None:
     scorer, searcher = answerer.scorer, answerer.searcher
     excluded = excluded_batches(args)
     items = kept(tuning_items(), args)
+    scorer.probe = _SilentProbe()
     for item in retrieved(answerer, items):
-        item["abstains"] = not scorer.relevance(item["retrieval"]).answerable(scorer.config)
+        relevance = scorer.relevance(item["retrieval"])
+        item["abstains"] = not relevance.answerable(scorer.config)
+        item["rare"] = bool(relevance.rare_words)
     vectors = searcher.embedder.embed_queries(
         [probe_text(i["asked"], searcher.glossary) for i in items]
     )
     out = np.array(["out_of_scope" in i["kind"] for i in items])
     abstains = np.array([i["abstains"] for i in items])
+    rare = np.array([i["rare"] for i in items])
     tune = np.array([i["split"] == "tune" for i in items])
     budget = ANSWERABLE_BUDGET * (~out & tune).sum()
     refused_without = int((abstains & ~out & tune).sum())  # by the other checks, on the tune half
@@ -415,18 +438,20 @@ def probe(args: argparse.Namespace) -> None:
             ],
             axis=0,
         )
-        for threshold in PROBE_THRESHOLD_GRID:
-            flagged = abstains[tune] | (held_out >= threshold)
+        pairs = itertools.product(PROBE_THRESHOLD_GRID, PROBE_RARE_THRESHOLD_GRID)
+        for threshold, rare_threshold in ((t, r) for t, r in pairs if r <= t):
+            bar = np.where(rare[tune], rare_threshold, threshold)
+            flagged = abstains[tune] | (held_out >= bar)
             wrongly = int((flagged & ~out[tune]).sum())
             added = wrongly - refused_without
             caught = int((flagged & out[tune]).sum())
             print(
-                f"C={c:<5} threshold {threshold:.2f}: answerable abstained {wrongly} "
-                f"({added} by the probe), out of scope abstained {caught} (tune half, "
-                "cross-validated)"
+                f"C={c:<5} threshold {threshold:.2f} (rare words {rare_threshold:.2f}): "
+                f"answerable abstained {wrongly} ({added} by the probe), out of scope abstained "
+                f"{caught} (tune half, cross-validated)"
             )
-            points.append((added <= budget, caught, threshold, -c, wrongly))
-    within, caught, threshold, negative_c, wrongly = max(points)
+            points.append((added <= budget, caught, threshold, rare_threshold, -c, wrongly))
+    within, caught, threshold, rare_threshold, negative_c, wrongly = max(points)
     c = -negative_c
     fitted = model(c).fit(vectors[tune], out[tune])
     model_id = searcher.embedder.model_id
@@ -435,6 +460,7 @@ def probe(args: argparse.Namespace) -> None:
         weights=fitted.coef_[0].astype(np.float32),
         bias=float(fitted.intercept_[0]),
         threshold=threshold,
+        rare_threshold=rare_threshold,
         provenance={
             "fit_by": "benchmarks/tune_scope.py probe",
             "fit_on": "tune half of eval/scope_questions.jsonl and eval/qa.jsonl",
@@ -445,8 +471,16 @@ def probe(args: argparse.Namespace) -> None:
             "cross_validated": {"answerable_abstained": wrongly, "out_of_scope_abstained": caught},
         },
     )
-    print(f"chosen on the tune half: C={c}, threshold {threshold} (within budget: {within})")
-    flagged = np.array([chosen.probability(v) >= threshold for v in vectors]) & ~abstains
+    print(
+        f"chosen on the tune half: C={c}, threshold {threshold}, for rare words "
+        f"{rare_threshold} (within budget: {within})"
+    )
+    flagged = ~abstains & np.array(
+        [
+            chosen.probability(v) >= chosen.threshold_for(rare_words=r)
+            for v, r in zip(vectors, rare, strict=True)
+        ]
+    )
     report = {}
     for half in ("tune", "test"):
         for kind in sorted({i["kind"] for i in items}):

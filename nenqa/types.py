@@ -371,6 +371,10 @@ class Answer:
     quoted: Answer | None = None
     # The evidence table of a question about a set of trials (also in ``text`` as Markdown).
     table: EvidenceTable | None = None
+    # An abstention because the review does not cover what is asked (an unknown name, a term
+    # or disease the evidence never mentions, the scope probe), not because the evidence scored
+    # low: an evidence table must not answer it either.
+    uncovered: bool = False
 
 
 @dataclass(frozen=True)

@@ -113,10 +113,34 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "帕博利珠单抗能治分化好的NET吗？",
         "仑伐替尼的缩瘤效果怎么样？",
         "联合介入栓塞比光打奥曲肽好吗？",
+        # Counts and orders of known words, durations, a corpus word without its hyphen (5-FU).
+        "Was the 2nd-line 3-arm study of grade3 or gr3-4 toxicity a ph1b?",
+        "SEQTOR: did everolimus first vs STZ/5FU first change 12-mo PFS?",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
     assert scope.unknown_entities(question) == []
+
+
+@pytest.mark.parametrize(
+    ("question", "rare"),
+    [
+        # Found by the rare-noun rule alone: a clinician's word (sample size, harms the
+        # kidney) as often as an uncovered subject (gallstones); the probe decides.
+        ("请问SPINET研究的样本量是多少？", ["样本量"]),
+        ("顺铂加依维莫司这个方案伤肾吗？", ["伤肾"]),
+        ("长期用兰瑞肽出现胆结石要怎么处理？", ["胆结石"]),
+        # …药 ends a kind of medicine (oral drug), not a drug's name as …替尼 does.
+        ("VHL综合征的胰腺NET，口服药贝组替凡有效率多少？", ["口服药"]),
+        # A name ending (…他 of the glossary's drugs, …症) or English: names, not rare words.
+        (TELOTRISTAT_ZH, []),
+        ("肢端肥大症患者用帕瑞肽效果如何？", []),
+        (TELOTRISTAT_EN, []),
+    ],
+)
+def test_words_only_the_rare_noun_rule_finds_are_rare_words_not_names(scope, question, rare):
+    assert scope.rare_words(question) == rare
+    assert set(rare) <= set(scope.unknown_entities(question))
 
 
 @pytest.mark.parametrize(
@@ -377,3 +401,27 @@ def test_word_rarity_read_through_the_embedders_tokenizer_is_the_files():
     # A character outside the pieces is scored as the rarest piece, not as <unk>'s 0.
     space = scores[tokenizer.token_to_id("▁")]
     assert shared("镥") == pytest.approx(space + scores.min()) and scores.min() < -15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["extractive", "llm"])
+@pytest.mark.parametrize(
+    ("question", "named"),
+    [
+        ("Which trials tested drugs for carcinoid syndrome, such as telotristat?", "telotristat"),
+        ("肺类癌有哪些药物试验？有没有特罗司他？", "特罗司他"),
+    ],
+)
+def test_a_list_question_on_what_the_review_does_not_cover_gets_no_table_of_trials(
+    service, llm_service, scripted_llm, mode, question, named
+):
+    # A question on a set of trials gets its table first; one naming what the review never
+    # mentions gets the abstention alone, in the stream too: no table on its other words.
+    scripted_llm.set_rules([{"when": "", "reply": "Telotristat was tested in SPINET [7]."}])
+    answerer = (llm_service if mode == "llm" else service).answerer(mode)
+    pieces = list(answerer.stream(Question(question)))
+    answer = pieces[-1].answer
+    assert answer is not None and answer.abstained and answer.uncovered
+    assert answer.table is None and answer.citations == ()
+    assert named in answer.text
+    assert not any("| --- |" in piece.text for piece in pieces)

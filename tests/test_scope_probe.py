@@ -79,12 +79,22 @@ def test_under_another_embedding_model_the_probe_does_not_apply_and_embeds_nothi
 
 def test_a_saved_probe_loads_back_the_same(tmp_path):
     path = tmp_path / "probe.json"
-    probe = ScopeProbe("m", np.array([0.25, -1.5], dtype=np.float32), 0.5, 0.7, {"C": 3.0})
+    weights = np.array([0.25, -1.5], dtype=np.float32)
+    probe = ScopeProbe("m", weights, 0.5, 0.7, {"C": 3.0}, rare_threshold=0.45)
     probe.save(path)
     loaded = ScopeProbe.load(path)
     assert loaded.model_id == "m" and loaded.threshold == 0.7 and loaded.bias == 0.5
     assert loaded.weights.tolist() == [0.25, -1.5]
     assert loaded.provenance == {"C": 3.0}
+    assert loaded.threshold_for(rare_words=True) == 0.45
+    assert loaded.threshold_for(rare_words=False) == 0.7
+
+
+def test_a_probe_file_without_a_rare_word_threshold_uses_its_one_threshold(tmp_path):
+    path = tmp_path / "probe.json"
+    record = {"model_id": "m", "weights": [1.0], "bias": 0.0, "threshold": 0.6}
+    path.write_text(json.dumps(record), encoding="utf-8")
+    assert ScopeProbe.load(path).threshold_for(rare_words=True) == 0.6
 
 
 @pytest.mark.parametrize(
@@ -95,6 +105,18 @@ def test_a_saved_probe_loads_back_the_same(tmp_path):
         (
             json.dumps({"model_id": "m", "weights": [1], "bias": 0, "threshold": 1.5}),
             "threshold in (0, 1]",
+        ),
+        (
+            json.dumps(
+                {
+                    "model_id": "m",
+                    "weights": [1],
+                    "bias": 0,
+                    "threshold": 0.6,
+                    "rare_threshold": 0.8,
+                }
+            ),
+            "rare_threshold must be in (0, threshold]",
         ),
     ],
 )
@@ -117,6 +139,7 @@ def test_the_bundled_probe_loads_and_says_how_it_was_fit():
     probe = ScopeProbe.load(bundled_dir("data") / PROBE_FILE)
     assert probe.weights.shape == (384,)  # multilingual-e5-small's dimension
     assert 0.5 <= probe.threshold < 1.0
+    assert 0.0 < probe.threshold_for(rare_words=True) <= probe.threshold
     assert probe.provenance["fit_on"].startswith("tune half")
 
 
