@@ -22,10 +22,11 @@ Only entity-like words count, and what is entity-like comes from data, not from 
   无进展生存期, but also 哺乳期) and a corpus word plus one character (样本量 of 小样本); both
   are off.
 
-Some words look like names and are not: lowercase phase or day shorthand (ph2, d1, ph1b), a
-duration (12-mo), a prefixed class of a target the corpus names (anti-PD-1/PD-L1), a corpus word
-written without its hyphen (5FU), and two characters jieba joins by guess after a verb or
-preposition (能治, 缩瘤: can treat, shrink the tumour).
+Some words look like names and are not: lowercase phase or day shorthand (ph2, d1, ph1b),
+counts and orders of known words (2nd-line, 3-arm, grade3), a duration (12-mo), a prefixed class
+of a target the corpus names (anti-PD-1/PD-L1), a corpus word written without its hyphen (5FU),
+and two characters jieba joins by guess after a verb or preposition (能治, 缩瘤: can treat,
+shrink the tumour).
 
 A Chinese word found by the rare-noun rule alone (no name ending, not a run of fragments) is a
 rare word (``rare_words``), not a name: as often a clinician's own word for what the review says

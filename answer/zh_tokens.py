@@ -53,14 +53,14 @@ def fragment(pair: tuple[str, str]) -> bool:
 def merged(spans: list[tuple[int, int, bool]]) -> list[tuple[int, int, bool]]:
     """Token spans in order, overlapping or touching ones joined into one name, which a name
     rule found where it found any of its parts."""
-    merged: list[tuple[int, int, bool]] = []
+    joined: list[tuple[int, int, bool]] = []
     for start, end, named in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            first, last, either = merged[-1]
-            merged[-1] = (first, max(last, end), either or named)
+        if joined and start <= joined[-1][1]:
+            first, last, either = joined[-1]
+            joined[-1] = (first, max(last, end), either or named)
         else:
-            merged.append((start, end, named))
-    return merged
+            joined.append((start, end, named))
+    return joined
 
 
 def name_tail(following: list[tuple[str, str]]) -> int:

@@ -178,7 +178,9 @@ def tune(args: argparse.Namespace) -> None:
     so or the scope check finds an unknown entity. Chosen on the tune half only: among the
     points whose check makes at most ``ANSWERABLE_BUDGET`` of its answerable questions abstain
     that the scores answer, the one catching the most out-of-scope ones (then the fewest
-    abstentions, the most conservative)."""
+    abstentions, the most conservative). Rare words count as unknown entities here, as they do
+    in the product without a probe; with one, ``probe`` then fits which of those questions it
+    takes (``ScopeCheck.rare_words``)."""
     from answer.scope import ScopeThresholds
 
     service = load_product(scope_probe_enabled=False)  # the probe is fit after (``probe``)
@@ -361,22 +363,18 @@ PROBE_C_GRID = (1.0, 3.0, 10.0, 30.0)
 PROBE_THRESHOLD_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 # For a question whose only unknown words are rare ones (``ScopeCheck.rare_words``).
 PROBE_RARE_THRESHOLD_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(18))
+PROBE_FOLDS, PROBE_SEEDS = 5, 5
 
 
 class _SilentProbe:
     """Stands in for the probe while it is fit: asked like it, never says out of scope, so each
     item's decision is the other checks' with rare words left to the probe."""
 
-    threshold = 1.0
-
     def threshold_for(self, *, rare_words: bool) -> float:
         return 1.0
 
     def out_of_scope(self, *_: object) -> float:
         return 0.0
-
-
-PROBE_FOLDS, PROBE_SEEDS = 5, 5
 
 
 def probe(args: argparse.Namespace) -> None:
