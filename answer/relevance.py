@@ -147,9 +147,7 @@ class Relevance:
         return unknown or bool(self.unsupported or self.narrowed or self.off_topic)
 
     def answerable(self, config: ScoringConfig) -> bool:
-        if (self.unknown_entities and not self.answered_in_part) or not self.ranked:
-            return False
-        if self.unsupported or self.narrowed or self.off_topic:
+        if self.uncovered or not self.ranked:
             return False
         top = self.ranked[0]
         covered = top.overlap >= config.strong_overlap
@@ -190,7 +188,7 @@ class SentenceScorer:
                 candidates.setdefault(index, (self.bank.quote_chunk(index, item.chunk), rank))
         unknowns = self.scope.unknowns(question.text)
         unknown = [word for word, _ in unknowns]
-        rare = [] if any(not rare for _, rare in unknowns) else unknown
+        rare = [] if any(not only_rare for _, only_rare in unknowns) else unknown
         if rare and self.probe is not None:
             unknown = []  # rare words alone: the probe decides (``ScopeCheck.rare_words``)
         own = self.searcher.glossary.matches(question.text)

@@ -167,7 +167,9 @@ class ScopeCheck:
         # Without hyphens too: 5FU is the corpus's 5-FU, PD1 its PD-1.
         self._latin_unhyphenated = frozenset(w.replace("-", "") for w in self._latin if "-" in w)
         # And the parts of its joined words (line of first-line), for counts of them (2nd-line).
-        self._latin_parts = frozenset(p for w in self._latin for p in re.split(r"[-/]", w) if p)
+        self._latin_parts = frozenset(
+            p for w in self._latin if "-" in w or "/" in w for p in re.split(r"[-/]", w) if p
+        )
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
         self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
         self._zh_endings = _ZH_ENTITY_END
@@ -505,8 +507,8 @@ class ScopeCheck:
             part.isdigit()
             or _ORDINAL.match(part)
             or _SHORT_CODE.match(part)
-            or (stem := part.rstrip("0123456789")) in self._latin_parts
-            or stem.removesuffix("s") in self._latin_parts
+            or self._known_part(stem := part.rstrip("0123456789"))
+            or self._known_part(stem.removesuffix("s"))
             or self._knows_stem(stem)
             for part in re.split(r"[-/]", word)
             if part
@@ -542,6 +544,9 @@ class ScopeCheck:
         # A combination (atezolizumab-bevacizumab, STZ/5FU) is known when each of its parts is.
         parts = [p for p in re.split(r"[-/]", lowered) if p]
         return len(parts) > 1 and all(self._known_form(p) or p.isdigit() for p in parts)
+
+    def _known_part(self, lowered: str) -> bool:
+        return lowered in self._latin or lowered in self._latin_parts
 
     def _known_form(self, lowered: str) -> bool:
         return lowered in self._latin or lowered in self._latin_unhyphenated
