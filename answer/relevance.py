@@ -46,9 +46,13 @@ TREATMENT_TYPES = frozenset({"drug", "regimen"})
 _SUBJECT_TYPES = TREATMENT_TYPES | {"trial"}
 # A neuroendocrine neoplasm (NEN) is a tumour (NET) or a carcinoma (NEC), the review's own
 # definition: evidence on 胃肠胰NEN is about a question on 胃肠胰NET, and quotes its population.
+# A carcinoid is the older name of a well-differentiated NET (the review's SPINET sentence says
+# 肺典型/非典型类癌, its LUNA sentence 肺和胸腺NET): evidence on NET is about a carcinoid.
 _UMBRELLA_CLASS = (
     (re.compile(r"(?<![a-z])ne[tc](?![a-z])"), "nen"),
     (re.compile(r"\b(?:tumou?rs?|carcinomas?)\b"), "neoplasm"),
+    (re.compile(r"类癌"), "神经内分泌瘤"),
+    (re.compile(r"\bcarcinoids?\b"), "neuroendocrine tumor"),
 )
 
 
@@ -406,7 +410,8 @@ def related_treatments(regimens: dict[Term, tuple[Term, ...]]) -> dict[Term, fro
 
 def umbrella_terms(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
     """Each glossary term naming a NET or NEC (胃肠胰NET, GEP-NEC) with the terms naming the same
-    site's NEN (胃肠胰NEN): a broader population the evidence may report."""
+    site's NEN (胃肠胰NEN), and a carcinoid with NET: a broader population the evidence may
+    report."""
     by_form = {normalize_text(f): term for term in terms for f in term.forms}
     umbrella: dict[Term, tuple[Term, ...]] = {}
     for term in terms:

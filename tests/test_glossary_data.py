@@ -186,3 +186,16 @@ def test_clinicians_shorthand_names_the_checkpoint_inhibitors_and_bevacizumab() 
     assert "pembrolizumab" in named("K药治疗NET") and "nivolumab" in named("O药加Y药")
     # Whole words only: a shorthand inside another word names nothing.
     assert named("a bevelled edge, nivolumab-naive") == {"nivolumab"}
+
+
+def test_common_abbreviations_of_a_drug_a_stage_and_a_site_name_their_terms() -> None:
+    glossary = Glossary(load_glossary_table(GLOSSARY_PATH))
+
+    def named(text: str) -> set[str]:
+        return {t.en[0] for t in glossary.matches(text)}
+
+    assert "temozolomide" in named("CAPTEM对比TEM单药") and "temozolomide" in named("TMZ alone")
+    assert "small cell lung cancer" in named("atezolizumab in ES-SCLC")
+    assert "colorectal neuroendocrine carcinoma" in named("BRAF in CRC-NEC")
+    # Short abbreviations match as written: the word "tem" in a sentence names nothing.
+    assert "temozolomide" not in named("a totem pole")

@@ -237,6 +237,9 @@ def test_a_net_or_nec_term_is_supported_by_the_same_sites_nen():
     assert broader["胃肠胰NET"] == ["胃肠胰NEN"]
     assert broader["胃肠胰NEC"] == ["胃肠胰NEN"]
     assert "胃肠胰NEN" not in broader  # the umbrella itself is supported by nothing broader
+    # A carcinoid is a well-differentiated NET: evidence on 肺和胸腺NET is about 肺类癌.
+    assert broader["类癌"] == ["神经内分泌瘤"]
+    assert "典型类癌" not in broader  # a narrower name is not widened to a made-up one
 
 
 def test_evidence_words_hold_other_forms_of_a_word():
@@ -356,6 +359,21 @@ def test_a_gep_net_question_is_answered_from_evidence_on_gep_nens(service):
     question = Question("胃肠胰NET患者一线用长效奥曲肽和长效兰瑞肽，无进展生存差多少？")
     answer = service.answerers["extractive"].answer(question)
     assert not answer.abstained and 6 in {c.ref for c in answer.citations}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "question",
+    [
+        "胸腺类癌用帕瑞肽和依维莫司联合，中位无进展生存期多少？",
+        "In thymic carcinoids, what median PFS did pasireotide plus everolimus give?",
+    ],
+)
+def test_a_carcinoid_question_is_answered_from_evidence_on_nets(service, question):
+    # LUNA's passage says 肺和胸腺NET: without carcinoid as a NET, 类癌 was unsupported.
+    answer = service.answerers["extractive"].answer(Question(question))
+    assert not answer.abstained and 12 in {c.ref for c in answer.citations}
+    assert "16.53" in answer.text
 
 
 @pytest.mark.slow
