@@ -43,9 +43,12 @@ def abstention_text(language: Literal["zh", "en"], not_covered: Sequence[str] = 
     return not_discussed_text(language, not_covered) + gap + ABSTENTION_TEXT[language]
 
 
-# A word of running English: a letter and at least two lower-case ones ("What", "lanreotide");
-# an acronym or trial name alone ("SPINET?", "mPFS") says nothing about the asker's language.
-_ENGLISH_WORD = re.compile(r"\b[A-Za-z][a-z]{2,}\b")
+# A word of running English: a letter and at least two lower-case ones ("What", "lanreotide"),
+# or a short preposition, article or verb ("IMpower133 in ES-SCLC: OS?"); an acronym or trial
+# name alone ("SPINET?", "mPFS"), or joined by "vs", says nothing about the asker's language.
+_ENGLISH_WORD = re.compile(
+    r"\b(?:[A-Za-z][a-z]{2,}|[Ii][nfst]|[Oo][fnr]|[Aa][nt]|[Tt]o|[Bb]y|[Dd]o)\b"
+)
 
 
 def clear_language(text: str) -> Literal["zh", "en"] | None:

@@ -35,6 +35,13 @@ def test_an_ambiguous_follow_up_keeps_the_language_of_the_last_user_turn(follow_
     )
 
 
+@pytest.mark.parametrize(
+    "question", ["IMpower133 in ES-SCLC: OS?", "ORR of CAPTEM?", "TTF at 12 mo?", "Is E2211 RCT?"]
+)
+def test_a_terse_question_with_a_short_english_word_is_english(question):
+    assert answer_language(Question(question)) == "en"
+
+
 def test_an_ambiguous_question_without_a_conversation_is_answered_in_chinese():
     assert answer_language(Question("SPINET?")) == "zh"
 
