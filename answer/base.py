@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, Protocol
 
-from nenqa.text import has_cjk
+from nenqa.text import cjk_count
 from nenqa.types import Answer, AnswerModeName, AnswerPiece, Question
 
 ANSWER_MODES: tuple[AnswerModeName, ...] = ("extractive", "llm")
@@ -52,11 +52,15 @@ _ENGLISH_WORD = re.compile(
 
 
 def clear_language(text: str) -> Literal["zh", "en"] | None:
-    """``"zh"`` for any Chinese character, ``"en"`` for English words and no Chinese, else
-    ``None`` (names, abbreviations or numbers alone: "SPINET?", "13.3?")."""
-    if has_cjk(text):
-        return "zh"
-    return "en" if _ENGLISH_WORD.search(text) else None
+    """``"en"`` for English words and no Chinese, or more English words than half the Chinese
+    characters (a Chinese word is about two: "Is there a phase 3 of 索凡替尼 + 特瑞普利 as 2L?"
+    names drugs in Chinese inside an English sentence); ``"zh"`` for other text with Chinese
+    ("SPINET里用Somatuline治肺类癌，TTF对比placebo多少？"); else ``None`` (names,
+    abbreviations or numbers alone: "SPINET?", "13.3?")."""
+    english, chinese = len(_ENGLISH_WORD.findall(text)), cjk_count(text)
+    if chinese:
+        return "en" if english > chinese / 2 else "zh"
+    return "en" if english else None
 
 
 def answer_language(question: Question) -> Literal["zh", "en"]:

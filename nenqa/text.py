@@ -42,6 +42,11 @@ def has_cjk(text: str) -> bool:
     return _CJK.search(text) is not None
 
 
+def cjk_count(text: str) -> int:
+    """How many Chinese characters ``text`` holds."""
+    return len(_CJK.findall(text))
+
+
 # --- abbreviations -----------------------------------------------------------------------------
 
 # The union of the lists ingest, answers and eval kept apart ("et" was eval's alone, "figs" to

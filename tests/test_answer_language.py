@@ -42,6 +42,13 @@ def test_a_terse_question_with_a_short_english_word_is_english(question):
     assert answer_language(Question(question)) == "en"
 
 
+def test_an_english_sentence_naming_drugs_in_chinese_is_english_and_the_reverse_chinese():
+    question = "Is there a phase 3 trial of 索凡替尼 plus 特瑞普利 as second line for NEC?"
+    assert answer_language(Question(question)) == "en"
+    assert answer_language(Question("SPINET里用Somatuline治肺类癌，TTF对比placebo多少？")) == "zh"
+    assert answer_language(Question("兰瑞肽 in NET?")) == "zh"
+
+
 def test_an_ambiguous_question_without_a_conversation_is_answered_in_chinese():
     assert answer_language(Question("SPINET?")) == "zh"
 
