@@ -46,8 +46,11 @@ def abstention_text(language: Literal["zh", "en"], not_covered: Sequence[str] = 
 # A word of running English: a letter and at least two lower-case ones ("What", "lanreotide"),
 # or a short preposition, article or verb ("IMpower133 in ES-SCLC: OS?"); an acronym or trial
 # name alone ("SPINET?", "mPFS"), or joined by "vs", says nothing about the asker's language.
+_SHORT_ENGLISH = ("an", "at", "by", "do", "if", "in", "is", "it", "of", "on", "or", "to")
 _ENGLISH_WORD = re.compile(
-    r"\b(?:[A-Za-z][a-z]{2,}|[Ii][nfst]|[Oo][fnr]|[Aa][nt]|[Tt]o|[Bb]y|[Dd]o)\b"
+    r"\b(?:[A-Za-z][a-z]{2,}|"
+    + "|".join(w for short in _SHORT_ENGLISH for w in (short, short.capitalize()))
+    + r")\b"
 )
 
 

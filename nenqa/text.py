@@ -33,7 +33,7 @@ _LATIN = re.compile(r"[A-Za-z]")
 def detect_language(text: str) -> Literal["zh", "en"]:
     """``"zh"`` when Chinese characters carry the text (at least a quarter as many as Latin
     letters), else ``"en"``: ``兰瑞肽 lanreotide`` is Chinese, a title with one ``肽`` is not."""
-    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    cjk, latin = cjk_count(text), len(_LATIN.findall(text))
     return "zh" if cjk and cjk * 4 >= latin else "en"
 
 
