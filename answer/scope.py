@@ -50,7 +50,7 @@ import jieba.posseg
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from answer.corpus_text import CorpusText
-from answer.word_rarity import WordLogprob, embedder_word_logprob, zh_frequency
+from answer.word_rarity import WordLogprob, embedder_word_logprob, en_zipf, zh_frequency
 from answer.zh_tokens import (
     ZH_FUNCTION_CLASSES,
     Marks,
@@ -80,6 +80,13 @@ _SUBJECT_TYPES = frozenset({"drug", "regimen", "trial"})
 # Where a question joins its parts ("SPINET and NETTER-2", "依维莫司治疗胰腺NET，乳腺癌呢"); not
 # comparison words (与, versus): "177Lu-edotreotide与依维莫司相比" is one question.
 _PART_BREAK = re.compile(r"\s*(?:\band\b|[,;?？，；])\s*", re.I)
+# A part that only names what the one before it is compared with ("NETTER-1 … PFS？和加量奥曲肽
+# 比", "…, vs high-dose octreotide?"): the same question, not a part of its own.
+_COMPARISON_PART = re.compile(
+    r"^(?:(?:和|与|跟|同).*(?:比|相比|比较|对比)(?:呢|吗|如何|怎样|怎么样)?"
+    r"|(?:对比|相比|相较|比起).*|(?:vs\.?|versus|compared (?:with|to)|relative to|than)\b.*)$",
+    re.I,
+)
 # Endings of Chinese disease, drug and vaccine names outside the glossary (糖尿病, 胰岛素,
 # 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
 # answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
@@ -108,6 +115,11 @@ class ScopeThresholds:
     # Highest log-probability of a rare unknown English word (its pieces under the embedding
     # tokenizer's unigram model; a word of several rare pieces scores low).
     en_max_logprob: float = -30.0
+    # A rare-pieced English word at least this common in general text (wordfreq's Zipf scale)
+    # is everyday vocabulary the tokenizer happens to split (pharmacist 3.34, grapefruit 3.17),
+    # not a name (telotristat 0, acromegaly 1.83); 99 turns this off. Chosen with the scope
+    # probe on, by the product's decisions on the tune half (``tune_scope.py sweep``).
+    en_common_zipf: float = 3.3
     # A word sharing this many first letters with a corpus word is a form of it (embolising,
     # embolization), not a new name.
     en_stem: int = 6
@@ -343,7 +355,16 @@ class ScopeCheck:
         if not unknown:
             return False
         covered = uncovered = False
+        # A part naming nothing ("PFS到底多少") asks on about what the part before it named, and
+        # a comparison part compares with that: both join it.
+        parts: list[str] = []
         for part in _PART_BREAK.split(normalize_text(question)):
+            names = self._subject.search(part) or any(normalize_text(u) in part for u in unknown)
+            if parts and (_COMPARISON_PART.match(part) or not names):
+                parts[-1] = f"{parts[-1]} {part}"
+            else:
+                parts.append(part)
+        for part in parts:
             names_unknown = any(normalize_text(u) in part for u in unknown)
             names_subject = self._subject.search(part) is not None
             if names_unknown and names_subject:
@@ -454,18 +475,24 @@ class ScopeCheck:
             name = site + name
         return name
 
-    def _unknown_site(self, word: str, following: str) -> bool:
-        """A word naming the site or kind of a disease ("breast" cancer, "dumping" syndrome):
-        right before a head noun of the glossary's diseases, and unknown to the corpus."""
+    def _absent(self, word: str) -> bool:
+        """A content word (letters, not a stop word) the corpus holds in no form."""
         lowered = word.lower()
         return (
-            self.thresholds.en_disease_modifiers
-            and singular(following.lower()) in self._disease_heads
-            and lowered.isalpha()
+            lowered.isalpha()
             and len(lowered) >= 3
             and lowered not in ENGLISH_STOP_WORDS
             and not self._knows_latin(word)
             and not self._knows_stem(lowered)
+        )
+
+    def _unknown_site(self, word: str, following: str) -> bool:
+        """A word naming the site or kind of a disease ("breast" cancer, "dumping" syndrome):
+        right before a head noun of the glossary's diseases, and unknown to the corpus."""
+        return (
+            self.thresholds.en_disease_modifiers
+            and singular(following.lower()) in self._disease_heads
+            and self._absent(word)
         )
 
     def _unknown_latin(self, word: str, before: str) -> bool:
@@ -485,6 +512,9 @@ class ScopeCheck:
             return True
         if capitals >= 3 and capitals >= len(letters) - 1:
             return True
+        # An abbreviation in mixed case (CgA, IgG), not a plural of capitals (AEs: AE's plural).
+        if capitals == 2 and len(letters) == 3 and not word.endswith("s"):
+            return True
         parts = [p for p in re.split(r"[-/]", word) if p]
         first = parts[0]
         if first[0].isupper() and first[1:].islower() and not _SENTENCE_START.search(before):
@@ -494,6 +524,7 @@ class ScopeCheck:
             and not self._knows_latin(p)
             and not self._knows_stem(p.lower())
             and self._logprob(p) <= self.thresholds.en_max_logprob
+            and en_zipf(p.lower()) < self.thresholds.en_common_zipf
             for p in parts
         )
 
@@ -541,8 +572,12 @@ class ScopeCheck:
             return True
         if lowered.endswith("s") and lowered[:-1] in self._latin:  # SSAs, NETs
             return True
-        # A combination (atezolizumab-bevacizumab, STZ/5FU) is known when each of its parts is.
-        parts = [p for p in re.split(r"[-/]", lowered) if p]
+        # A combination (atezolizumab-bevacizumab, STZ/5FU, streptozocin/5-FU) is known when
+        # each of its parts is, a hyphenated part (5-FU) whole or by its own parts.
+        pieces = [p for p in lowered.split("/") if p]
+        if len(pieces) > 1:
+            return all(p.isdigit() or self._knows_latin(p) for p in pieces)
+        parts = [p for p in lowered.split("-") if p]
         return len(parts) > 1 and all(self._known_form(p) or p.isdigit() for p in parts)
 
     def _known_part(self, lowered: str) -> bool:

@@ -1,6 +1,7 @@
-"""How rare a word is in general text: jieba's dictionary counts for Chinese, and the
-embedding model's unigram tokenizer (multilingual-e5's ``tokenizer.json``) for any language.
-The scope check (``answer.scope``) takes a rare word the corpus lacks for a name."""
+"""How rare a word is in general text: jieba's dictionary counts for Chinese, the embedding
+model's unigram tokenizer (multilingual-e5's ``tokenizer.json``) for any language, and
+wordfreq's English word frequencies (its data ships inside the package). The scope check
+(``answer.scope``) takes a rare word the corpus lacks for a name."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ def zh_frequency(word: str) -> int:
     dictionary.check_initialized()
     frequency = dictionary.FREQ.get(word, 0)
     return 0 if frequency >= 2_000_000 else frequency
+
+
+@lru_cache(maxsize=16384)
+def en_zipf(word: str) -> float:
+    """How common an English word is in general text (web, subtitles, books, Wikipedia...), on
+    wordfreq's Zipf scale: log10 of its count per billion words (``the`` 7.7, ``pharmacist``
+    3.3, ``carcinoid`` 2.0; 0 for a word it has never seen, ``telotristat``). The tokenizer's
+    pieces alone call everyday words rare that it happens to split (``pharmacist`` -35,
+    ``grapefruit`` -41, as rare as ``telotristat``)."""
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en")
 
 
 def embedder_word_logprob(tokenizer: Any | None = None) -> WordLogprob | None:
