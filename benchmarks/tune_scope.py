@@ -7,6 +7,7 @@ half (``tune`` / ``test``: a hash of the id, written into the file before any re
     .venv/bin/python benchmarks/tune_scope.py measure [--label before] [--out benchmarks/out]
     .venv/bin/python benchmarks/tune_scope.py tune [--out benchmarks/out]
     .venv/bin/python benchmarks/tune_scope.py probe [--probe-out F]
+    .venv/bin/python benchmarks/tune_scope.py sweep --field en_common_zipf --values 99,3.3
 
 Each takes ``--exclude-batches 15``: those scope-set batches are left out (a fresh batch kept
 out of every fit and look until its one measurement).
@@ -492,9 +493,49 @@ def probe(args: argparse.Namespace) -> None:
     (args.out / "scope_probe_fit.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
+def sweep(args: argparse.Namespace) -> None:
+    """One scope threshold (``--field``) over ``--values``, judged by the product itself (the
+    scope probe on) on the tune half: per value, the tune questions whose unknown words change
+    are answered again, and the questions newly abstained on or answered are counted and named.
+    For a threshold whose effect the probe changes, which ``tune`` (the probe off) cannot see:
+    the value taken is the one nearest the default that gives the fewest answerable questions
+    abstained, then the most out-of-scope ones."""
+    from answer.scope import ScopeThresholds
+
+    service = load_product()
+    answerer = service.answerer("extractive")
+    scope = getattr(answerer, "mode", answerer).scorer.scope
+    default = scope.thresholds
+    items = [i for i in kept(load_scope_set(), args) if i["split"] == "tune"]
+
+    def decisions(thresholds: ScopeThresholds, item: dict) -> tuple[list[str], bool]:
+        scope.thresholds = thresholds
+        unknown = scope.unknown_entities(item["question"])
+        return unknown, answerer.answer(asked(item)).abstained
+
+    base = {i["id"]: decisions(default, i) for i in items}
+    field_type = type(getattr(default, args.field))
+    print(f"{args.field}: default {getattr(default, args.field)}")
+    for value in args.values.split(","):
+        point = replace(default, **{args.field: field_type(value)})
+        tally = {"answerable": [0, 0], "out_of_scope": [0, 0]}
+        named = []
+        for item in items:
+            scope.thresholds = point
+            if scope.unknown_entities(item["question"]) == base[item["id"]][0]:
+                continue
+            unknown, abstained = decisions(point, item)
+            if abstained != base[item["id"]][1]:
+                tally[item["kind"]][0 if abstained else 1] += 1
+                named.append(f"  {'abstains' if abstained else 'answered'}: {item['id']} {unknown}")
+        print(f"{args.field}={value}: [newly abstained, newly answered] {tally}")
+        print("\n".join(named))
+    scope.thresholds = default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("measure", "tune", "probe"))
+    parser.add_argument("command", choices=("measure", "tune", "probe", "sweep"))
     parser.add_argument("--label", default="now")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument(
@@ -503,8 +544,10 @@ def main() -> None:
     parser.add_argument(
         "--probe-out", type=Path, default=ROOT / "data" / "scope_probe.json", help="probe: where"
     )
+    parser.add_argument("--field", default="en_common_zipf", help="sweep: a ScopeThresholds field")
+    parser.add_argument("--values", default="99,3.6,3.3,3.0,2.7", help="sweep: its values")
     args = parser.parse_args()
-    {"measure": measure, "tune": tune, "probe": probe}[args.command](args)
+    {"measure": measure, "tune": tune, "probe": probe, "sweep": sweep}[args.command](args)
 
 
 if __name__ == "__main__":
