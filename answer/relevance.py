@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from answer.base import abstention_text
 from answer.scope import ScopeCheck
@@ -53,6 +53,19 @@ _UMBRELLA_CLASS = (
     (re.compile(r"\b(?:tumou?rs?|carcinomas?)\b"), "neoplasm"),
     (re.compile(r"类癌"), "神经内分泌瘤"),
     (re.compile(r"\bcarcinoids?\b"), "neuroendocrine tumor"),
+    # The pancreas, stomach, bowel and rectum are gastroenteropancreatic sites: evidence on
+    # 胃肠胰NET (GEP-NET) is about a question on 胰腺NET.
+    (
+        re.compile(r"^(?:胰腺|胃|小肠|十二指肠|直肠|结直肠|胃肠|中肠)(?=ne[tcn]|神经内分泌)"),
+        "胃肠胰",
+    ),
+    (
+        re.compile(
+            r"^(?:pancreatic|gastric|duodenal|small[- ](?:intestinal|bowel)|rectal|colorectal"
+            r"|gastrointestinal|midgut)(?= (?:ne[tcn]|neuroendocrine)\b)"
+        ),
+        "gastroenteropancreatic",
+    ),
 )
 
 
@@ -249,8 +262,10 @@ class SentenceScorer:
             # Asked of what would be answered, in part too (as it was fit: "managing colitis
             # from nivolumab plus ipilimumab … infliximab?" is not a question on the drugs with
             # infliximab named aside): one more query vector, of the masked question.
+            # Read with slips of glossary names corrected (兰锐肽), so they are masked too.
+            spelt = replace(question, text=self.scope.corrected(question.text))
             probability = self.probe.out_of_scope(
-                question, self.searcher.glossary, self.searcher.embedder
+                spelt, self.searcher.glossary, self.searcher.embedder
             )
             # A rare word the corpus lacks makes an uncovered subject likelier: the probe's lower
             # threshold for such questions, fit alike (``benchmarks/tune_scope.py probe``).
@@ -287,8 +302,8 @@ class SentenceScorer:
             return [], []
         best = {s.chunk_id for s in ranked[: self.config.support_sentences]}
         support = self._support_text(retrieval, best)
-        unsupported = [
-            t.forms[0]
+        missing = [
+            t
             for t in terms
             if not any(
                 normalize_text(f) in support
@@ -296,6 +311,12 @@ class SentenceScorer:
                 for f in named.forms
             )
         ]
+        # Metastases named beside a primary disease the evidence holds (胰腺NET … 肝转移) are
+        # where that disease spread, not another population.
+        spread = {t for t in terms if any("metasta" in form.lower() for form in t.en)}
+        if any(t not in spread and t not in missing for t in terms):
+            missing = [t for t in missing if t not in spread]
+        unsupported = [t.forms[0] for t in missing]
         if not mentions:
             return unsupported, []
         retrieved = self._support_text(retrieval, {e.chunk.chunk_id for e in retrieval.evidence})
@@ -417,10 +438,18 @@ def umbrella_terms(terms: Sequence[Term]) -> dict[Term, tuple[Term, ...]]:
     for term in terms:
         broader = set()
         for form in term.forms:
+            # Widened by each rule in turn, and by several (胰腺NET, 胃肠胰NET, 胃肠胰NEN).
             folded = normalize_text(form)
-            for pattern, wider in _UMBRELLA_CLASS:
-                widened = pattern.sub(wider, folded)
-                other = by_form.get(widened) if widened != folded else None
+            forms, frontier = {folded}, [folded]
+            while frontier:
+                current = frontier.pop()
+                for pattern, wider in _UMBRELLA_CLASS:
+                    widened = pattern.sub(wider, current)
+                    if widened not in forms:
+                        forms.add(widened)
+                        frontier.append(widened)
+            for widened in forms - {folded}:
+                other = by_form.get(widened)
                 if other is not None and other != term:
                     broader.add(other)
         if broader:

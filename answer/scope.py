@@ -33,6 +33,9 @@ rare word (``rare_words``), not a name: as often a clinician's own word for what
 in others (样本量, 伤肾) as a subject it never discusses (胆结石). The relevance check leaves a
 question whose only unknown words are rare ones to the scope probe, at a lower threshold.
 
+A glossary name typed with a slip (lantreotide, 兰锐肽 for 兰瑞肽) is that name
+(``answer.misspelling``); ``corrected`` writes it right for the checks that read names.
+
 When unsure the check keeps the question (the relevance scores still decide): a paraphrase in
 everyday words the review does not use (``upkeep``, ``真实世界``) must not abstain. The thresholds
 are chosen on the tune half of ``eval/scope_questions.jsonl`` by ``benchmarks/tune_scope.py``.
@@ -50,6 +53,10 @@ import jieba.posseg
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from answer.corpus_text import CorpusText
+from answer.disease_mentions import CJK_WORD as _CJK_WORD
+from answer.disease_mentions import LATIN_WORD as _LATIN_WORD
+from answer.disease_mentions import DiseaseMention, find_disease_mentions
+from answer.misspelling import Misspellings
 from answer.word_rarity import WordLogprob, embedder_word_logprob, en_zipf, zh_frequency
 from answer.zh_tokens import (
     ZH_FUNCTION_CLASSES,
@@ -62,12 +69,10 @@ from answer.zh_tokens import (
     unsplit_phrase,
 )
 from nenqa.glossary import Term, normalize_text
-from nenqa.text import CJK_RANGE, singular
+from nenqa.text import singular
 
 jieba.setLogLevel(logging.WARNING)
 
-_CJK_WORD = re.compile(f"^[{CJK_RANGE}]+$")
-_LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)*")
 _AGE = re.compile(r"^\d+-(?:year|month|week|day)s?-old$", re.IGNORECASE)
 # A number with a unit of time, written short (12-mo, 6mo, 3-wk, 2yr): a duration, not a name.
 _DURATION = re.compile(r"^\d+-?(?:mo|mos|wk|wks|yr|yrs|hr|hrs|months?|weeks?|years?|days?)$", re.I)
@@ -94,12 +99,6 @@ _COMPARISON_PART = re.compile(
 _ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗")
 # Chinese disease-name endings beside the glossary's (肾细胞癌: narrowed by what precedes 癌).
 _ZH_DISEASE_END = frozenset("癌瘤病症征")
-# jieba's classes of the words that narrow a disease before its head: nouns (膀胱, 导管),
-# distinguishing words (非小), adjectives (小) and morphemes (肾).
-_ZH_MODIFIER_CLASSES = frozenset("nbazgj")
-# Auxiliaries sklearn's stop words lack ("how many responses did lung-origin tumours have").
-_EN_AUXILIARIES = frozenset({"did", "does", "doing", "done"})
-_ROMAN_NUMERAL = re.compile(r"^[ivx]+$")
 # Lowercase shorthand of a letter or two and a number: a phase, a day or an interval (ph2, d1,
 # q3; ph1b, q3w), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
 _SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}[a-z]?$")
@@ -116,10 +115,10 @@ class ScopeThresholds:
     # tokenizer's unigram model; a word of several rare pieces scores low).
     en_max_logprob: float = -30.0
     # A rare-pieced English word at least this common in general text (wordfreq's Zipf scale)
-    # is everyday vocabulary the tokenizer happens to split (pharmacist 3.34, grapefruit 3.17),
-    # not a name (telotristat 0, acromegaly 1.83); 99 turns this off. Chosen with the scope
+    # is everyday vocabulary the tokenizer happens to split (pharmacist 3.3, shrinkage 2.9),
+    # not a name (telotristat 0, acromegaly 1.8); 99 turns this off. Chosen with the scope
     # probe on, by the product's decisions on the tune half (``tune_scope.py sweep``).
-    en_common_zipf: float = 3.3
+    en_common_zipf: float = 2.5
     # A word sharing this many first letters with a corpus word is a form of it (embolising,
     # embolization), not a new name.
     en_stem: int = 6
@@ -145,17 +144,6 @@ class ScopeThresholds:
     # 粒), absent from the corpus and rare by the embedding tokenizer (``zh_max_logprob``), is a
     # name neither knows: a drug or protein jieba's dictionary lacks, not an everyday phrase.
     zh_fragment_names: bool = True
-
-
-@dataclass(frozen=True)
-class DiseaseMention:
-    """A disease the question narrows by the words before its head noun ("renal cell
-    carcinoma", 膀胱小细胞癌): evidence about the head alone (small cell carcinoma of the lung)
-    does not answer it, so the quoted evidence must mention every modifier too."""
-
-    text: str
-    modifiers: tuple[str, ...]
-    chinese: bool
 
 
 class ScopeCheck:
@@ -191,6 +179,7 @@ class ScopeCheck:
         self._disease_heads: frozenset[str] = frozenset()
         self._zh_disease_endings = _ZH_DISEASE_END
         self._stem_cache: dict[int, frozenset[str]] = {}
+        self._misspellings = Misspellings(glossary_forms)  # lantreotide, 兰锐肽: slips
         self.word_logprob = word_logprob if word_logprob is not None else embedder_word_logprob()
         self.thresholds = thresholds or ScopeThresholds()
 
@@ -253,54 +242,16 @@ class ScopeCheck:
     def disease_mentions(
         self, question: str, max_english: int, max_chinese: int
     ) -> list[DiseaseMention]:
-        """The diseases the question names with up to ``max_english`` words before an English
-        head noun (content words before carcinoma, tumour, syndrome...) or ``max_chinese``
-        before a Chinese one (jieba's noun-like words before a word ending like a disease, …癌,
-        …瘤)."""
-        mentions = []
-        matches = list(_LATIN_WORD.finditer(question)) if max_english > 0 else []
-        for i, match in enumerate(matches):
-            if singular(match.group().lower()) not in self._disease_heads:
-                continue
-            following = matches[i + 1].group().lower() if i + 1 < len(matches) else ""
-            joined = following and not question[match.end() : matches[i + 1].start()].strip()
-            if joined and following not in ENGLISH_STOP_WORDS:
-                continue  # the head narrows a noun after it ("tumour growth"), not a disease
-            modifiers: list[str] = []
-            start, j = match.start(), i - 1
-            while j >= 0 and len(modifiers) < max_english:
-                word = matches[j].group()
-                if (
-                    question[matches[j].end() : start].strip()
-                    or not _en_modifier(word)
-                    or self._subject.fullmatch(word.lower())
-                ):
-                    break  # a drug or trial before the head is what is asked about, not a site
-                modifiers.insert(0, word.lower())
-                start, j = matches[j].start(), j - 1
-            if modifiers:
-                text = question[start : match.end()]
-                mentions.append(DiseaseMention(text, tuple(modifiers), chinese=False))
-        if max_chinese <= 0:
-            return mentions
-        pairs = [(p.word, p.flag) for p in jieba.posseg.cut(normalize_text(question))]
-        for i, (word, _) in enumerate(pairs):
-            if not (_CJK_WORD.match(word) and word[-1] in self._zh_disease_endings):
-                continue
-            modifiers = []
-            j = i - 1
-            while (
-                j >= 0
-                and len(modifiers) < max_chinese
-                and _CJK_WORD.match(pairs[j][0])
-                and pairs[j][1][:1] in _ZH_MODIFIER_CLASSES
-            ):
-                modifiers.insert(0, pairs[j][0])
-                j -= 1
-            if modifiers:
-                text = "".join(modifiers) + word
-                mentions.append(DiseaseMention(text, tuple(modifiers), chinese=True))
-        return mentions
+        """The diseases the question narrows (``answer.disease_mentions``) by the glossary's
+        disease heads and endings; a drug or trial before the head is no modifier."""
+        return find_disease_mentions(
+            question,
+            en_heads=self._disease_heads,
+            subject=self._subject,
+            zh_endings=self._zh_disease_endings,
+            max_english=max_english,
+            max_chinese=max_chinese,
+        )
 
     def unknown_entities(self, question: str) -> list[str]:
         """Entity-like words of ``question`` absent from the corpus, in question order."""
@@ -373,7 +324,19 @@ class ScopeCheck:
             uncovered |= names_unknown
         return covered and uncovered
 
-    def _unknown_chinese(self, folded: str) -> list[tuple[str, bool]]:
+    def corrected(self, question: str) -> str:
+        """``question`` with the glossary names typed with a slip written as the glossary does
+        (lantreotide: lanreotide, 兰锐肽: 兰瑞肽), for the checks that read names (the probe)."""
+        for match in reversed(list(_LATIN_WORD.finditer(question))):
+            word = match.group()
+            if not self._knows_latin(word) and (form := self._misspellings.latin(word)):
+                question = question[: match.start()] + form + question[match.end() :]
+        for name, _ in self._unknown_chinese(normalize_text(question), correct=False):
+            if form := self._misspellings.chinese(name):
+                question = question.replace(name, form)
+        return question
+
+    def _unknown_chinese(self, folded: str, correct: bool = True) -> list[tuple[str, bool]]:
         # A site's form leaves a mark of its own, so a disease named with it is named whole
         # (胃 + 泌素瘤); any other form leaves a comma. Both split the text alike for jieba.
         for form in self._zh_forms:
@@ -424,11 +387,12 @@ class ScopeCheck:
             (self._chinese_name(pairs, start, end), not named)
             for start, end, named in merged(spans)
         ]
-        # Named once, whole: 特罗司他, not also 特罗司.
+        # Named once, whole: 特罗司他, not also 特罗司; not a glossary name typed with a slip.
         return [
             (w, rare)
             for w, rare in unknown
             if not any(w != other and w in other for other, _ in unknown)
+            and not (correct and self._misspellings.chinese(w))
         ]
 
     def _fragment_names(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
@@ -500,6 +464,8 @@ class ScopeCheck:
         capitals, a name inside the sentence, or a part the tokenizer does not hold whole
         (``everolimus-containing`` is known by its entity part)."""
         if word.isdigit() or len(word) < 3 or self._knows_latin(word):
+            return False
+        if self._misspellings.latin(word):
             return False
         if _AGE.match(word) or _DURATION.match(word) or self._count_of_known(word):
             return False
@@ -577,6 +543,10 @@ class ScopeCheck:
         pieces = [p for p in lowered.split("/") if p]
         if len(pieces) > 1:
             return all(p.isdigit() or self._knows_latin(p) for p in pieces)
+        # Codes run together (G1G2 for G1/G2) are known when each code is.
+        codes = re.findall(r"[a-z]+\d+", lowered)
+        if len(codes) > 1 and "".join(codes) == lowered:
+            return all(self._known_form(c) for c in codes)
         parts = [p for p in lowered.split("-") if p]
         return len(parts) > 1 and all(self._known_form(p) or p.isdigit() for p in parts)
 
@@ -585,18 +555,3 @@ class ScopeCheck:
 
     def _known_form(self, lowered: str) -> bool:
         return lowered in self._latin or lowered in self._latin_unhyphenated
-
-
-def _en_modifier(word: str) -> bool:
-    """A word that can narrow a disease before its head noun (renal, lung-origin): letters, not
-    a function word, an auxiliary, a roman numeral or a verb form (-ing, -ed: "controlling
-    midgut tumours"; participles such as "advanced" are left unchecked)."""
-    lowered = word.lower()
-    return (
-        len(lowered) >= 3
-        and lowered.replace("-", "").isalpha()
-        and lowered not in ENGLISH_STOP_WORDS
-        and lowered not in _EN_AUXILIARIES
-        and not _ROMAN_NUMERAL.match(lowered)
-        and not lowered.endswith(("ing", "ed"))
-    )

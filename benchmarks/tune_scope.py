@@ -409,9 +409,9 @@ def probe(args: argparse.Namespace) -> None:
         relevance = scorer.relevance(item["retrieval"])
         item["abstains"] = not relevance.answerable(scorer.config)
         item["rare"] = bool(relevance.rare_words)
-    vectors = searcher.embedder.embed_queries(
-        [probe_text(i["asked"], searcher.glossary) for i in items]
-    )
+    # As the product reads them: glossary names typed with a slip corrected first.
+    spelt = [replace(i["asked"], text=scorer.scope.corrected(i["asked"].text)) for i in items]
+    vectors = searcher.embedder.embed_queries([probe_text(q, searcher.glossary) for q in spelt])
     out = np.array(["out_of_scope" in i["kind"] for i in items])
     abstains = np.array([i["abstains"] for i in items])
     rare = np.array([i["rare"] for i in items])
@@ -498,8 +498,9 @@ def sweep(args: argparse.Namespace) -> None:
     scope probe on) on the tune half: per value, the tune questions whose unknown words change
     are answered again, and the questions newly abstained on or answered are counted and named.
     For a threshold whose effect the probe changes, which ``tune`` (the probe off) cannot see:
-    the value taken is the one nearest the default that gives the fewest answerable questions
-    abstained, then the most out-of-scope ones."""
+    of the values giving the fewest answerable questions abstained, then the most out-of-scope
+    ones, the one in the middle of their range is taken (farthest from where either side
+    changes)."""
     from answer.scope import ScopeThresholds
 
     service = load_product()
