@@ -188,7 +188,7 @@ def test_clinicians_shorthand_names_the_checkpoint_inhibitors_and_bevacizumab() 
     assert named("a bevelled edge, nivolumab-naive") == {"nivolumab"}
 
 
-def test_common_abbreviations_of_a_drug_a_stage_and_a_site_name_their_terms() -> None:
+def test_common_abbreviations_and_other_names_of_drugs_stages_and_sites_name_their_terms() -> None:
     glossary = Glossary(load_glossary_table(GLOSSARY_PATH))
 
     def named(text: str) -> set[str]:
@@ -197,5 +197,7 @@ def test_common_abbreviations_of_a_drug_a_stage_and_a_site_name_their_terms() ->
     assert "temozolomide" in named("CAPTEM对比TEM单药") and "temozolomide" in named("TMZ alone")
     assert "small cell lung cancer" in named("atezolizumab in ES-SCLC")
     assert "colorectal neuroendocrine carcinoma" in named("BRAF in CRC-NEC")
+    # Surufatinib's earlier name, and the bronchus as the lung's (bronchial carcinoids).
+    assert "surufatinib" in named("sulfatinib in pNET") and "lung" in named("bronchial carcinoids")
     # Short abbreviations match as written: the word "tem" in a sentence names nothing.
     assert "temozolomide" not in named("a totem pole")
