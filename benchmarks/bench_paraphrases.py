@@ -48,6 +48,7 @@ BATCH_GROUPS = (
     ("17",),
     ("18",),
     ("19",),
+    *((str(batch),) for batch in range(20, 31)),
 )
 
 
@@ -83,7 +84,7 @@ def summary(rows: list[dict]) -> dict[str, dict]:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         group = next(g for g in BATCH_GROUPS if row["batch"] in g)
-        for key in (row["split"], f"{row['split']}/batches {''.join(group)}"):
+        for key in (row["split"], f"{row['split']}/batches {'+'.join(group)}"):
             groups.setdefault(key, []).append(row)
     table = {}
     for key in sorted(groups, key=lambda k: (k.split("/")[0] != "tune", k)):
