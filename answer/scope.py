@@ -472,6 +472,8 @@ class ScopeCheck:
         prefix, _, rest = word.partition("-")
         if prefix.lower() in _EN_PREFIXES and rest and self._knows_latin(rest):
             return False  # anti-PD-1/PD-L1, anti-CTLA-4: a class of what the corpus names
+        if self._known_with_everyday_words(word):
+            return False  # DLL3-directed, 37-pt: a known name or number with everyday words
         letters = [c for c in word if c.isalpha()]
         capitals = sum(c.isupper() for c in word)
         if letters and any(c.isdigit() for c in word):
@@ -492,6 +494,23 @@ class ScopeCheck:
             and self._logprob(p) <= self.thresholds.en_max_logprob
             and en_zipf(p.lower()) < self.thresholds.en_common_zipf
             for p in parts
+        )
+
+    def _known_with_everyday_words(self, word: str) -> bool:
+        """A corpus word joined to lowercase everyday words (common in general text,
+        ``en_common_zipf``) and numbers: DLL3-directed, SSTR-positive. Not gallium-68 (no
+        part is a corpus word) nor KEYNOTE-177 (a capitalised name the corpus lacks)."""
+        parts = [p for p in re.split(r"[-/]", word) if p]
+        named = [not p.isdigit() and self._knows_latin(p) for p in parts]
+        return (
+            len(parts) > 1
+            and any(named)
+            and all(
+                k
+                or p.isdigit()
+                or (p.isalpha() and p.islower() and en_zipf(p) >= self.thresholds.en_common_zipf)
+                for k, p in zip(named, parts, strict=True)
+            )
         )
 
     def _count_of_known(self, word: str) -> bool:

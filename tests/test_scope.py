@@ -71,6 +71,8 @@ def scope() -> ScopeCheck:
         ("Does MEN1 status change the choice of everolimus?", ["MEN1"]),
         ("Does B12 fall on long-term octreotide?", ["B12"]),
         ("Is anti-LAG-3 therapy tried in NEC?", ["anti-LAG-3"]),
+        # Everyday words joined to a number are not a corpus name joined to them.
+        ("Is lutetium-177 better than everolimus?", ["lutetium-177"]),
         # An abbreviation in mixed case is a name (chromogranin A), in a Chinese sentence too.
         ("打兰瑞肽期间CgA要多久查一次？", ["CgA"]),
         ("Does CgA fall on lanreotide?", ["CgA"]),
@@ -124,6 +126,8 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "pharmacist q: does Somatuline do anything for lung carcinoids?",
         # A plural of capitals (adverse events), not a mixed-case abbreviation.
         "Which AEs led to stopping everolimus?",
+        # A corpus name joined to an everyday word.
+        "Is DLL3-directed therapy or SSTR-positive disease discussed?",
         # Glossary names typed with a slip, and grades run together.
         "Did lantreotide or everolimous delay failure in lung carcinoids?",
         "现在建议继续打兰锐肽做维持，有证据吗？",
