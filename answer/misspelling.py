@@ -24,11 +24,12 @@ class Misspellings:
         forms = list(forms)
         self.min_letters = min_letters
         self.min_characters = min_characters
-        self._latin: dict[int, set[str]] = {}
-        for form in forms:
-            lowered = form.lower()
-            if lowered.isascii() and lowered.isalpha() and len(lowered) >= min_letters:
-                self._latin.setdefault(len(lowered), set()).add(lowered)
+        # By length, in order: the same form wins in every process when two are a slip away.
+        latin = sorted({f.lower() for f in forms if f.isascii() and f.isalpha()})
+        self._latin: dict[int, list[str]] = {}
+        for lowered in latin:
+            if len(lowered) >= min_letters:
+                self._latin.setdefault(len(lowered), []).append(lowered)
         self._readings = {
             reading(form): form
             for form in forms

@@ -473,7 +473,7 @@ class ScopeCheck:
         if prefix.lower() in _EN_PREFIXES and rest and self._knows_latin(rest):
             return False  # anti-PD-1/PD-L1, anti-CTLA-4: a class of what the corpus names
         if self._known_with_everyday_words(word):
-            return False  # DLL3-directed, 37-pt: a known name or number with everyday words
+            return False  # DLL3-directed, SSTR-positive: a corpus name with everyday words
         letters = [c for c in word if c.isalpha()]
         capitals = sum(c.isupper() for c in word)
         if letters and any(c.isdigit() for c in word):
