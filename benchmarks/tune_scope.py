@@ -384,9 +384,10 @@ def probe(args: argparse.Namespace) -> None:
     Every item (scope set and eval set, both halves, batches not in ``--exclude-batches``) is
     answered without a probe; the masked questions of the tune half are the training set
     (out of scope: 1). Per regularisation strength, each tune item's probability is the mean
-    over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation, so no item is
-    scored by weights fit on it. The chosen point is the one catching the most out-of-scope
-    tune questions the product answers now while making at most ``ANSWERABLE_BUDGET`` of the
+    over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation with whole batches
+    in each fold, so no item is scored by weights fit on it or on its writer's other questions.
+    The chosen point is the one catching the most out-of-scope tune questions the product
+    answers now while making at most ``ANSWERABLE_BUDGET`` of the
     answerable ones abstain that the product answers now (then the higher thresholds, then the
     stronger regularisation): the probe's own share of the error, whatever the other checks
     already cost. Two thresholds are chosen together: one for every question, and one (no
@@ -395,7 +396,7 @@ def probe(args: argparse.Namespace) -> None:
     them. Both halves are reported with and without it.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
     from answer.scope_probe import ScopeProbe, probe_text
 
@@ -416,6 +417,9 @@ def probe(args: argparse.Namespace) -> None:
     abstains = np.array([i["abstains"] for i in items])
     rare = np.array([i["rare"] for i in items])
     tune = np.array([i["split"] == "tune" for i in items])
+    # Folds by batch: each batch is one writer's wording, so a question is scored by weights
+    # fit on other writers' questions, as the product meets a new user's.
+    groups = np.array([batch_of(i["id"]) if "eval" not in i["kind"] else "eval" for i in items])
     budget = ANSWERABLE_BUDGET * (~out & tune).sum()
     refused_without = int((abstains & ~out & tune).sum())  # by the other checks, on the tune half
 
@@ -430,7 +434,8 @@ def probe(args: argparse.Namespace) -> None:
                     model(c),
                     vectors[tune],
                     out[tune],
-                    cv=StratifiedKFold(PROBE_FOLDS, shuffle=True, random_state=seed),
+                    groups=groups[tune],
+                    cv=StratifiedGroupKFold(PROBE_FOLDS, shuffle=True, random_state=seed),
                     method="predict_proba",
                 )[:, 1]
                 for seed in range(PROBE_SEEDS)
