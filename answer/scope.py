@@ -180,6 +180,9 @@ class ScopeCheck:
         self._zh_disease_endings = _ZH_DISEASE_END
         self._stem_cache: dict[int, frozenset[str]] = {}
         self._misspellings = Misspellings(glossary_forms)  # lantreotide, 兰锐肽: slips
+        # The last questions' Chinese names, by text and thresholds (``_unknown_chinese``).
+        self._chinese_cache: dict[tuple[str, ScopeThresholds], list[tuple[str, bool]]] = {}
+        en_zipf("the")  # wordfreq's English list, loaded once here: before workers fork
         self.word_logprob = word_logprob if word_logprob is not None else embedder_word_logprob()
         self.thresholds = thresholds or ScopeThresholds()
 
@@ -337,6 +340,19 @@ class ScopeCheck:
         return question
 
     def _unknown_chinese(self, folded: str, correct: bool = True) -> list[tuple[str, bool]]:
+        """The Chinese unknown names of ``folded`` with whether each is only a rare word; with
+        ``correct``, not those that are a glossary name typed with a slip (兰锐肽)."""
+        key = (folded, self.thresholds)
+        names = self._chinese_cache.get(key)
+        if names is None:
+            # One jieba pass per question: the unknown words and ``corrected`` both read it.
+            names = self._chinese_names(folded)
+            if len(self._chinese_cache) >= 64:
+                self._chinese_cache.pop(next(iter(self._chinese_cache)), None)
+            self._chinese_cache[key] = names
+        return [(w, rare) for w, rare in names if not (correct and self._misspellings.chinese(w))]
+
+    def _chinese_names(self, folded: str) -> list[tuple[str, bool]]:
         # A site's form leaves a mark of its own, so a disease named with it is named whole
         # (胃 + 泌素瘤); any other form leaves a comma. Both split the text alike for jieba.
         for form in self._zh_forms:
@@ -387,12 +403,11 @@ class ScopeCheck:
             (self._chinese_name(pairs, start, end), not named)
             for start, end, named in merged(spans)
         ]
-        # Named once, whole: 特罗司他, not also 特罗司; not a glossary name typed with a slip.
+        # Named once, whole: 特罗司他, not also 特罗司.
         return [
             (w, rare)
             for w, rare in unknown
             if not any(w != other and w in other for other, _ in unknown)
-            and not (correct and self._misspellings.chinese(w))
         ]
 
     def _fragment_names(self, pairs: list[tuple[str, str]]) -> list[list[int]]:

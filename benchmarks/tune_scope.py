@@ -387,13 +387,13 @@ def probe(args: argparse.Namespace) -> None:
     over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation with whole batches
     in each fold, so no item is scored by weights fit on it or on its writer's other questions.
     The chosen point is the one catching the most out-of-scope tune questions the product
-    answers now while making at most ``ANSWERABLE_BUDGET`` of the
-    answerable ones abstain that the product answers now (then the higher thresholds, then the
-    stronger regularisation): the probe's own share of the error, whatever the other checks
-    already cost. Two thresholds are chosen together: one for every question, and one (no
-    higher) for a question whose only unknown words are rare ones (``ScopeCheck.rare_words``),
-    which the other checks leave to the probe. The probe is refit on the whole tune half with
-    them. Both halves are reported with and without it.
+    answers now while making at most ``ANSWERABLE_BUDGET`` of the answerable ones abstain that
+    the product answers now (then the higher thresholds, then the stronger regularisation):
+    the probe's own share of the error, whatever the other checks already cost. Two thresholds
+    are chosen together: one for every question, and one (no higher) for a question whose only
+    unknown words are rare ones (``ScopeCheck.rare_words``), which the other checks leave to
+    the probe. The probe is refit on the whole tune half with them. Both halves are reported
+    with and without it.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
