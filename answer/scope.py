@@ -99,6 +99,8 @@ _COMPARISON_PART = re.compile(
 _ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗")
 # Chinese disease-name endings beside the glossary's (肾细胞癌: narrowed by what precedes 癌).
 _ZH_DISEASE_END = frozenset("癌瘤病症征")
+# An inflammation (肺炎): a disease name after a site, though no disease the review names.
+_ZH_INFLAMMATION = frozenset("炎")
 # Lowercase shorthand of a letter or two and a number: a phase, a day or an interval (ph2, d1,
 # q3; ph1b, q3w), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
 _SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}[a-z]?$")
@@ -144,6 +146,10 @@ class ScopeThresholds:
     # 粒), absent from the corpus and rare by the embedding tokenizer (``zh_max_logprob``), is a
     # name neither knows: a drug or protein jieba's dictionary lacks, not an everyday phrase.
     zh_fragment_names: bool = True
+    # Whether a disease name is unknown when only its head is known: a site right before a bare
+    # ending (肺 + 炎, pneumonitis), or a noun the corpus lacks before a corpus disease word, like
+    # an unknown English word before a disease head (``en_disease_modifiers``).
+    zh_disease_modifiers: bool = True
 
 
 class ScopeCheck:
@@ -285,7 +291,12 @@ class ScopeCheck:
         previous_end = -1  # where the last unknown word ended, to name "rheumatoid arthritis" whole
         for i, match in enumerate(matches):
             word = match.group()
-            following = matches[i + 1].group() if i + 1 < len(matches) else ""
+            # The head a site word names must follow it ("breast cancer"), not start the next
+            # item of a list ("SSTR status, tumour burden").
+            adjacent = (
+                i + 1 < len(matches) and not question[match.end() : matches[i + 1].start()].strip()
+            )
+            following = matches[i + 1].group() if adjacent else ""
             if self._unknown_site(word, following):
                 unknown.append(f"{word} {following}")  # named with its head: "breast cancer"
             elif self._unknown_latin(word, question[: match.start()]):
@@ -365,6 +376,9 @@ class ScopeCheck:
         for i, (word, flag) in enumerate(pairs):
             if not _CJK_WORD.match(word):
                 continue
+            if (start := self._modified_disease(pairs, i)) is not None:
+                spans.append((start, i + 1 + name_tail(pairs[i + 1 :]), True))
+                continue
             # A suffix jieba cut off on its own (肝细胞 / 癌) belongs to the word before it,
             # unless that is a function word (对 / 铂耐药: the character starts a word) or a
             # quantity (几大类 / 药, 三种 / 药); a numeral character can start a name (双 / 胍).
@@ -410,6 +424,31 @@ class ScopeCheck:
             if not any(w != other and w in other for other, _ in unknown)
         ]
 
+    def _modified_disease(self, pairs: list[tuple[str, str]], i: int) -> int | None:
+        """Where a disease name starts in ``pairs`` when the corpus knows its head word but not
+        the name (``zh_disease_modifiers``): at the bare ending after a site (肺 + 炎; the
+        site is named with it), or at the word the corpus lacks before it, not a verb (说明 +
+        肿瘤; jieba calls 手足 of 手足综合征 a verb too, so that one is missed)."""
+        word = pairs[i][0]
+        if not self.thresholds.zh_disease_modifiers or i == 0:
+            return None
+        endings = self._zh_disease_endings | _ZH_INFLAMMATION
+        previous, flag = pairs[i - 1]
+        if site := self._zh_site_marks.inverse.get(previous):
+            # The ending alone, or joined by jieba to the next word (胃 + 癌能用).
+            bare = len(word) == 1 or (len(word) == 2 and word[1] not in self._zh_endings)
+            return i if bare and word[0] in endings and site + word[0] not in self._text else None
+        if word[-1] not in endings:
+            return None
+        known_head = len(word) >= 2 and word in self._text
+        unknown_word = (
+            len(previous) >= 2
+            and _CJK_WORD.match(previous) is not None
+            and flag[:1] not in ZH_FUNCTION_CLASSES | {"m", "v"}
+            and previous not in self._text
+        )
+        return i - 1 if known_head and unknown_word else None
+
     def _fragment_names(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
         """Runs of two or more single characters that are nouns, numerals, morphemes or
         unclassed (not a free verb, adjective or function word), whose joined text the corpus
@@ -450,7 +489,7 @@ class ScopeCheck:
                     start -= 1
                     name = pairs[start][0] + name
         site = self._zh_site_marks.inverse.get(pairs[start - 1][0]) if start > 0 else None
-        if site and name[-1] in self._zh_disease_endings:
+        if site and name[-1] in self._zh_disease_endings | _ZH_INFLAMMATION:
             name = site + name
         return name
 

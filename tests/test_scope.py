@@ -76,6 +76,12 @@ def scope() -> ScopeCheck:
         # An abbreviation in mixed case is a name (chromogranin A), in a Chinese sentence too.
         ("打兰瑞肽期间CgA要多久查一次？", ["CgA"]),
         ("Does CgA fall on lanreotide?", ["CgA"]),
+        # A disease whose head the corpus holds, with a noun it lacks before it (pituitary,
+        # breast tumours) or a site before a bare ending (pneumonitis, gastric cancer).
+        ("垂体肿瘤能用帕瑞肽吗？", ["垂体肿瘤"]),
+        ("乳腺肿瘤用依维莫司有效吗？", ["乳腺肿瘤"]),
+        ("帕博利珠单抗治疗NEN期间出现免疫相关性肺炎，应如何处理？", ["肺炎"]),
+        ("胃癌能用依维莫司吗？", ["胃癌"]),
     ],
 )
 def test_names_the_review_never_mentions_are_found_and_named_whole(scope, question, unknown):
@@ -132,6 +138,11 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "Did lantreotide or everolimous delay failure in lung carcinoids?",
         "现在建议继续打兰锐肽做维持，有证据吗？",
         "非典型类癌为什么不写G1G2？",
+        # A word before a disease head only names its site when the head follows it, not
+        # across a comma (status, tumour burden); a disease the corpus holds with its site.
+        "Which Ki-67 cut-off, SSTR status, tumour burden did PROMID and CLARINET require?",
+        "小细胞肺癌一线用什么？",
+        "类癌综合征腹泻用长效奥曲肽能控制吗？",
     ],
 )
 def test_everyday_words_and_jieba_fragments_are_not_taken_for_entities(scope, question):
