@@ -49,25 +49,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import jieba
-import jieba.posseg
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from answer.chinese_names import ZH_DISEASE_END, ZH_ENTITY_END, ChineseNames
 from answer.corpus_text import CorpusText
 from answer.disease_mentions import CJK_WORD as _CJK_WORD
 from answer.disease_mentions import LATIN_WORD as _LATIN_WORD
 from answer.disease_mentions import DiseaseMention, find_disease_mentions
 from answer.misspelling import Misspellings
-from answer.word_rarity import WordLogprob, embedder_word_logprob, en_zipf, zh_frequency
-from answer.zh_tokens import (
-    ZH_FUNCTION_CLASSES,
-    Marks,
-    fragment,
-    leading_numeral,
-    merged,
-    name_part,
-    name_tail,
-    unsplit_phrase,
-)
+from answer.word_rarity import WordLogprob, embedder_word_logprob, en_zipf
+from answer.zh_tokens import Marks
 from nenqa.glossary import Term, normalize_text
 from nenqa.text import singular
 
@@ -92,15 +83,6 @@ _COMPARISON_PART = re.compile(
     r"|(?:对比|相比|相较|比起).*|(?:vs\.?|versus|compared (?:with|to)|relative to|than)\b.*)$",
     re.I,
 )
-# Endings of Chinese disease, drug and vaccine names outside the glossary (糖尿病, 胰岛素,
-# 二甲双胍, 疫苗). Kept beside the glossary's endings: without them the eval set's tune half
-# answers a diabetes question (``benchmarks/tune_scope.py``; docs/benchmarks.md, issue 13).
-# Not …药: it ends the words for a kind of medicine (口服药, 靶向药, 三药), not one drug's name.
-_ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗")
-# Chinese disease-name endings beside the glossary's (肾细胞癌: narrowed by what precedes 癌).
-_ZH_DISEASE_END = frozenset("癌瘤病症征")
-# An inflammation (肺炎): a disease name after a site, though no disease the review names.
-_ZH_INFLAMMATION = frozenset("炎")
 # Lowercase shorthand of a letter or two and a number: a phase, a day or an interval (ph2, d1,
 # q3; ph1b, q3w), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
 _SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}[a-z]?$")
@@ -177,13 +159,10 @@ class ScopeCheck:
             p for w in self._latin if "-" in w or "/" in w for p in re.split(r"[-/]", w) if p
         )
         # Longest first, so 长效兰瑞肽 is cut out whole before 兰瑞肽.
-        self._zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
-        self._zh_endings = _ZH_ENTITY_END
-        self._zh_measure_endings: frozenset[str] = frozenset()
-        self._zh_site_marks = Marks()
+        zh_forms = sorted({f for f in forms if _CJK_WORD.match(f)}, key=len, reverse=True)
+        self._zh = ChineseNames(corpus_texts, self._logprob, zh_forms)
         self._subject = re.compile(r"(?!)")  # no glossary yet: no subject is known
         self._disease_heads: frozenset[str] = frozenset()
-        self._zh_disease_endings = _ZH_DISEASE_END
         self._stem_cache: dict[int, frozenset[str]] = {}
         self._misspellings = Misspellings(glossary_forms)  # lantreotide, 兰锐肽: slips
         # The last questions' Chinese names, by text and thresholds (``_unknown_chinese``).
@@ -219,14 +198,14 @@ class ScopeCheck:
         )
         # From each row's first Chinese name, the review's: later ones are other names of the
         # drug (brands such as 可瑞达, 善龙), whose endings say nothing about drug names.
-        self._zh_endings = _ZH_ENTITY_END | {
+        self._zh.endings = ZH_ENTITY_END | {
             form[-1]
             for t in terms
             if t.type in _ENTITY_TYPES
             for form in t.zh[:1]
             if _CJK_WORD.match(form)
         }
-        self._zh_site_marks = Marks(
+        self._zh.site_marks = Marks(
             normalize_text(form)
             for t in terms
             if t.type == "site"
@@ -241,10 +220,10 @@ class ScopeCheck:
             for form in t.zh:
                 if _CJK_WORD.match(form[-1:]) and (t.type == "endpoint" or form not in endpoints):
                     endings_by_type.setdefault(form[-1], set()).add(t.type)
-        self._zh_measure_endings = frozenset(
+        self._zh.measure_endings = frozenset(
             ending for ending, types in endings_by_type.items() if types == {"endpoint"}
         )
-        self._zh_disease_endings = _ZH_DISEASE_END | {
+        self._zh.disease_endings = ZH_DISEASE_END | {
             form[-1] for t in terms if t.type == "disease" for form in t.zh if _CJK_WORD.match(form)
         }
 
@@ -257,7 +236,7 @@ class ScopeCheck:
             question,
             en_heads=self._disease_heads,
             subject=self._subject,
-            zh_endings=self._zh_disease_endings,
+            zh_endings=self._zh.disease_endings,
             max_english=max_english,
             max_chinese=max_chinese,
         )
@@ -357,141 +336,11 @@ class ScopeCheck:
         names = self._chinese_cache.get(key)
         if names is None:
             # One jieba pass per question: the unknown words and ``corrected`` both read it.
-            names = self._chinese_names(folded)
+            names = self._zh.find(folded, self.thresholds)
             if len(self._chinese_cache) >= 64:
                 self._chinese_cache.pop(next(iter(self._chinese_cache)), None)
             self._chinese_cache[key] = names
         return [(w, rare) for w, rare in names if not (correct and self._misspellings.chinese(w))]
-
-    def _chinese_names(self, folded: str) -> list[tuple[str, bool]]:
-        # A site's form leaves a mark of its own, so a disease named with it is named whole
-        # (胃 + 泌素瘤); any other form leaves a comma. Both split the text alike for jieba.
-        for form in self._zh_forms:
-            if form in folded:
-                folded = folded.replace(form, self._zh_site_marks.get(form, "，"))
-        pairs = [(p.word, p.flag) for p in jieba.posseg.cut(folded) if p.word.strip()]
-        # Each unknown name's tokens, [start, end) in ``pairs``, and whether a name rule (an
-        # ending, a run of fragments) found it, not the rare-noun rule alone.
-        spans: list[tuple[int, int, bool]] = []
-        for i, (word, flag) in enumerate(pairs):
-            if not _CJK_WORD.match(word):
-                continue
-            if (start := self._modified_disease(pairs, i)) is not None:
-                spans.append((start, i + 1 + name_tail(pairs[i + 1 :]), True))
-                continue
-            # A suffix jieba cut off on its own (肝细胞 / 癌) belongs to the word before it,
-            # unless that is a function word (对 / 铂耐药: the character starts a word) or a
-            # quantity (几大类 / 药, 三种 / 药); a numeral character can start a name (双 / 胍).
-            previous, previous_flag = pairs[i - 1] if i > 0 else ("", "")
-            if (
-                len(word) == 1
-                and _CJK_WORD.match(previous)
-                and previous_flag[:1] not in ZH_FUNCTION_CLASSES
-                and not (previous_flag == "m" and len(previous) > 1)
-            ):
-                word = pairs[i - 1][0] + word
-                flag = "suffix"
-            if len(word) < 2 or word in self._text or unsplit_phrase(word):
-                continue
-            measure = self.thresholds.zh_measures_known and word[-1] in self._zh_measure_endings
-            derived = (
-                self.thresholds.zh_derived_known and len(word) >= 3 and word[:-1] in self._text
-            )
-            rare_noun = (
-                flag in self.thresholds.zh_noun_classes
-                and not measure
-                and not derived
-                and (
-                    zh_frequency(word) <= self.thresholds.zh_max_frequency
-                    or self._logprob(word) <= self.thresholds.zh_max_logprob
-                )
-            )
-            named = word[-1] in self._zh_endings
-            if rare_noun or named:
-                start = i - 1 if flag == "suffix" else i
-                spans.append((start, i + 1 + name_tail(pairs[i + 1 :]), named))
-        if self.thresholds.zh_fragment_names:
-            spans += [(start, end, True) for start, end in self._fragment_names(pairs)]
-        # Names next to each other are one (肢端 + 肥大症), found by a name rule if any part is.
-        unknown = [
-            (self._chinese_name(pairs, start, end), not named)
-            for start, end, named in merged(spans)
-        ]
-        # Named once, whole: 特罗司他, not also 特罗司.
-        return [
-            (w, rare)
-            for w, rare in unknown
-            if not any(w != other and w in other for other, _ in unknown)
-        ]
-
-    def _modified_disease(self, pairs: list[tuple[str, str]], i: int) -> int | None:
-        """Where a disease name starts in ``pairs`` when the corpus knows its head word but not
-        the name (``zh_disease_modifiers``): at the bare ending after a site (肺 + 炎; the
-        site is named with it), or at the word the corpus lacks before it, not a verb (说明 +
-        肿瘤; jieba calls 手足 of 手足综合征 a verb too, so that one is missed)."""
-        word = pairs[i][0]
-        if not self.thresholds.zh_disease_modifiers or i == 0:
-            return None
-        endings = self._zh_disease_endings | _ZH_INFLAMMATION
-        previous, flag = pairs[i - 1]
-        if site := self._zh_site_marks.inverse.get(previous):
-            # The ending alone, or joined by jieba to the next word (胃 + 癌能用).
-            bare = len(word) == 1 or (len(word) == 2 and word[1] not in self._zh_endings)
-            return i if bare and word[0] in endings and site + word[0] not in self._text else None
-        if word[-1] not in endings:
-            return None
-        known_head = len(word) >= 2 and word in self._text
-        unknown_word = (
-            len(previous) >= 2
-            and _CJK_WORD.match(previous) is not None
-            and flag[:1] not in ZH_FUNCTION_CLASSES | {"m", "v"}
-            and previous not in self._text
-        )
-        return i - 1 if known_head and unknown_word else None
-
-    def _fragment_names(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
-        """Runs of two or more single characters that are nouns, numerals, morphemes or
-        unclassed (not a free verb, adjective or function word), whose joined text the corpus
-        lacks and the tokenizer finds rare, with a noun right after them: ``[start, end)`` in
-        ``pairs``."""
-        runs: list[list[int]] = []
-        start = None
-        for i, pair in enumerate([*pairs, ("", "x")]):
-            if fragment(pair):
-                start = i if start is None else start
-                continue
-            if start is not None and i - start >= 2:
-                text = "".join(word for word, _ in pairs[start:i])
-                if text not in self._text and self._logprob(text) <= self.thresholds.zh_max_logprob:
-                    # With the noun jieba found right after it, the name's head (链脲 + 霉素).
-                    head = (
-                        i < len(pairs) and _CJK_WORD.match(pairs[i][0]) and pairs[i][1][:1] == "n"
-                    )
-                    runs.append([start, i + 1 if head else i])
-            start = None
-        return runs
-
-    def _chinese_name(self, pairs: list[tuple[str, str]], start: int, end: int) -> str:
-        """An unknown name with the words before it that the corpus lacks too (甲状腺 + 髓 +
-        样癌, 鲁比 + 卡丁), to its disease ending (…癌, not 癌能) and, for a disease, with the
-        site right before it (胃 + 泌素瘤)."""
-        while start > 0 and name_part(pairs[start - 1]) and pairs[start - 1][0] not in self._text:
-            start -= 1
-        if start > 0 and leading_numeral(pairs[start - 1]):
-            start -= 1  # a chemical name's number (二 + 氮嗪), as jieba cuts a word it lacks
-        name = "".join(word for word, _ in pairs[start:end])
-        last = pairs[end - 1][0]
-        joined = last[0] in self._zh_disease_endings and last[1:] not in self._zh_endings
-        if len(last) == 2 and joined:
-            name = name[:-1]  # jieba joined the ending to the next word (癌能 of 前列腺癌能延长)
-            if len(name) == 1:  # the ending alone (癌用 of 宫颈小细胞癌用): named with its words
-                while start > 0 and name_part(pairs[start - 1]):
-                    start -= 1
-                    name = pairs[start][0] + name
-        site = self._zh_site_marks.inverse.get(pairs[start - 1][0]) if start > 0 else None
-        if site and name[-1] in self._zh_disease_endings | _ZH_INFLAMMATION:
-            name = site + name
-        return name
 
     def _absent(self, word: str) -> bool:
         """A content word (letters, not a stop word) the corpus holds in no form."""
