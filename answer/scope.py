@@ -86,6 +86,8 @@ _COMPARISON_PART = re.compile(
 # Lowercase shorthand of a letter or two and a number: a phase, a day or an interval (ph2, d1,
 # q3; ph1b, q3w), not a trial or gene name (those are capitalised: MEN1, B12, NETTER-2).
 _SHORT_CODE = re.compile(r"^[a-z]{1,2}\d{1,2}[a-z]?$")
+# A number or code right after a word, written apart from it (KEYNOTE 604, RADIANT-4).
+_FOLLOWING_CODE = re.compile(r"[\s-]*([A-Za-z]*\d[A-Za-z0-9]*)")
 _ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th)$")
 # English prefixes that make a new word of a known one (pretreated, nonfunctioning, unresectable).
 _EN_PREFIXES = ("pre", "post", "re", "non", "un", "anti", "co", "sub", "multi", "over", "under")
@@ -278,7 +280,11 @@ class ScopeCheck:
             following = matches[i + 1].group() if adjacent else ""
             if self._unknown_site(word, following):
                 unknown.append(f"{word} {following}")  # named with its head: "breast cancer"
-            elif self._unknown_latin(word, question[: match.start()]):
+            elif self._unknown_latin(word, question[: match.start()], question[match.end() :]):
+                # A corpus name's word with another number is named with it (KEYNOTE 604).
+                code = _FOLLOWING_CODE.match(question[match.end() :])
+                if code and word.lower() in self._latin_parts:
+                    word = f"{word} {code.group(1)}"
                 if unknown and question[previous_end : match.start()] == " ":
                     unknown[-1] = f"{unknown[-1]} {word}"
                 else:
@@ -362,7 +368,7 @@ class ScopeCheck:
             and self._absent(word)
         )
 
-    def _unknown_latin(self, word: str, before: str) -> bool:
+    def _unknown_latin(self, word: str, before: str, after: str = "") -> bool:
         """A trial-, drug-, disease- or syndrome-like word the corpus lacks: letters with digits,
         capitals, a name inside the sentence, or a part the tokenizer does not hold whole
         (``everolimus-containing`` is known by its entity part)."""
@@ -377,6 +383,8 @@ class ScopeCheck:
             return False  # anti-PD-1/PD-L1, anti-CTLA-4: a class of what the corpus names
         if self._known_with_everyday_words(word):
             return False  # DLL3-directed, SSTR-positive: a corpus name with everyday words
+        if self._part_of_corpus_name(word, after):
+            return False  # ECOG ACRIN, PEN two twenty one: a corpus name written apart
         letters = [c for c in word if c.isalpha()]
         capitals = sum(c.isupper() for c in word)
         if letters and any(c.isdigit() for c in word):
@@ -415,6 +423,16 @@ class ScopeCheck:
                 for k, p in zip(named, parts, strict=True)
             )
         )
+
+    def _part_of_corpus_name(self, word: str, after: str) -> bool:
+        """A word of a hyphenated corpus name written apart from the rest (ECOG ACRIN, GETNE 什么
+        TRASGU, PEN two twenty one), unless a number follows it that makes another name
+        (KEYNOTE 604 is not the corpus's KEYNOTE-158; KEYNOTE 158 is)."""
+        lowered = word.lower()
+        if not word.isalpha() or lowered not in self._latin_parts:
+            return False
+        following = _FOLLOWING_CODE.match(after)
+        return not following or self._knows_latin(f"{lowered}-{following.group(1)}")
 
     def _count_of_known(self, word: str) -> bool:
         """Lowercase words and numbers joined (2nd-line, 3-arm, grade3, gr3-4), or phase or day

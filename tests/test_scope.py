@@ -82,6 +82,9 @@ def scope() -> ScopeCheck:
         ("乳腺肿瘤用依维莫司有效吗？", ["乳腺肿瘤"]),
         ("帕博利珠单抗治疗NEN期间出现免疫相关性肺炎，应如何处理？", ["肺炎"]),
         ("胃癌能用依维莫司吗？", ["胃癌"]),
+        # A word of a corpus trial name with another number is another trial, named with it.
+        ("What did KEYNOTE 604 show for etoposide plus pembrolizumab?", ["KEYNOTE 604"]),
+        ("Is RADIANT 4 in the review?", ["RADIANT 4"]),
     ],
 )
 def test_names_the_review_never_mentions_are_found_and_named_whole(scope, question, unknown):
@@ -142,6 +145,10 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         # across a comma (status, tumour burden); a disease the corpus holds with its site.
         "Which Ki-67 cut-off, SSTR status, tumour burden did PROMID and CLARINET require?",
         "小细胞肺癌一线用什么？",
+        # A hyphenated corpus name written apart, dictated, or with its own number.
+        "ECOG ACRIN E twenty two eleven temozolomide alone versus cap tem: what OS?",
+        "那个西班牙的GETNE什么TRASGU研究两组PFS多少？",
+        "What did KEYNOTE 158 show in NETs?",
         "类癌综合征腹泻用长效奥曲肽能控制吗？",
     ],
 )
