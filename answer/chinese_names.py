@@ -120,29 +120,21 @@ class ChineseNames:
     def _modified_disease(
         self, pairs: list[tuple[str, str]], i: int, thresholds: ScopeThresholds
     ) -> int | None:
-        """Where a disease name starts in ``pairs`` when the corpus knows its head word but not
-        the name (``zh_disease_modifiers``): at the bare ending after a site (肺 + 炎; the
-        site is named with it), or at the word the corpus lacks before it, not a verb (垂体 +
-        肿瘤, not 说明 + 肿瘤; jieba calls 手足 of 手足综合征 a verb too, so that one is missed)."""
+        """Where a disease name starts in ``pairs`` when the corpus knows its ending after a
+        site but not the name (``zh_disease_modifiers``): at the bare ending (肺 + 炎, 胃 + 癌;
+        the site is named with it). Not a word the corpus lacks before a known head: 胸部 +
+        肿瘤 is the review's thoracic tumours, 垂体 + 肿瘤 is not, and nothing tells them apart."""
         word = pairs[i][0]
         if not thresholds.zh_disease_modifiers or i == 0:
             return None
-        endings = self.disease_endings | ZH_INFLAMMATION
-        previous, flag = pairs[i - 1]
-        if site := self.site_marks.inverse.get(previous):
-            # The ending alone, or joined by jieba to the next word (胃 + 癌能用).
-            bare = len(word) == 1 or (len(word) == 2 and word[1] not in self.endings)
-            return i if bare and word[0] in endings and site + word[0] not in self.text else None
-        if word[-1] not in endings:
+        site = self.site_marks.inverse.get(pairs[i - 1][0])
+        if not site:
             return None
-        known_head = len(word) >= 2 and word in self.text
-        unknown_word = (
-            len(previous) >= 2
-            and CJK_WORD.match(previous) is not None
-            and flag[:1] not in ZH_FUNCTION_CLASSES | {"m", "v"}
-            and previous not in self.text
-        )
-        return i - 1 if known_head and unknown_word else None
+        # The ending alone, or joined by jieba to the next word (胃 + 癌能用).
+        bare = len(word) == 1 or (len(word) == 2 and word[1] not in self.endings)
+        ending = word[0]
+        known = ending not in self.disease_endings | ZH_INFLAMMATION or site + ending in self.text
+        return None if known or not bare else i
 
     def _fragments(
         self, pairs: list[tuple[str, str]], thresholds: ScopeThresholds

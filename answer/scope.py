@@ -130,9 +130,8 @@ class ScopeThresholds:
     # 粒), absent from the corpus and rare by the embedding tokenizer (``zh_max_logprob``), is a
     # name neither knows: a drug or protein jieba's dictionary lacks, not an everyday phrase.
     zh_fragment_names: bool = True
-    # Whether a disease name is unknown when only its head is known: a site right before a bare
-    # ending (肺 + 炎, pneumonitis), or a noun the corpus lacks before a corpus disease word, like
-    # an unknown English word before a disease head (``en_disease_modifiers``).
+    # Whether a site right before a bare disease ending makes a disease the corpus lacks (肺 +
+    # 炎, pneumonitis; 胃 + 癌), like an unknown English word before a disease head.
     zh_disease_modifiers: bool = True
 
 
