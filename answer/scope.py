@@ -282,7 +282,7 @@ class ScopeCheck:
             elif self._unknown_latin(word, question[: match.start()], question[match.end() :]):
                 # A corpus name's word with another number is named with it (KEYNOTE 604).
                 code = _FOLLOWING_CODE.match(question[match.end() :])
-                if code and word.lower() in self._latin_parts:
+                if code and word.lower() in self._latin_parts and code[1].isdigit():
                     word = f"{word} {code.group(1)}"
                 if unknown and question[previous_end : match.start()] == " ":
                     unknown[-1] = f"{unknown[-1]} {word}"
@@ -431,7 +431,12 @@ class ScopeCheck:
         if not word.isalpha() or lowered not in self._latin_parts:
             return False
         following = _FOLLOWING_CODE.match(after)
-        return not following or self._knows_latin(f"{lowered}-{following.group(1)}")
+        if not following:
+            return True
+        code = following.group(1)
+        # A code the corpus holds on its own follows the name (ECOG ACRIN E2211).
+        known_code = not code.isdigit() and self._knows_latin(code)
+        return known_code or self._knows_latin(f"{lowered}-{code}")
 
     def _count_of_known(self, word: str) -> bool:
         """Lowercase words and numbers joined (2nd-line, 3-arm, grade3, gr3-4), or phase or day

@@ -145,6 +145,7 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         "小细胞肺癌一线用什么？",
         # A hyphenated corpus name written apart, dictated, or with its own number.
         "ECOG ACRIN E twenty two eleven temozolomide alone versus cap tem: what OS?",
+        "ECOG ACRIN E2211: temozolomide alone versus CAPTEM, what OS?",
         "那个西班牙的GETNE什么TRASGU研究两组PFS多少？",
         "What did KEYNOTE 158 show in NETs?",
         "类癌综合征腹泻用长效奥曲肽能控制吗？",
