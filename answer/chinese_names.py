@@ -2,8 +2,8 @@
 
 jieba cuts the question after the glossary's forms are cut out of it; a name is a noun jieba's
 dictionary rarely sees or the embedding tokenizer finds rare (the rare-noun rule), a word ending
-like a drug or disease name, a run of single characters jieba cannot group, or a disease whose
-head the corpus holds but not with the words before it. Each name comes with whether only the
+like a drug or disease name, a run of single characters jieba cannot group, or a site with a
+disease ending the corpus never joins to it (肺炎). Each name comes with whether only the
 rare-noun rule found it (a rare word, left to the scope probe).
 """
 
