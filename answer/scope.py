@@ -66,7 +66,9 @@ jieba.setLogLevel(logging.WARNING)
 
 _AGE = re.compile(r"^\d+-(?:year|month|week|day)s?-old$", re.IGNORECASE)
 # A number with a unit of time, written short (12-mo, 6mo, 3-wk, 2yr): a duration, not a name.
-_DURATION = re.compile(r"^\d+-?(?:mo|mos|wk|wks|yr|yrs|hr|hrs|months?|weeks?|years?|days?)$", re.I)
+_DURATION = re.compile(
+    r"^\d+-?(?:mo|mos|mths?|mnths?|wk|wks|yr|yrs|hr|hrs|months?|weeks?|years?|days?)$", re.I
+)
 # Where a new sentence starts, so its first word's capital says nothing.
 _SENTENCE_START = re.compile(r"(?:^|[.?!:;。？！：；]\s*)$")
 # Glossary types whose Chinese endings mark a drug or disease name (…替尼, …单抗, …癌).

@@ -127,6 +127,7 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         # Counts and orders of known words, durations, a corpus word without its hyphen (5-FU).
         "Was the 2nd-line 3-arm study of grade3 or gr3-4 toxicity a ph1b?",
         "SEQTOR: did everolimus first vs STZ/5FU first change 12-mo PFS?",
+        "DART: 6-mth PFS rate and 12mth OS?",
         # A combination whose part is hyphenated (5-FU) is known by that part whole.
         "Afinitor first or streptozocin/5-FU first for a pancreatic NET: what did SEQTOR show?",
         # Rare pieces to the tokenizer (-35), an everyday word in general text (Zipf 3.3).
