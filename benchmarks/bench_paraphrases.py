@@ -48,7 +48,7 @@ BATCH_GROUPS = (
     ("17",),
     ("18",),
     ("19",),
-    *((str(batch),) for batch in range(20, 41)),
+    *((str(batch),) for batch in range(20, 43)),
 )
 
 
