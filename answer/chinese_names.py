@@ -121,11 +121,11 @@ class ChineseNames:
         self, pairs: list[tuple[str, str]], i: int, thresholds: ScopeThresholds
     ) -> int | None:
         """Where a disease name starts in ``pairs`` when the corpus knows its ending after a
-        site but not the name (``zh_disease_modifiers``): at the bare ending (肺 + 炎, 胃 + 癌;
+        site but not the name (``zh_site_diseases``): at the bare ending (肺 + 炎, 胃 + 癌;
         the site is named with it). Not a word the corpus lacks before a known head: 胸部 +
         肿瘤 is the review's thoracic tumours, 垂体 + 肿瘤 is not, and nothing tells them apart."""
         word = pairs[i][0]
-        if not thresholds.zh_disease_modifiers or i == 0:
+        if not thresholds.zh_site_diseases or i == 0:
             return None
         site = self.site_marks.inverse.get(pairs[i - 1][0])
         if not site:

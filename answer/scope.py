@@ -134,7 +134,7 @@ class ScopeThresholds:
     zh_fragment_names: bool = True
     # Whether a site right before a bare disease ending makes a disease the corpus lacks (肺 +
     # 炎, pneumonitis; 胃 + 癌), like an unknown English word before a disease head.
-    zh_disease_modifiers: bool = True
+    zh_site_diseases: bool = True
 
 
 class ScopeCheck:
@@ -283,9 +283,8 @@ class ScopeCheck:
                 unknown.append(f"{word} {following}")  # named with its head: "breast cancer"
             elif self._unknown_latin(word, question[: match.start()], question[match.end() :]):
                 # A corpus name's word with another number is named with it (KEYNOTE 604).
-                code = _FOLLOWING_CODE.match(question[match.end() :])
-                if code and word.lower() in self._latin_parts and code[1].isdigit():
-                    word = f"{word} {code.group(1)}"
+                if number := self._other_number(word, question[match.end() :]):
+                    word = f"{word} {number}"
                 if unknown and question[previous_end : match.start()] == " ":
                     unknown[-1] = f"{unknown[-1]} {word}"
                 else:
@@ -427,18 +426,21 @@ class ScopeCheck:
 
     def _part_of_corpus_name(self, word: str, after: str) -> bool:
         """A word of a hyphenated corpus name written apart from the rest (ECOG ACRIN, GETNE 什么
-        TRASGU, PEN two twenty one), unless a number follows it that makes another name
-        (KEYNOTE 604 is not the corpus's KEYNOTE-158; KEYNOTE 158 is)."""
+        TRASGU, PEN two twenty one), unless a number after it makes another name."""
+        is_part = word.isalpha() and word.lower() in self._latin_parts
+        return is_part and self._other_number(word, after) is None
+
+    def _other_number(self, word: str, after: str) -> str | None:
+        """The number or code after a word of a hyphenated corpus name that makes a name the
+        corpus lacks: 604 of KEYNOTE 604 (the corpus has KEYNOTE-158), not 158 of KEYNOTE 158,
+        nor a code the corpus holds on its own (E2211 of ECOG ACRIN E2211)."""
         lowered = word.lower()
-        if not word.isalpha() or lowered not in self._latin_parts:
-            return False
         following = _FOLLOWING_CODE.match(after)
-        if not following:
-            return True
+        if not word.isalpha() or lowered not in self._latin_parts or not following:
+            return None
         code = following.group(1)
-        # A code the corpus holds on its own follows the name (ECOG ACRIN E2211).
         known_code = not code.isdigit() and self._knows_latin(code)
-        return known_code or self._knows_latin(f"{lowered}-{code}")
+        return None if known_code or self._knows_latin(f"{lowered}-{code}") else code
 
     def _count_of_known(self, word: str) -> bool:
         """Lowercase words and numbers joined (2nd-line, 3-arm, grade3, gr3-4), or phase or day
