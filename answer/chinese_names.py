@@ -41,6 +41,9 @@ ZH_ENTITY_END = frozenset("癌瘤病症炎喘胍素苗")
 ZH_DISEASE_END = frozenset("癌瘤病症征")
 # An inflammation (肺炎): a disease name after a site, though no disease the review names.
 ZH_INFLAMMATION = frozenset("炎")
+# Characters that join two drugs written short into a regimen (纳武加铂: nivolumab plus
+# platinum), which jieba may glue into one word with them.
+ZH_JOINERS = frozenset("加联及与和")
 
 
 @dataclass
@@ -115,7 +118,23 @@ class ChineseNames:
             (w, rare)
             for w, rare in unknown
             if not any(w != other and w in other for other, _ in unknown)
+            and not self._combination(w)
         ]
+
+    def _combination(self, name: str) -> bool:
+        """Whether ``name`` is two things the corpus writes, joined (纳武 + 加 + 铂): a regimen
+        written short, not a new name. One part may be a single character (铂), not both; the
+        first part may carry one character jieba glued on before it (里 + 纳武)."""
+        for i, character in enumerate(name):
+            left, right = name[:i], name[i + 1 :]
+            if character not in ZH_JOINERS or not left or not right:
+                continue
+            lefts = [left, left[1:]] if len(left) > 2 else [left]
+            if right in self.text and any(
+                part in self.text and max(len(part), len(right)) >= 2 for part in lefts
+            ):
+                return True
+        return False
 
     def _modified_disease(
         self, pairs: list[tuple[str, str]], i: int, thresholds: ScopeThresholds

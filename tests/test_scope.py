@@ -119,6 +119,8 @@ def test_names_the_review_never_mentions_are_found_and_named_whole(scope, questi
         # Lowercase shorthand for a phase or a day, and a class of a target the review names.
         "What did the ph2 of temozolomide plus nivolumab show on d1?",
         "Which anti-PD-1 or anti-CTLA-4 antibodies were tried in NEC?",
+        # Two drugs written short and joined (nivolumab plus platinum), glued by jieba.
+        "NICE-NEC里纳武加铂的ORR是多少？",
         # Phrases jieba joins by guess, starting with a verb or a preposition: can treat,
         # shrink the tumour, than only.
         "帕博利珠单抗能治分化好的NET吗？",
