@@ -265,7 +265,7 @@ class SentenceScorer:
             # Read with slips of glossary names corrected (兰锐肽), so they are masked too.
             spelt = replace(question, text=self.scope.corrected(question.text))
             probability = self.probe.out_of_scope(
-                spelt, self.searcher.glossary, self.searcher.embedder
+                spelt, self.searcher.glossary, self.searcher.embedder, self.scope.corpus_text
             )
             # A rare word the corpus lacks makes an uncovered subject likelier: the probe's lower
             # threshold for such questions, fit alike (``benchmarks/tune_scope.py probe``).

@@ -174,6 +174,11 @@ class ScopeCheck:
         self.word_logprob = word_logprob if word_logprob is not None else embedder_word_logprob()
         self.thresholds = thresholds or ScopeThresholds()
 
+    @property
+    def corpus_text(self) -> CorpusText:
+        """The normalised corpus and glossary text the check looks words up in."""
+        return self._text
+
     def learn_glossary(self, terms: Iterable[Term]) -> None:
         """Take the endings of the glossary's Chinese drug and disease names (…肽, …癌) and the
         head nouns of its English disease names (carcinoma, syndrome), and its drug, regimen and

@@ -382,23 +382,36 @@ def probe(args: argparse.Namespace) -> None:
     """Fit the scope probe (``answer.scope_probe``) on the tune half and save it.
 
     Every item (scope set and eval set, both halves, batches not in ``--exclude-batches``) is
-    answered without a probe; the masked questions of the tune half are the training set
-    (out of scope: 1). Per regularisation strength, each tune item's probability is the mean
-    over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation with whole batches
-    in each fold, so no item is scored by weights fit on it or on its writer's other questions.
-    The chosen point is the one catching the most out-of-scope tune questions the product
-    answers now while making at most ``ANSWERABLE_BUDGET`` of the answerable ones abstain that
-    the product answers now (then the higher thresholds, then the stronger regularisation):
-    the probe's own share of the error, whatever the other checks already cost. Two thresholds
-    are chosen together: one for every question, and one (no higher) for a question whose only
-    unknown words are rare ones (``ScopeCheck.rare_words``), which the other checks leave to
-    the probe. The probe is refit on the whole tune half with them. Both halves are reported
-    with and without it.
+    answered without a probe; the masked questions of the tune half are the training set (out of
+    scope: 1), each read as its query vector beside the TF-IDF of its character n-grams (the n-grams
+    and their IDF taken from the training folds alone) and the share of its wording the corpus holds
+    (``answer.scope_probe``). Per regularisation strength, each tune item's probability is the mean
+    over ``PROBE_SEEDS`` shuffles of a ``PROBE_FOLDS``-fold cross-validation with whole batches in
+    each fold, so no item is scored by weights fit on it or on its writer's other questions.
+    The regularisation strength is the one whose held-out probabilities have the lowest log-loss
+    (classes weighted alike, as the regression weighs them): a choice read from every item's
+    probability, not from the few items near one threshold, which flipped between strengths from one
+    refit to the next. For it, the chosen thresholds are the ones catching the most out-of-scope
+    tune questions the product answers now while making at most ``ANSWERABLE_BUDGET`` of the
+    answerable ones abstain that the product answers now (then the higher thresholds): the probe's
+    own share of the error, whatever the other checks already cost. Two thresholds are chosen
+    together: one for every question, and one (no higher) for a question whose only unknown words
+    are rare ones (``ScopeCheck.rare_words``), which the other checks leave to the probe. The probe
+    is refit on the whole tune half with them. Both halves are reported with and without it.
     """
+    from scipy import sparse
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.utils.class_weight import compute_sample_weight
 
-    from answer.scope_probe import ScopeProbe, probe_text
+    from answer.scope_probe import (
+        NgramWeights,
+        ScopeProbe,
+        corpus_coverage,
+        ngram_vectorizer,
+        probe_text,
+    )
 
     service = load_product(scope_probe_enabled=False)
     answerer = getattr(service.answerer("extractive"), "mode", service.answerer("extractive"))
@@ -412,7 +425,11 @@ def probe(args: argparse.Namespace) -> None:
         item["rare"] = bool(relevance.rare_words)
     # As the product reads them: glossary names typed with a slip corrected first.
     spelt = [replace(i["asked"], text=scorer.scope.corrected(i["asked"].text)) for i in items]
-    vectors = searcher.embedder.embed_queries([probe_text(q, searcher.glossary) for q in spelt])
+    texts = np.array([probe_text(q, searcher.glossary) for q in spelt])
+    vectors = searcher.embedder.embed_queries(list(texts))
+    corpus = scorer.scope.corpus_text
+    coverage = np.array([corpus_coverage(text, corpus) for text in texts])
+    dense = np.hstack([vectors, coverage])
     out = np.array(["out_of_scope" in i["kind"] for i in items])
     abstains = np.array([i["abstains"] for i in items])
     rare = np.array([i["rare"] for i in items])
@@ -423,29 +440,40 @@ def probe(args: argparse.Namespace) -> None:
     budget = ANSWERABLE_BUDGET * (~out & tune).sum()
     refused_without = int((abstains & ~out & tune).sum())  # by the other checks, on the tune half
 
-    def model(c: float) -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+    def fit(c: float, rows: np.ndarray):
+        """The n-gram vectorizer and the regression, fit on ``rows`` (indices of ``items``)."""
+        ngrams = ngram_vectorizer()
+        counted = ngrams.fit_transform(texts[rows])
+        features = sparse.hstack([sparse.csr_matrix(dense[rows]), counted])
+        model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+        return ngrams, model.fit(features.tocsr(), out[rows])
 
+    def predict(fitted, rows: np.ndarray) -> np.ndarray:
+        ngrams, model = fitted
+        features = sparse.hstack([sparse.csr_matrix(dense[rows]), ngrams.transform(texts[rows])])
+        return model.predict_proba(features.tocsr())[:, 1]
+
+    tune_rows = np.flatnonzero(tune)
+
+    def held_out(c: float, seed: int) -> np.ndarray:
+        """Each tune item's probability from the fold that left its batch out."""
+        folds = StratifiedGroupKFold(PROBE_FOLDS, shuffle=True, random_state=seed)
+        probabilities = np.zeros(len(tune_rows))
+        for train, test in folds.split(tune_rows, out[tune], groups[tune]):
+            probabilities[test] = predict(fit(c, tune_rows[train]), tune_rows[test])
+        return probabilities
+
+    balanced = compute_sample_weight("balanced", out[tune])
+    losses = {}
     points = []
     for c in PROBE_C_GRID:
-        held_out = np.mean(
-            [
-                cross_val_predict(
-                    model(c),
-                    vectors[tune],
-                    out[tune],
-                    groups=groups[tune],
-                    cv=StratifiedGroupKFold(PROBE_FOLDS, shuffle=True, random_state=seed),
-                    method="predict_proba",
-                )[:, 1]
-                for seed in range(PROBE_SEEDS)
-            ],
-            axis=0,
-        )
+        held_out_mean = np.mean([held_out(c, seed) for seed in range(PROBE_SEEDS)], axis=0)
+        losses[c] = log_loss(out[tune], held_out_mean, sample_weight=balanced)
+        print(f"C={c:<5} held-out log-loss {losses[c]:.4f} (tune half, cross-validated)")
         pairs = itertools.product(PROBE_THRESHOLD_GRID, PROBE_RARE_THRESHOLD_GRID)
         for threshold, rare_threshold in ((t, r) for t, r in pairs if r <= t):
             bar = np.where(rare[tune], rare_threshold, threshold)
-            flagged = abstains[tune] | (held_out >= bar)
+            flagged = abstains[tune] | (held_out_mean >= bar)
             wrongly = int((flagged & ~out[tune]).sum())
             added = wrongly - refused_without
             caught = int((flagged & out[tune]).sum())
@@ -454,17 +482,26 @@ def probe(args: argparse.Namespace) -> None:
                 f"answerable abstained {wrongly} ({added} by the probe), out of scope abstained "
                 f"{caught} (tune half, cross-validated)"
             )
-            points.append((added <= budget, caught, threshold, rare_threshold, -c, wrongly))
-    within, caught, threshold, rare_threshold, negative_c, wrongly = max(points)
-    c = -negative_c
-    fitted = model(c).fit(vectors[tune], out[tune])
+            points.append((c, (added <= budget, caught, threshold, rare_threshold, wrongly)))
+    c = min(losses, key=losses.get)
+    best = max(point for strength, point in points if strength == c)
+    within, caught, threshold, rare_threshold, wrongly = best
+    ngrams, fitted = fit(c, tune_rows)
     model_id = searcher.embedder.model_id
+    dimensions = vectors.shape[1]
+    vocabulary = sorted(ngrams.vocabulary_, key=ngrams.vocabulary_.get)
     chosen = ScopeProbe(
         model_id=model_id,
-        weights=fitted.coef_[0].astype(np.float32),
+        weights=fitted.coef_[0][:dimensions].astype(np.float32),
+        coverage_weights=fitted.coef_[0][dimensions : dense.shape[1]].astype(np.float32),
         bias=float(fitted.intercept_[0]),
         threshold=threshold,
         rare_threshold=rare_threshold,
+        ngrams=NgramWeights(
+            tuple(vocabulary),
+            ngrams.idf_.astype(np.float32),
+            fitted.coef_[0][dense.shape[1] :].astype(np.float32),
+        ),
         provenance={
             "fit_by": "benchmarks/tune_scope.py probe",
             "fit_on": "tune half of eval/scope_questions.jsonl and eval/qa.jsonl",
@@ -472,7 +509,11 @@ def probe(args: argparse.Namespace) -> None:
             "items": int(tune.sum()),
             "out_of_scope": int(out[tune].sum()),
             "C": c,
-            "cross_validated": {"answerable_abstained": wrongly, "out_of_scope_abstained": caught},
+            "cross_validated": {
+                "answerable_abstained": wrongly,
+                "out_of_scope_abstained": caught,
+                "log_loss": round(losses[c], 4),
+            },
         },
     )
     print(
@@ -481,8 +522,8 @@ def probe(args: argparse.Namespace) -> None:
     )
     flagged = ~abstains & np.array(
         [
-            chosen.probability(v) >= chosen.threshold_for(rare_words=r)
-            for v, r in zip(vectors, rare, strict=True)
+            chosen.probability(v, t, corpus) >= chosen.threshold_for(rare_words=r)
+            for v, t, r in zip(vectors, texts, rare, strict=True)
         ]
     )
     report = {}

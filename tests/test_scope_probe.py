@@ -5,11 +5,21 @@ answered, follow-ups included."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from answer.scope_probe import PROBE_FILE, ScopeProbe, load_probe, masked_question, probe_text
+from answer.scope_probe import (
+    PROBE_FILE,
+    NgramWeights,
+    ScopeProbe,
+    corpus_coverage,
+    load_probe,
+    masked_question,
+    ngram_vectorizer,
+    probe_text,
+)
 from nenqa.errors import MalformedRecordError, UnreadableFileError
 from nenqa.glossary import Glossary, Term
 from nenqa.resources import bundled_dir
@@ -90,6 +100,64 @@ def test_a_saved_probe_loads_back_the_same(tmp_path):
     assert loaded.threshold_for(rare_words=False) == 0.7
 
 
+def _ngram_probe() -> ScopeProbe:
+    """A probe whose vector says nothing and whose n-grams say out of scope for 'ulcer' and
+    溃疡, as fit on three questions."""
+    texts = ["mouth ulcer on DRUG", "口腔溃疡 DRUG", "PFS of DRUG"]
+    vectorizer = ngram_vectorizer(min_df=1).fit(texts)
+    vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+    weights = np.array([20.0 if g.strip() in {"ulc", "溃", "疡"} else 0.0 for g in vocabulary])
+    ngrams = NgramWeights(tuple(vocabulary), vectorizer.idf_.astype(np.float32), weights)
+    return ScopeProbe("model-a", np.zeros(2, dtype=np.float32), -1.0, 0.5, {}, ngrams=ngrams)
+
+
+def test_the_probe_reads_the_masked_questions_character_ngrams_beside_its_vector():
+    probe = _ngram_probe()
+    assert probe.out_of_scope(Question("Mouth ulcers on DRUG?"), GLOSSARY, _Embedder()) > 0.5
+    assert probe.out_of_scope(Question("依维莫司引起口腔溃疡？"), GLOSSARY, _Embedder()) > 0.5
+    assert probe.out_of_scope(Question("PFS of everolimus?"), GLOSSARY, _Embedder()) < 0.5
+
+
+def test_a_saved_ngram_probe_loads_back_the_same_probabilities(tmp_path):
+    path = tmp_path / "probe.json"
+    probe = replace(_ngram_probe(), coverage_weights=np.array([0.5, -1.0, 2.0], np.float32))
+    probe.save(path)
+    loaded = ScopeProbe.load(path)
+    assert loaded.coverage_weights.tolist() == [0.5, -1.0, 2.0]
+    for text in ("mouth ulcers", "口腔溃疡", "PFS"):
+        vector = np.zeros(2, dtype=np.float32)
+        expected = probe.probability(vector, text, "mouth 口腔")
+        assert loaded.probability(vector, text, "mouth 口腔") == pytest.approx(expected)
+
+
+def test_coverage_is_the_share_of_the_questions_own_wording_the_corpus_holds():
+    corpus = "2021年asco年会上报道了pen-221的疗效 mouth"
+    # Types and capitals (DRUG, ASCO) are left out: of 年会 会上 上报 报道 道的 的疗 疗效 效如
+    # 如何, all but 道的 效如 如何 are found.
+    chinese = corpus_coverage("DRUG在ASCO年会上报道的疗效如何?", corpus)
+    assert chinese.tolist() == pytest.approx([6 / 9, 1.0, 6 / 9])
+    english = corpus_coverage("How should mouth ulcers caused by DRUG be managed?", corpus)
+    assert english.tolist() == pytest.approx([1.0, 1 / 5, 1 / 5])  # should mouth … managed
+    assert corpus_coverage("PFS of DRUG?", corpus).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_probe_reading_coverage_answers_more_readily_in_the_corpus_words_and_needs_them():
+    probe = ScopeProbe(
+        "model-a",
+        np.zeros(2, dtype=np.float32),
+        2.0,
+        0.5,
+        {},
+        coverage_weights=np.array([0.0, 0.0, -4.0], dtype=np.float32),
+    )
+    corpus = "what was the progression of this tumour"
+    asked = probe.out_of_scope(Question("What was the progression?"), GLOSSARY, _Embedder(), corpus)
+    other = probe.out_of_scope(Question("Which vaccine schedule?"), GLOSSARY, _Embedder(), corpus)
+    assert asked < 0.5 < other
+    with pytest.raises(ValueError, match="reads the corpus"):
+        probe.out_of_scope(Question("What was it?"), GLOSSARY, _Embedder())
+
+
 def test_a_probe_file_without_a_rare_word_threshold_uses_its_one_threshold(tmp_path):
     path = tmp_path / "probe.json"
     record = {"model_id": "m", "weights": [1.0], "bias": 0.0, "threshold": 0.6}
@@ -118,6 +186,30 @@ def test_a_probe_file_without_a_rare_word_threshold_uses_its_one_threshold(tmp_p
             ),
             "rare_threshold must be in (0, threshold]",
         ),
+        (
+            json.dumps(
+                {
+                    "model_id": "m",
+                    "weights": [1],
+                    "bias": 0,
+                    "threshold": 0.6,
+                    "ngrams": {"vocabulary": ["a", "b"], "idf": [1.0, 1.0], "weights": [0.5]},
+                }
+            ),
+            "vocabulary, idf and weights must be as long",
+        ),
+        (
+            json.dumps(
+                {
+                    "model_id": "m",
+                    "weights": [1],
+                    "bias": 0,
+                    "threshold": 0.6,
+                    "coverage_weights": [0.5, 1.0],
+                }
+            ),
+            "coverage_weights must be three numbers",
+        ),
     ],
 )
 def test_a_malformed_probe_file_is_refused_with_its_name(tmp_path, content, reason):
@@ -138,6 +230,8 @@ def test_without_a_probe_file_there_is_no_probe_unless_the_settings_name_one(tmp
 def test_the_bundled_probe_loads_and_says_how_it_was_fit():
     probe = ScopeProbe.load(bundled_dir("data") / PROBE_FILE)
     assert probe.weights.shape == (384,)  # multilingual-e5-small's dimension
+    assert probe.ngrams is not None and len(probe.ngrams.vocabulary) > 1000
+    assert probe.coverage_weights is not None and probe.coverage_weights.shape == (3,)
     assert 0.5 <= probe.threshold < 1.0
     assert 0.0 < probe.threshold_for(rare_words=True) <= probe.threshold
     assert probe.provenance["fit_on"].startswith("tune half")
