@@ -30,26 +30,22 @@ from eval.qa_schema import batch_of  # noqa: E402
 from eval.report import score_item  # noqa: E402
 
 # Batches reported together: the first ones, those issue 14's held-out runs asked (2-3, 5-6,
-# 7-8), and later ones. ``paraphrase_items`` numbers at most 100 questions per call.
-BATCH_GROUPS = (
+# 7-8); every later batch of the scope set is a group of its own (``batch_groups``).
+# ``paraphrase_items`` numbers at most 100 questions per call.
+EARLY_GROUPS = (
     ("1",),
     ("2", "3"),
     ("4",),
     ("5", "6"),
     ("7", "8"),
-    ("9",),
-    ("10",),
-    ("11",),
-    ("12",),
-    ("13",),
-    ("14",),
-    ("15",),
-    ("16",),
-    ("17",),
-    ("18",),
-    ("19",),
-    *((str(batch),) for batch in range(20, 43)),
 )
+
+
+def batch_groups() -> tuple[tuple[str, ...], ...]:
+    """``EARLY_GROUPS``, then each other batch of the scope set alone, in number order."""
+    early = {batch for group in EARLY_GROUPS for batch in group}
+    later = {batch_of(row["id"]) for row in load_scope_set()} - early
+    return (*EARLY_GROUPS, *((batch,) for batch in sorted(later, key=int)))
 
 
 def answer_all() -> list[dict]:
@@ -57,7 +53,7 @@ def answer_all() -> list[dict]:
     halves = {row["id"]: row["split"] for row in load_scope_set()}
     answerer = load_product().answerer("extractive")
     rows = []
-    for group in BATCH_GROUPS:
+    for group in batch_groups():
         for item in paraphrase_items(SCOPE_SET, set(group)):
             scope_id = item.notes.split()[-1]
             answer = answerer.answer(question_of(item))
@@ -82,8 +78,9 @@ def summary(rows: list[dict]) -> dict[str, dict]:
     """Per half, and per half and batch group: questions, key facts, gold references hit (of
     those with gold references), abstentions."""
     groups: dict[str, list[dict]] = {}
+    known = batch_groups()
     for row in rows:
-        group = next(g for g in BATCH_GROUPS if row["batch"] in g)
+        group = next(g for g in known if row["batch"] in g)
         for key in (row["split"], f"{row['split']}/batches {'+'.join(group)}"):
             groups.setdefault(key, []).append(row)
     table = {}
