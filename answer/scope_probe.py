@@ -36,6 +36,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from nenqa.errors import MalformedRecordError, UnreadableFileError
 from nenqa.glossary import Glossary, normalize_text
+from nenqa.text import CJK_RANGE
 from nenqa.types import Question
 
 log = logging.getLogger("nenqa.scope")
@@ -67,7 +68,7 @@ def ngram_vectorizer(
 # What ``corpus_coverage`` leaves out: the types masking glossary names (DRUG) and other runs of
 # capitals (ASCO, PFS), which the unknown-name check reads; and the words it counts.
 _CAPITALS = re.compile(r"(?<![A-Za-z])[A-Z][A-Z0-9-]+(?![A-Za-z])")
-_CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_CJK_RUN = re.compile(f"[{CJK_RANGE}]+")
 _LONG_LATIN_WORD = re.compile(r"[a-z]{4,}")
 
 
@@ -96,13 +97,15 @@ class NgramWeights:
         object.__setattr__(self, "_vectorizer", vectorizer)
 
     def logit(self, text: str) -> float:
+        """The n-grams' share of the probe's logit for a masked question."""
         row = self._vectorizer.transform([text])
         return float(row.dot(self.weights)[0])
 
 
 @dataclass(frozen=True)
 class ScopeProbe:
-    """Logistic-regression weights over a masked question's query vector."""
+    """Logistic-regression weights over a masked question's query vector, and where the file
+    has them, its character n-grams and its corpus coverage."""
 
     model_id: str
     weights: np.ndarray
